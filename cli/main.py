@@ -1,0 +1,46 @@
+"""``synbt``: train the generators, mass-produce synthetic DCE-MRI tumors, train and score segmenters."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import cmd_data
+
+app = typer.Typer(
+    name="synbt",
+    help=(
+        "Synthetic breast tumors in 3D DCE-MRI (SynBT). Typical run: 'synbt demo'; or step by step: "
+        "synbt data phantom → data prepare → train vqvae → train diffusion → bank build → generate → segment train."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+data_app = typer.Typer(help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the generators: VQ-VAE (patch, volume), latent diffusion, tissue model.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate trained generators (reconstruction quality, grid artifacts).", no_args_is_help=True)
+bank_app = typer.Typer(help="The tumor-mask template bank: build, inspect, preview placements.", no_args_is_help=True)
+store_app = typer.Typer(help="Synthetic/prepared Zarr stores: info, verify, export, preview.", no_args_is_help=True)
+segment_app = typer.Typer(help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True)
+experiment_app = typer.Typer(help="Reproduce the paper's experiments (Table 1).", no_args_is_help=True)
+
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bank_app, name="bank")
+app.add_typer(store_app, name="store")
+app.add_typer(segment_app, name="segment")
+app.add_typer(experiment_app, name="experiment")
+
+data_app.command("phantom")(cmd_data.data_phantom)
+data_app.command("index")(cmd_data.data_index)
+data_app.command("check")(cmd_data.data_check)
+data_app.command("prepare")(cmd_data.data_prepare)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Atomic, self-describing checkpoints.
+
+A checkpoint is one ``torch.save`` file holding plain tensors, numbers, strings, lists
+and dicts only, so it loads with ``weights_only=True``. It always carries ``kind``,
+``config`` (the component's config dict) and ``synbt_version``. Writes go to a temporary
+file in the same folder, are fsynced, then ``os.replace``d over the target, so a crash
+during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synbt_factory import __version__
+
+__all__ = ["save_checkpoint", "load_checkpoint", "file_sha256", "CheckpointError", "prune_checkpoints"]
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or of the wrong kind."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any], *, kind: str, config: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` (plus ``kind``, ``config``, version) to ``path``.
+
+    Args:
+        path: target file; its folder is created.
+        payload: state dicts and plain values (must load with ``weights_only=True``).
+        kind: what this is (``"vqvae"``, ``"diffusion"``, ``"tissue"``, ``"segmenter"``).
+        config: the component's config as a plain dict.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(payload)
+    data.update({"kind": kind, "config": config, "synbt_version": __version__})
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    log.debug("saved %s checkpoint %s", kind, path)
+    return path
+
+
+def load_checkpoint(path: Path, *, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check its kind.
+
+    Raises:
+        CheckpointError: naming the file and what to do, if it is missing, corrupt or of another kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one first or pass the right --ckpt path")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: {exc}); "
+                              "it may be truncated or not a synbt checkpoint") from exc
+    if not isinstance(data, dict) or "kind" not in data or "config" not in data:
+        raise CheckpointError(f"{path} is not a synbt checkpoint (no 'kind'/'config' entries)")
+    if kind is not None and data["kind"] != kind:
+        raise CheckpointError(f"{path} is a {data['kind']!r} checkpoint, expected {kind!r}")
+    return data
+
+
+def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (recorded in store metadata for provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+_STEP_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+def prune_checkpoints(folder: Path, *, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` ``step_<N>.pt`` files in ``folder``; returns those removed."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    steps = sorted(
+        ((int(m.group(1)), p) for p in Path(folder).glob("step_*.pt") if (m := _STEP_RE.search(p.name))),
+        key=lambda t: t[0],
+    )
+    removed = [p for _, p in steps[:-keep_last]]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed

@@ -1,0 +1,300 @@
+"""``synbt data prepare``: MAMA-MIA-layout NIfTI cases → a prepared Zarr store (case schema).
+
+Per case, with MONAI dictionary transforms: load (nibabel, ``scl_slope`` applied) → reorient
+to RAS → resample to 1 mm isotropic (images linear, masks nearest) → one intensity scale shared
+by every phase (divide by the pre-contrast 99.5th percentile, so post/pre ratios and the sign
+of enhancement are kept exactly) → crop/pad to a fixed field of view anchored on the breast
+region → write ``image`` (2, X, Y, Z) = (pre, first post), ``mask`` and optional arrays.
+The affine attribute is MONAI's tracked affine: stored indices → RAS+ mm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synbt_factory import __version__
+from synbt_factory.config import config_to_dict
+from synbt_factory.data.mamamia import CaseRecord, DatasetIndex, index_dataset
+from synbt_factory.progress import ProgressFn, report
+from synbt_factory.store import CaseStore, StoreError, StoreLayout
+
+__all__ = ["PrepareConfig", "PrepareResult", "prepare_case", "prepare_dataset", "crop_window"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    """How cases are resampled, normalised and cropped.
+
+    Args:
+        fov_mm: field of view (X, Y, Z) in RAS order, in mm (= voxels at 1 mm). The default is the
+            paper's 128×192×192 crop with the short axis superior–inferior.
+        spacing_mm: isotropic output spacing.
+        intensity_percentile: percentile of the pre-contrast image that maps to 1.0.
+        clip_max: upper clip after scaling (enhancing tumors reach ~3).
+        anterior_margin_mm: air kept in front of the most anterior body voxel.
+        body_threshold: normalised pre-contrast level separating body from air.
+        keep_all_phases: also store every post-contrast phase as ``phases`` (P, X, Y, Z).
+    """
+
+    fov_mm: tuple[int, int, int] = (192, 192, 128)
+    spacing_mm: float = 1.0
+    intensity_percentile: float = 99.5
+    clip_max: float = 8.0
+    anterior_margin_mm: int = 8
+    body_threshold: float = 0.1
+    keep_all_phases: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.fov_mm) != 3 or any(int(s) < 8 for s in self.fov_mm):
+            raise ValueError(f"fov_mm must be three sizes >= 8 mm, got {self.fov_mm}")
+        if not 0 < self.spacing_mm <= 5:
+            raise ValueError(f"spacing_mm must be in (0, 5], got {self.spacing_mm}")
+        if not 50 < self.intensity_percentile <= 100:
+            raise ValueError(f"intensity_percentile must be in (50, 100], got {self.intensity_percentile}")
+        if self.clip_max <= 1:
+            raise ValueError(f"clip_max must be > 1, got {self.clip_max}")
+
+    @property
+    def fov_voxels(self) -> tuple[int, int, int]:
+        return tuple(int(round(s / self.spacing_mm)) for s in self.fov_mm)  # type: ignore[return-value]
+
+
+@dataclass
+class PrepareResult:
+    prepared: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def crop_window(
+    body: np.ndarray, size: tuple[int, int, int], *, anterior_margin: int, tumor: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """Start/end voxel per axis of a ``size`` window (may extend past the volume: padded later).
+
+    Centred left–right and superior–inferior on the body, anchored ``anterior_margin`` voxels in
+    front of the most anterior body voxel (RAS: +Y is anterior), then shifted, where it fits, so
+    that the whole tumor is inside.
+    """
+    shape = body.shape
+    if body.any():
+        idx = [np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+        lo = [int(i[0]) for i in idx]
+        hi = [int(i[-1]) + 1 for i in idx]
+    else:
+        lo, hi = [0, 0, 0], list(shape)
+    window = []
+    for ax in range(3):
+        if ax == 1:
+            end = min(hi[1] + anterior_margin, max(hi[1], shape[1]))
+            start = end - size[1]
+        else:
+            centre = (lo[ax] + hi[ax]) // 2
+            start = centre - size[ax] // 2
+        window.append([start, start + size[ax]])
+    if tumor is not None and tumor.any():
+        t_idx = np.argwhere(tumor)
+        t_lo, t_hi = t_idx.min(axis=0), t_idx.max(axis=0) + 1
+        for ax in range(3):
+            start, end = window[ax]
+            if t_hi[ax] - t_lo[ax] > size[ax]:
+                continue
+            if t_lo[ax] < start:
+                window[ax] = [int(t_lo[ax]), int(t_lo[ax]) + size[ax]]
+            elif t_hi[ax] > end:
+                window[ax] = [int(t_hi[ax]) - size[ax], int(t_hi[ax])]
+    return [(int(a), int(b)) for a, b in window]
+
+
+def _load_transform(image_keys: list[str], mask_keys: list[str], config: PrepareConfig) -> Any:
+    from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd
+
+    keys = image_keys + mask_keys
+    return Compose(
+        [
+            LoadImaged(keys=keys, reader="NibabelReader", image_only=True, ensure_channel_first=True,
+                       dtype=np.float32),
+            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd(
+                keys=keys,
+                pixdim=(config.spacing_mm,) * 3,
+                mode=["bilinear"] * len(image_keys) + ["nearest"] * len(mask_keys),
+                padding_mode=["border"] * len(image_keys) + ["zeros"] * len(mask_keys),
+                dtype=np.float32,
+            ),
+        ]
+    )
+
+
+def prepare_case(case: CaseRecord, config: PrepareConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load, reorient, resample, normalise and crop one case.
+
+    Returns:
+        arrays: ``image`` (2, X, Y, Z) float16, ``mask`` (X, Y, Z) uint8, and when available
+        ``phases`` (P, X, Y, Z) float16, ``tissue`` and ``breast`` uint8.
+        attrs: ``affine`` (stored indices → RAS+ mm), ``spacing``, ``source_case`` ...
+
+    Raises:
+        ValueError: naming the case and file when the case cannot be prepared.
+    """
+    from monai.transforms import BorderPad, SpatialCrop
+
+    if 0 not in case.phase_numbers or not any(n > 0 for n in case.phase_numbers):
+        raise ValueError(f"{case.case_id}: needs phase _0000 and at least one post-contrast phase in {case.image_dir}")
+    if case.expert_mask is None:
+        raise ValueError(f"{case.case_id}: no expert segmentation in segmentations/expert/")
+    phase_keys = [f"phase_{n}" for n in case.phase_numbers]
+    data: dict[str, Any] = {k: str(p) for k, p in zip(phase_keys, case.phases)}
+    mask_keys = ["mask"]
+    data["mask"] = str(case.expert_mask)
+    for key, path in (("tissue", case.tissue_labels), ("breast", case.breast_mask)):
+        if path is not None:
+            data[key] = str(path)
+            mask_keys.append(key)
+    try:
+        out = _load_transform(phase_keys, mask_keys, config)(data)
+    except Exception as exc:
+        raise ValueError(f"{case.case_id}: cannot load/resample ({type(exc).__name__}: {exc}); "
+                         f"run 'synbt data check' on the dataset") from exc
+
+    pre = out["phase_0"][0].numpy()
+    finite = np.isfinite(pre)
+    if not finite.all():
+        raise ValueError(f"{case.case_id}: non-finite voxels in {case.phases[0].name}; run 'synbt data check'")
+    scale = float(np.percentile(pre, config.intensity_percentile))
+    if not scale > 0:
+        raise ValueError(f"{case.case_id}: pre-contrast image is empty (percentile {config.intensity_percentile} = {scale})")
+
+    body = (pre / scale) > config.body_threshold
+    tumor = out["mask"][0].numpy() > 0.5
+    size = config.fov_voxels
+    window = crop_window(body, size, anterior_margin=int(round(config.anterior_margin_mm / config.spacing_mm)),
+                         tumor=tumor)
+    shape = pre.shape
+    roi_start = [max(0, s) for s, _ in window]
+    roi_end = [min(d, e) for (_, e), d in zip(window, shape)]
+    border = []
+    for (s, e), d in zip(window, shape):
+        border += [max(0, -s), max(0, e - d)]
+    if any(e <= s for s, e in zip(roi_start, roi_end)):
+        raise ValueError(f"{case.case_id}: crop window {window} misses the volume {shape}")
+    crop = SpatialCrop(roi_start=roi_start, roi_end=roi_end)
+    pad = BorderPad(spatial_border=border, mode="constant")
+
+    def fit(t: Any) -> Any:
+        return pad(crop(t))
+
+    phases = []
+    for key in phase_keys:
+        t = fit(out[key])
+        phases.append(np.clip(t[0].numpy() / scale, 0.0, config.clip_max))
+    ref = fit(out["phase_0"])
+    affine = np.asarray(ref.affine, dtype=np.float64)
+    arrays: dict[str, np.ndarray] = {
+        "image": np.stack([phases[0], phases[1]]).astype(np.float16),
+        "mask": (fit(out["mask"])[0].numpy() > 0.5).astype(np.uint8),
+    }
+    if config.keep_all_phases:
+        arrays["phases"] = np.stack(phases[1:]).astype(np.float16)
+    for key in mask_keys[1:]:
+        arrays[key] = np.rint(fit(out[key])[0].numpy()).astype(np.uint8)
+    if arrays["image"].shape[1:] != size:
+        raise AssertionError(f"{case.case_id}: prepared shape {arrays['image'].shape} != {size}")
+    try:
+        info = case.info() or {}
+    except ValueError:
+        info = {}
+    imaging = info.get("imaging_data", {}) if isinstance(info.get("imaging_data"), dict) else {}
+    attrs = {
+        "affine": affine.tolist(),
+        "spacing": [float(config.spacing_mm)] * 3,
+        "source_case": case.case_id,
+        "split": case.split,
+        "dataset": imaging.get("dataset"),
+        "n_post_phases": case.n_post_phases,
+        "intensity_scale": scale,
+        "crop_window": [list(w) for w in window],
+        "source_files": [str(p) for p in case.phases] + [str(case.expert_mask)],
+        "tumor_voxels": int(arrays["mask"].sum()),
+    }
+    return arrays, attrs
+
+
+def prepare_dataset(
+    dataset_dir: Path,
+    out: str | Path,
+    *,
+    config: PrepareConfig | None = None,
+    layout: StoreLayout | None = None,
+    workers: int = 2,
+    case_ids: list[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> PrepareResult:
+    """Prepare every case of ``dataset_dir`` into the store ``out``; resumable.
+
+    Re-running skips complete cases and redoes incomplete ones. Cases run in parallel with
+    Dask (threads: NIfTI decompression and MONAI resampling release the GIL); each case is
+    written by the task that made it. A case that fails is reported in the result, never
+    stops the others.
+
+    Raises:
+        StoreError: if ``out`` holds a store prepared with another config.
+    """
+    import dask
+
+    config = config or PrepareConfig()
+    index: DatasetIndex = index_dataset(Path(dataset_dir))
+    cases = list(index.cases)
+    if case_ids is not None:
+        wanted = {c.upper() for c in case_ids}
+        cases = [c for c in cases if c.case_id in wanted]
+    card = {
+        "synthetic": False,
+        "source_dataset": index.dataset_name(),
+        "source_dir": str(Path(dataset_dir).resolve()),
+        "prepare_config": config_to_dict(config),
+        "generator_version": __version__,
+    }
+    store = CaseStore.create(out, kind="prepared", card=card, layout=layout, exist_ok=True)
+    if store.attrs.get("prepare_config") != card["prepare_config"]:
+        raise StoreError(f"{out} was prepared with another config {store.attrs.get('prepare_config')}; "
+                         "use a new --out or the same options")
+    store.remove_incomplete()
+    result = PrepareResult()
+    todo = []
+    for case in cases:
+        if store.is_complete(case.case_id):
+            result.skipped.append(case.case_id)
+        else:
+            todo.append(case)
+    lock = threading.Lock()
+    done = [len(result.skipped)]
+    total = len(cases)
+    report(progress, done[0], total)
+
+    def run(case: CaseRecord) -> None:
+        try:
+            arrays, attrs = prepare_case(case, config)
+            store.write_case(case.case_id, arrays, attrs)
+            with lock:
+                result.prepared.append(case.case_id)
+        except Exception as exc:  # one bad case never stops the rest
+            log.warning("case %s failed: %s", case.case_id, exc)
+            with lock:
+                result.failed[case.case_id] = str(exc)
+        with lock:
+            done[0] += 1
+            report(progress, done[0], total)
+
+    tasks = [dask.delayed(run)(case) for case in todo]
+    dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers))
+    store.update_card(case_ids=store.case_ids())
+    result.prepared.sort()
+    return result

@@ -1,0 +1,1 @@
+"""Networks. Models import nothing from store, training or the CLI."""
