@@ -1,0 +1,74 @@
+"""PNG montages of cases (matplotlib, Agg): pre, post, subtraction, mask outline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["CaseView", "case_montage"]
+
+
+class CaseView:
+    """One row of a montage.
+
+    Args:
+        title: row label (case id, method ...).
+        image: (2, X, Y, Z) pre/post (RAS order).
+        mask: (X, Y, Z) tumor mask to outline (red).
+        second_mask: optional (X, Y, Z) outlined in cyan (e.g. synthetic vs real tumor).
+    """
+
+    def __init__(self, title: str, image: np.ndarray, mask: np.ndarray | None = None,
+                 second_mask: np.ndarray | None = None) -> None:
+        self.title, self.image, self.mask, self.second_mask = title, image, mask, second_mask
+
+    def slice_index(self) -> int:
+        """Axial slice through the centroid of the (second, else first) mask, else the middle."""
+        for m in (self.second_mask, self.mask):
+            if m is not None and m.any():
+                return int(np.argwhere(m > 0)[:, 2].mean())
+        return self.image.shape[-1] // 2
+
+
+def _axial(vol: np.ndarray, z: int) -> np.ndarray:
+    # RAS (X toward the right, Y anterior): anterior up, patient's right on the right of the picture
+    return np.rot90(vol[:, :, z])
+
+
+def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = None) -> Path:
+    """Write a montage: one row per view, columns pre | post | post − pre | post + outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not views:
+        raise ValueError("no cases to preview")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(views), 4, figsize=(12, 3 * len(views)), squeeze=False)
+    for row, view in zip(axes, views):
+        z = view.slice_index()
+        pre = _axial(view.image[0].astype(np.float32), z)
+        post = _axial(view.image[1].astype(np.float32), z)
+        vmax = float(np.percentile(view.image[1], 99.8)) or 1.0
+        row[0].imshow(pre, cmap="gray", vmin=0, vmax=vmax)
+        row[1].imshow(post, cmap="gray", vmin=0, vmax=vmax)
+        sub = post - pre
+        row[2].imshow(sub, cmap="gray", vmin=0, vmax=max(float(np.percentile(sub, 99.8)), 1e-3))
+        row[3].imshow(post, cmap="gray", vmin=0, vmax=vmax)
+        for m, colour in ((view.mask, "red"), (view.second_mask, "cyan")):
+            if m is not None and m.any():
+                row[3].contour(_axial(m.astype(np.float32), z), levels=[0.5], colors=colour, linewidths=0.8)
+        for ax, label in zip(row, ("pre", "post", "post − pre", "mask outline")):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{view.title} — {label} (z={z})" if label == "pre" else label, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
