@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import cmd_data, cmd_store
+from cli import cmd_data, cmd_generate, cmd_store
 
 app = typer.Typer(
     name="synbt",
@@ -36,6 +36,8 @@ data_app.command("phantom")(cmd_data.data_phantom)
 data_app.command("index")(cmd_data.data_index)
 data_app.command("check")(cmd_data.data_check)
 data_app.command("prepare")(cmd_data.data_prepare)
+
+app.command("generate")(cmd_generate.generate)
 
 store_app.command("info")(cmd_store.store_info)
 store_app.command("verify")(cmd_store.store_verify)

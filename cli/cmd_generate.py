@@ -1,0 +1,77 @@
+"""``synbt generate``: mass-produce synthetic cases into a resumable Zarr store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli._console import console, fail, progress_bar, setup_logging
+
+
+def generate(
+    n: int = typer.Option(..., "--n", help="Number of synthetic cases (ids SYN_000000 ...)."),
+    out: str = typer.Option(..., "--out", help="Synthetic Zarr store; rerunning the same command resumes it."),
+    data: str = typer.Option(..., "--data", help="Prepared store of background cases (synbt data prepare)."),
+    bank: str = typer.Option(..., "--bank", help="Tumor-mask bank (synbt bank build)."),
+    method: str = typer.Option("synbt", "--method", help="synbt (latent diffusion) or syntumor (analytical baseline, no model)."),
+    vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="VQ-VAE checkpoint (method synbt)."),
+    diffusion: Optional[Path] = typer.Option(None, "--diffusion", help="Diffusion checkpoint (method synbt)."),
+    steps: int = typer.Option(10, "--steps", help="DDIM steps (method synbt)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
+    workers: int = typer.Option(2, "--workers", help="Dask threads for placement and writing; does not change results."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."),
+    seed: int = typer.Option(0, "--seed", help="Run seed; per-case streams derive from (seed, case index)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (sampler device)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Place tumors from the bank in fibroglandular tissue of real backgrounds and synthesise their texture.
+
+    Each case is written with its arrays, attributes (seed, placement record, source case, method,
+    checkpoint hashes, array checksums) and a completion marker last. Kill it at any time and
+    rerun the same command: exactly the missing cases are produced. Same seed, same cases,
+    whatever --workers and --batch-size.
+    """
+    setup_logging(verbose)
+    from synbt_factory.generate import GenerateConfig, run_generate
+    from synbt_factory.generate.pipeline import GenerateError
+    from synbt_factory.store import StoreError
+
+    try:
+        config = GenerateConfig(n=n, seed=seed, method=method, batch_size=batch_size, workers=workers)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        out_parent = Path(out).parent if "://" not in out else None
+        if out_parent is not None:
+            out_parent.mkdir(parents=True, exist_ok=True)
+            if not _writable(out_parent):
+                fail(f"cannot write to {out_parent}; choose a writable --out")
+        if method == "syntumor":
+            from synbt_factory.generate.methods import SynTumorMethod
+
+            tumor_method = SynTumorMethod.from_prepared(data)
+        else:
+            if vqvae is None or diffusion is None:
+                fail("--method synbt needs --vqvae and --diffusion checkpoints (synbt train vqvae / train diffusion), "
+                     "or use --method syntumor")
+            from synbt_factory.generate.synbt_method import SynBTMethod
+
+            tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps)
+        with progress_bar(f"generate ({method})", total=n) as update:
+            result = run_generate(config, out=out, prepared=data, bank=bank, method=tumor_method,
+                                  scheduler=scheduler, progress=update)
+    except GenerateError as exc:
+        fail(str(exc), code=1)
+    except (StoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    console.print(f"[green]wrote {len(result.written)}[/] cases, {len(result.skipped)} already complete, "
+                  f"{len(result.removed_incomplete)} incomplete removed → {out} ({result.wall_seconds:.1f} s)")
+    console.print(f"check it: synbt store verify {out}   look at it: synbt store preview {out} --out preview.png")
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)

@@ -1,0 +1,267 @@
+"""The production pipeline: Dask workers place and write, the driver samples in batches.
+
+Flow per case: pick background → place mask (worker) → synthesize texture (driver batch on
+the device for SynBT; the worker for SynTumor) → write arrays, attributes, then the marker
+(worker). At most ``max_inflight`` cases are in flight, so memory does not grow with N.
+Truth lives in the store's markers: a rerun removes unmarked groups and ``*.partial`` files
+and produces exactly the missing cases.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synbt_factory import __version__
+from synbt_factory.config import config_to_dict
+from synbt_factory.generate.jobs import CaseJob, GenerateConfig, plan_jobs
+from synbt_factory.generate.methods import Synthesized, TumorMethod
+from synbt_factory.generate.placing import PlacedCase, Placer
+from synbt_factory.progress import ProgressFn, report
+from synbt_factory.store import CaseStore, StoreError, StoreLayout
+
+__all__ = ["GenerateError", "GenerateResult", "run_generate", "write_synthetic_case"]
+
+log = logging.getLogger(__name__)
+
+LICENCE = (
+    "Synthetic data derived from the source dataset named in this card; the source dataset's licence and "
+    "terms of use apply. Intended use: training and evaluating tumor segmentation models in research. "
+    "Not for diagnosis. Every case carries a synthetic tumor (synthetic_mask); backgrounds are real source cases."
+)
+
+
+class GenerateError(RuntimeError):
+    """The run could not produce some cases; finished cases are kept."""
+
+
+@dataclass
+class GenerateResult:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    removed_incomplete: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+def _library_versions() -> dict[str, str]:
+    import dask
+    import monai
+    import torch
+    import zarr
+
+    return {"synbt": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "zarr": zarr.__version__, "numpy": np.__version__, "dask": dask.__version__}
+
+
+def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthesized, method: str) -> dict[str, float]:
+    """Write one synthetic case (arrays, attributes, marker last); returns stage seconds."""
+    t0 = time.perf_counter()
+    image, record, timings = synthesized
+    store = CaseStore.open(location, mode="r+")
+    clip = float(store.attrs.get("clip_max", 8.0))
+    arrays = {
+        "image": np.clip(image, 0.0, clip).astype(np.float16),
+        "mask": ((placed.mask > 0) | (placed.synthetic_mask > 0)).astype(np.uint8),
+        "synthetic_mask": (placed.synthetic_mask > 0).astype(np.uint8),
+    }
+    src = placed.source_attrs
+    attrs = {
+        "affine": src["affine"],
+        "spacing": src["spacing"],
+        "source_case": placed.job.background,
+        "source_sha256": src.get("sha256", {}).get("image"),
+        "split": "train",
+        "dataset": src.get("dataset"),
+        "method": method,
+        "seed": placed.job.seed,
+        "case_index": placed.job.index,
+        "placement": placed.placement,
+        "synthesis": record,
+    }
+    store.write_case(placed.job.case_id, arrays, attrs)
+    return {**placed.timings, **timings, "write": time.perf_counter() - t0}
+
+
+def _place_synthesize_write(placer: Placer, method: TumorMethod, location: str, job: CaseJob) -> dict[str, float]:
+    placed = placer.place(job)
+    (result,) = method.synthesize([placed])
+    return write_synthetic_case(location, placed, result, method.name)
+
+
+def _open_or_create(out: str, config: GenerateConfig, method: TumorMethod, prepared: CaseStore, bank: str,
+                    layout: StoreLayout | None) -> CaseStore:
+    identity = {**config.identity(), "method_card": method.card(), "prepared": str(prepared.location),
+                "bank": str(bank)}
+    card = {
+        "synthetic": True,
+        "generator_version": __version__,
+        "generate_config": config_to_dict(config),
+        "run_identity": identity,
+        "library_versions": _library_versions(),
+        "source_dataset": prepared.attrs.get("source_dataset"),
+        "source_prepare_config": prepared.attrs.get("prepare_config"),
+        "licence": LICENCE,
+        "clip_max": float((prepared.attrs.get("prepare_config") or {}).get("clip_max", 8.0)),
+    }
+    store = CaseStore.create(out, kind="synthetic", card=card, layout=layout, exist_ok=True)
+    if store.attrs.get("run_identity") != identity:
+        raise StoreError(
+            f"{out} was generated with other settings (seed, method, models, source or bank differ); "
+            "rerun with the same options to resume, or choose a new --out"
+        )
+    return store
+
+
+def run_generate(
+    config: GenerateConfig,
+    *,
+    out: str | Path,
+    prepared: str | Path,
+    bank: str | Path,
+    method: TumorMethod,
+    scheduler: str | None = None,
+    layout: StoreLayout | None = None,
+    placement_config: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> GenerateResult:
+    """Produce the missing cases of ``out`` (all of them on a first run).
+
+    Args:
+        config: the run (n, seed, method, batch size, workers).
+        out: synthetic store location (created, or resumed when it exists with the same settings).
+        prepared: prepared store of backgrounds (``synbt data prepare``).
+        bank: tumor bank location (``synbt bank build``).
+        method: texture method (SynTumor or SynBT).
+        scheduler: Dask scheduler address to join; None starts an in-process cluster with
+            ``config.workers`` threads.
+
+    Raises:
+        StoreError: the output store exists with other settings, or the prepared store is missing.
+        GenerateError: some cases could not be produced (listed; finished cases are kept).
+    """
+    from dask.distributed import Client
+
+    t_start = time.perf_counter()
+    out, prepared_loc, bank_loc = str(out), str(prepared), str(bank)
+    source = CaseStore.open(prepared_loc)
+    store = _open_or_create(out, config, method, source, bank_loc, layout)
+    result = GenerateResult(removed_incomplete=store.remove_incomplete())
+    backgrounds = [c for c in source.case_ids()
+                   if config.background_split is None or source.case_attrs(c).get("split") == config.background_split]
+    jobs = plan_jobs(config, backgrounds)
+    done_ids = set(store.case_ids())
+    todo = [j for j in jobs if j.case_id not in done_ids]
+    result.skipped = [j.case_id for j in jobs if j.case_id in done_ids]
+    total, finished = len(jobs), len(result.skipped)
+    report(progress, finished, total)
+    placer = Placer(prepared_loc, bank_loc, placement_config)
+    stage: dict[str, float] = {}
+
+    def account(job: CaseJob, timings: dict[str, float]) -> None:
+        nonlocal finished
+        for k, v in timings.items():
+            stage[k] = stage.get(k, 0.0) + v
+        result.written.append(job.case_id)
+        finished += 1
+        elapsed = time.perf_counter() - t_start
+        report(progress, finished, total, {"cases/s": len(result.written) / max(elapsed, 1e-9)})
+
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        client = Client(processes=False, n_workers=1, threads_per_worker=config.workers, dashboard_address=None)
+    try:
+        if not method.batched:
+            _run_per_case(client, placer, method, out, todo, config, result, account)
+        else:
+            _run_batched(client, placer, method, out, todo, config, result, account, stage)
+    finally:
+        client.close()
+    store.update_card(complete_cases=len(store.case_ids()), source_case_ids=sorted(set(backgrounds)))
+    result.stage_seconds = stage
+    result.wall_seconds = time.perf_counter() - t_start
+    result.written.sort()
+    if result.failed:
+        listed = "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
+        raise GenerateError(f"{len(result.failed)} case(s) failed, {len(result.written)} written and kept: {listed}")
+    return result
+
+
+def _run_per_case(client: Any, placer: Placer, method: TumorMethod, out: str, todo: list[CaseJob],
+                  config: GenerateConfig, result: GenerateResult, account: Any) -> None:
+    from dask.distributed import as_completed
+
+    pending = deque(todo)
+    running = as_completed()
+    futures: dict[Any, CaseJob] = {}
+
+    def submit_next() -> None:
+        job = pending.popleft()
+        fut = client.submit(_place_synthesize_write, placer, method, out, job, key=f"case-{job.case_id}-{job.seed}",
+                            pure=False, retries=2)
+        futures[fut] = job
+        running.add(fut)
+
+    for _ in range(min(config.inflight, len(pending))):
+        submit_next()
+    for fut in running:
+        job = futures.pop(fut)
+        try:
+            account(job, fut.result())
+        except Exception as exc:
+            result.failed[job.case_id] = f"{type(exc).__name__}: {exc}"
+            log.warning("case %s failed: %s", job.case_id, exc)
+        if pending:
+            submit_next()
+
+
+def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, todo: list[CaseJob],
+                 config: GenerateConfig, result: GenerateResult, account: Any, stage: dict[str, float]) -> None:
+    pending = deque(todo)
+    placing: deque[tuple[CaseJob, Any]] = deque()
+    writing: deque[tuple[CaseJob, Any]] = deque()
+
+    def fill() -> None:
+        while pending and len(placing) + len(writing) < config.inflight:
+            job = pending.popleft()
+            placing.append((job, client.submit(placer.place, job, key=f"place-{job.case_id}-{job.seed}", pure=False,
+                                               retries=2)))
+
+    def drain_writes(limit: int) -> None:
+        while len(writing) > limit:
+            job, fut = writing.popleft()
+            try:
+                account(job, fut.result())
+            except Exception as exc:
+                result.failed[job.case_id] = f"{type(exc).__name__}: {exc}"
+
+    fill()
+    while placing:
+        batch: list[PlacedCase] = []
+        while placing and len(batch) < config.batch_size:
+            job, fut = placing.popleft()
+            try:
+                batch.append(fut.result())
+            except Exception as exc:
+                result.failed[job.case_id] = f"{type(exc).__name__}: {exc}"
+        fill()
+        if not batch:
+            continue
+        t0 = time.perf_counter()
+        outputs = method.synthesize(batch)
+        stage["driver_synthesis"] = stage.get("driver_synthesis", 0.0) + time.perf_counter() - t0
+        for placed, synthesized in zip(batch, outputs):
+            writing.append((placed.job, client.submit(write_synthetic_case, out, placed, synthesized, method.name,
+                                                      key=f"write-{placed.job.case_id}-{placed.job.seed}", pure=False,
+                                                      retries=2)))
+        drain_writes(config.inflight // 2)
+        fill()
+    drain_writes(0)
