@@ -22,6 +22,7 @@ def generate(
     batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
     workers: int = typer.Option(2, "--workers", help="Dask threads for placement and writing; does not change results."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."),
+    cluster: str = typer.Option("threads", "--cluster", help="threads: one process, Dask threads; local: a LocalCluster of --workers processes (one per GPU with dask-cuda)."),
     seed: int = typer.Option(0, "--seed", help="Run seed; per-case streams derive from (seed, case index)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (sampler device)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
@@ -61,7 +62,7 @@ def generate(
             tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps)
         with progress_bar(f"generate ({method})", total=n) as update:
             result = run_generate(config, out=out, prepared=data, bank=bank, method=tumor_method,
-                                  scheduler=scheduler, progress=update)
+                                  scheduler=scheduler, cluster=cluster, progress=update)
     except GenerateError as exc:
         fail(str(exc), code=1)
     except (StoreError, FileNotFoundError, ValueError, RuntimeError) as exc:

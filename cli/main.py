@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import cmd_data, cmd_generate, cmd_store
+from cli import cmd_data, cmd_generate, cmd_segment, cmd_store, cmd_vqvae
 
 app = typer.Typer(
     name="synbt",
@@ -38,6 +38,14 @@ data_app.command("check")(cmd_data.data_check)
 data_app.command("prepare")(cmd_data.data_prepare)
 
 app.command("generate")(cmd_generate.generate)
+
+train_app.command("vqvae")(cmd_vqvae.train_vqvae)
+eval_app.command("vqvae")(cmd_vqvae.eval_vqvae)
+
+segment_app.command("train")(cmd_segment.segment_train)
+segment_app.command("eval")(cmd_segment.segment_eval)
+segment_app.command("score")(cmd_segment.segment_score)
+experiment_app.command("table1")(cmd_segment.experiment_table1)
 
 store_app.command("info")(cmd_store.store_info)
 store_app.command("verify")(cmd_store.store_verify)

@@ -128,6 +128,7 @@ def run_generate(
     bank: str | Path,
     method: TumorMethod,
     scheduler: str | None = None,
+    cluster: str = "threads",
     layout: StoreLayout | None = None,
     placement_config: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
@@ -140,15 +141,17 @@ def run_generate(
         prepared: prepared store of backgrounds (``synbt data prepare``).
         bank: tumor bank location (``synbt bank build``).
         method: texture method (SynTumor or SynBT).
-        scheduler: Dask scheduler address to join; None starts an in-process cluster with
-            ``config.workers`` threads.
+        scheduler: Dask scheduler address to join (``tcp://HOST:8786``); overrides ``cluster``.
+        cluster: ``"threads"``: an in-process cluster with ``config.workers`` threads (batched
+            methods sample on the driver while workers place and write); ``"local"``: a
+            ``LocalCluster`` of ``config.workers`` processes (one per GPU when CUDA is visible and
+            dask-cuda is installed). On a cluster, each task places, synthesises and writes a batch
+            of cases; each worker loads the models once.
 
     Raises:
         StoreError: the output store exists with other settings, or the prepared store is missing.
         GenerateError: some cases could not be produced (listed; finished cases are kept).
     """
-    from dask.distributed import Client
-
     t_start = time.perf_counter()
     out, prepared_loc, bank_loc = str(out), str(prepared), str(bank)
     source = CaseStore.open(prepared_loc)
@@ -174,17 +177,20 @@ def run_generate(
         elapsed = time.perf_counter() - t_start
         report(progress, finished, total, {"cases/s": len(result.written) / max(elapsed, 1e-9)})
 
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        client = Client(processes=False, n_workers=1, threads_per_worker=config.workers, dashboard_address=None)
+    client, local_cluster = _connect(scheduler, cluster, config.workers)
+    distributed = bool(scheduler) or cluster != "threads"
     try:
         if not method.batched:
-            _run_per_case(client, placer, method, out, todo, config, result, account)
+            _run_tasks(client, placer, method, out, [[j] for j in todo], config, result, account)
+        elif distributed:
+            batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+            _run_tasks(client, placer, method, out, batches, config, result, account)
         else:
             _run_batched(client, placer, method, out, todo, config, result, account, stage)
     finally:
         client.close()
+        if local_cluster is not None:
+            local_cluster.close()
     store.update_card(complete_cases=len(store.case_ids()), source_case_ids=sorted(set(backgrounds)))
     result.stage_seconds = stage
     result.wall_seconds = time.perf_counter() - t_start
@@ -195,32 +201,79 @@ def run_generate(
     return result
 
 
-def _run_per_case(client: Any, placer: Placer, method: TumorMethod, out: str, todo: list[CaseJob],
-                  config: GenerateConfig, result: GenerateResult, account: Any) -> None:
+def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, Any]:
+    """A Dask client: joined (scheduler address), a process LocalCluster, or in-process threads."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    if cluster == "threads":
+        return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=None), None
+    if cluster != "local":
+        raise ValueError(f"cluster must be 'threads' or 'local', got {cluster!r}")
+    import torch
+
+    if torch.cuda.is_available():
+        try:
+            from dask_cuda import LocalCUDACluster
+
+            local = LocalCUDACluster(dashboard_address=None, resources={"GPU": 1})
+            return Client(local), local
+        except ImportError:
+            log.info("dask-cuda is not installed: a CPU-process LocalCluster is used (pip install 'synbt[cuda]')")
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(local), local
+
+
+def _process_jobs(placer: Placer, method: TumorMethod, location: str, jobs: list[CaseJob]) -> list[dict[str, float]]:
+    """One task: place, synthesise (one batch) and write ``jobs``; returns stage seconds per case."""
+    placed = [placer.place(job) for job in jobs]
+    outputs = method.synthesize(placed)
+    return [write_synthetic_case(location, p, o, method.name) for p, o in zip(placed, outputs)]
+
+
+def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, groups: list[list[CaseJob]],
+               config: GenerateConfig, result: GenerateResult, account: Any) -> None:
+    """Submit one task per group of jobs, at most ``inflight`` cases at a time; retries on lost workers.
+
+    A group that fails as a whole (e.g. its worker kept dying) is retried one case at a time, so
+    the error names the case that fails and its batch-mates are still produced.
+    """
     from dask.distributed import as_completed
 
-    pending = deque(todo)
+    pending = deque(groups)
     running = as_completed()
-    futures: dict[Any, CaseJob] = {}
+    futures: dict[Any, list[CaseJob]] = {}
+    in_flight = 0
 
-    def submit_next() -> None:
-        job = pending.popleft()
-        fut = client.submit(_place_synthesize_write, placer, method, out, job, key=f"case-{job.case_id}-{job.seed}",
-                            pure=False, retries=2)
-        futures[fut] = job
+    def submit(group: list[CaseJob]) -> None:
+        nonlocal in_flight
+        key = f"cases-{group[0].case_id}-{len(group)}-{group[0].seed}"
+        fut = client.submit(_process_jobs, placer, method, out, group, key=key, pure=False, retries=2)
+        futures[fut] = group
         running.add(fut)
+        in_flight += len(group)
 
-    for _ in range(min(config.inflight, len(pending))):
-        submit_next()
+    def top_up() -> None:
+        while pending and in_flight < config.inflight:
+            submit(pending.popleft())
+
+    top_up()
     for fut in running:
-        job = futures.pop(fut)
+        group = futures.pop(fut)
+        in_flight -= len(group)
         try:
-            account(job, fut.result())
+            for job, timings in zip(group, fut.result()):
+                account(job, timings)
         except Exception as exc:
-            result.failed[job.case_id] = f"{type(exc).__name__}: {exc}"
-            log.warning("case %s failed: %s", job.case_id, exc)
-        if pending:
-            submit_next()
+            if len(group) > 1:
+                log.warning("batch %s..%s failed (%s); retrying its cases one by one", group[0].case_id,
+                            group[-1].case_id, exc)
+                pending.extendleft([j] for j in reversed(group))
+            else:
+                result.failed[group[0].case_id] = f"{type(exc).__name__}: {exc}"
+                log.warning("case %s failed: %s", group[0].case_id, exc)
+        top_up()
 
 
 def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, todo: list[CaseJob],

@@ -21,11 +21,13 @@ __all__ = [
     "nearest_code_indices",
     "embed_indices",
     "quantize_to_codes",
+    "code_histogram",
     "codebook_usage",
+    "restart_dead_codes",
 ]
 
 #: Budget of one (chunk × codes) float32 distance buffer (two are alive at once).
-DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 def chunk_rows_for(num_codes: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -44,9 +46,7 @@ def _channels_last_flat(z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nearest_code_indices(
-    z: torch.Tensor, codebook: torch.Tensor, *, chunk_rows: int | None = None
-) -> torch.Tensor:
+def nearest_code_indices(z: torch.Tensor, codebook: torch.Tensor, *, chunk_rows: int | None = None) -> torch.Tensor:
     """Index of the nearest codebook entry for every latent vector, chunk by chunk.
 
     Same arithmetic and tie-breaking as MONAI's ``EMAQuantizer.quantize`` (``torch.max`` of the
@@ -55,7 +55,7 @@ def nearest_code_indices(
     Args:
         z: continuous latent (B, D, X, Y, Z) (any number of spatial axes).
         codebook: (K, D) code vectors.
-        chunk_rows: latent vectors per chunk; default keeps one distance buffer near 128 MiB.
+        chunk_rows: latent vectors per chunk; default keeps one distance buffer near 16 MiB.
 
     Returns:
         (B, X, Y, Z) int64 code indices in [0, K).
@@ -103,23 +103,74 @@ def quantize_to_codes(
     return embed_indices(idx, codebook), idx
 
 
-def codebook_usage(indices: torch.Tensor, num_codes: int) -> dict[str, float]:
-    """Perplexity and used fraction of a codebook over a set of indices.
+def code_histogram(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """(K,) int64 counts of each code in ``indices`` (accumulate these over cases)."""
+    if num_codes < 1:
+        raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+    return torch.bincount(indices.reshape(-1).cpu(), minlength=num_codes)
+
+
+def codebook_usage(counts_or_indices: torch.Tensor, num_codes: int, *, is_counts: bool = False) -> dict[str, float]:
+    """Perplexity and used fraction of a codebook.
 
     Perplexity is ``exp(−Σ p_k log p_k)`` of the code histogram (MONAI's ``VectorQuantizer``
-    definition); it equals ``num_codes`` for perfectly uniform use and 1 for a collapsed codebook.
+    definition): ``num_codes`` for perfectly uniform use, 1 for a collapsed codebook.
+
+    Args:
+        counts_or_indices: code indices (any shape), or a (K,) histogram when ``is_counts``.
+        num_codes: codebook size K.
 
     Returns:
         ``{"perplexity", "used_fraction", "used_codes"}``.
     """
-    if num_codes < 1:
-        raise ValueError(f"num_codes must be >= 1, got {num_codes}")
-    counts = torch.bincount(indices.reshape(-1).cpu(), minlength=num_codes).double()
+    counts = counts_or_indices if is_counts else code_histogram(counts_or_indices, num_codes)
+    if counts.numel() != num_codes:
+        raise ValueError(f"histogram has {counts.numel()} bins, expected {num_codes}")
+    counts = counts.double().cpu()
     total = counts.sum()
     if total == 0:
-        raise ValueError("indices is empty")
+        raise ValueError("no code indices to measure")
     probs = counts / total
     nz = probs[probs > 0]
     entropy = float(-(nz * nz.log()).sum())
     used = int((counts > 0).sum())
     return {"perplexity": math.exp(entropy), "used_fraction": used / num_codes, "used_codes": float(used)}
+
+
+@torch.no_grad()
+def restart_dead_codes(
+    quantizer: torch.nn.Module,
+    z: torch.Tensor,
+    *,
+    threshold: float,
+    generator: torch.Generator,
+    new_count: float = 1.0,
+) -> int:
+    """Re-seed unused codes of a MONAI ``EMAQuantizer`` with latent vectors of the current batch.
+
+    MONAI's EMA update starts every cluster size at 0, so a code not hit by the very first batch
+    gets ``ema_w / ≈ε`` — a vector of norm ~1e5 that is never chosen again (the codebook collapses
+    to the few codes of batch 1). Codes whose EMA cluster size is below ``threshold`` are replaced
+    by randomly drawn encoder outputs ``z`` (the usual "dead code restart"), with EMA state set so
+    that the EMA formula reproduces the new vector (``ema_w = new_count · e``, cluster size ``new_count``).
+
+    Args:
+        quantizer: ``monai.networks.layers.vector_quantizer.EMAQuantizer``.
+        z: continuous encoder output of the batch (B, D, *S).
+        threshold: EMA cluster size below which a code counts as dead.
+        generator: draws which latent vectors become the new codes.
+        new_count: EMA cluster size given to a restarted code.
+
+    Returns:
+        Number of codes restarted.
+    """
+    dead = (quantizer.ema_cluster_size < threshold).nonzero().flatten()
+    if dead.numel() == 0:
+        return 0
+    flat = _channels_last_flat(z.detach())
+    pick = torch.randint(flat.shape[0], (dead.numel(),), generator=generator, device=generator.device)
+    new = flat[pick.to(flat.device)].to(quantizer.embedding.weight.dtype)
+    quantizer.embedding.weight.data[dead] = new
+    quantizer.ema_w.data[dead] = new * new_count
+    quantizer.ema_cluster_size.data[dead] = new_count
+    return int(dead.numel())

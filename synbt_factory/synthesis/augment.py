@@ -34,6 +34,8 @@ __all__ = [
     "close_mask",
     "crop_to_bbox",
     "STRUCTURE_26",
+    "spline_weights",
+    "smooth_field",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,13 +166,23 @@ def _rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _spline_weights(n: int, points: int) -> np.ndarray:
-    """(n, points) cubic cardinal-spline weights spreading ``points`` knots over ``n`` voxels."""
+def spline_weights(n: int, points: int) -> np.ndarray:
+    """(n, points) cubic cardinal-spline weights spreading ``points`` knots over ``n`` voxels (read-only)."""
     knots = np.linspace(0.0, max(n - 1, 1), points)
     basis = CubicSpline(knots, np.eye(points), bc_type="natural")
     w = basis(np.arange(n, dtype=np.float64))
     w.setflags(write=False)
     return w
+
+
+def smooth_field(shape: tuple[int, int, int], points: int | tuple[int, int, int], rng: np.random.Generator,
+                 *, channels: int = 1) -> np.ndarray:
+    """(channels, X, Y, Z) float32 smooth random field: standard-normal control values on a
+    ``points`` grid, interpolated by cubic cardinal splines (values ~ N(0, 1) at the knots)."""
+    pts = (points,) * 3 if isinstance(points, int) else tuple(points)
+    grid = rng.standard_normal((channels, *pts))
+    wx, wy, wz = (spline_weights(n, p) for n, p in zip(shape, pts, strict=True))
+    return np.einsum("ia,jb,kc,dabc->dijk", wx, wy, wz, grid, optimize=True).astype(np.float32)
 
 
 def _elastic_field(shape: tuple[int, int, int], record: AugmentRecord, sigma_vox: float) -> np.ndarray:
@@ -179,7 +191,7 @@ def _elastic_field(shape: tuple[int, int, int], record: AugmentRecord, sigma_vox
         return np.zeros((3, *shape), dtype=np.float32)
     p = record.elastic_points
     grid = np.random.default_rng(record.elastic_seed).standard_normal((3, p, p, p)) * sigma_vox
-    wx, wy, wz = (_spline_weights(n, p) for n in shape)
+    wx, wy, wz = (spline_weights(n, p) for n in shape)
     field = np.einsum("ia,jb,kc,dabc->dijk", wx, wy, wz, grid, optimize=True)
     return field.astype(np.float32)
 
@@ -248,7 +260,7 @@ def apply_augment(template: np.ndarray, record: AugmentRecord, *, scale: float =
     out_centre = (np.asarray(out_shape, dtype=np.float64) - 1.0) / 2.0
 
     disp = _elastic_field(out_shape, record, sigma_vox)
-    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre)]
+    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre, strict=True)]
     grids = np.meshgrid(*offs, indexing="ij", sparse=True)
     pos = [grids[d] + disp[d] for d in range(3)]
     coords = np.empty((3, *out_shape), dtype=np.float32)

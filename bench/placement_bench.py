@@ -1,0 +1,235 @@
+"""Tumor placement (and the tissue model feeding it) on prepared phantom cases.
+
+    python -m bench.placement_bench [--data PREPARED.zarr] [--phantom-size small] [--cases 10]
+                                    [--placements 200] [--tissue-steps 0] [--device cpu]
+
+Figures: placement acceptance rate (accepted / centres tried), placements per second (after
+the per-background context), context build time, fraction of tumor voxels inside the FGT and
+inside the breast, bank size. With ``--tissue-steps N`` a tissue model is first trained for N
+steps on the phantom's *train* label maps only (images synthesised from labels: it never sees a
+real phantom image), scored on every real image (held-out / label-seen cases, per
+fat-suppression profile), and its
+post-processed FGT (``tissue_pred``) is what placement uses. Writes
+``bench/results/placement.json`` and ``bench/results/placements.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS_DIR, peak_rss_mb, save_result
+
+
+def phantom_prepared(workdir: Path, *, n: int, size: str, seed: int = 0) -> tuple[Path, Path]:
+    """Write a phantom (MAMA-MIA layout) and prepare it at the default field of view; returns (dir, store)."""
+    from synbt_factory.data.prepare import PrepareConfig, prepare_dataset
+    from synbt_factory.phantom import PRESETS, write_phantom
+
+    cfg = PRESETS[size]
+    ph = workdir / f"phantom-{size}-{n}-{seed}"
+    store = workdir / f"prepared-{size}-{n}-{seed}.zarr"
+    if not store.exists():
+        write_phantom(ph, n=n, seed=seed, size=size)
+        fov = tuple(int(round(f)) for f in cfg.fov_mm)
+        result = prepare_dataset(ph, store, config=PrepareConfig(fov_mm=fov), workers=2)  # type: ignore[arg-type]
+        if result.failed:
+            raise RuntimeError(f"prepare failed for {result.failed}")
+    return ph, store
+
+
+def fat_suppression(dataset_dir: Path) -> dict[str, bool | None]:
+    """case id → fat suppressed (from the patient info JSON's imaging_data), None when not recorded."""
+    from synbt_factory.data.mamamia import index_dataset
+
+    out: dict[str, bool | None] = {}
+    for rec in index_dataset(dataset_dir).cases:
+        try:
+            imaging = (rec.info() or {}).get("imaging_data", {})
+        except ValueError:
+            imaging = {}
+        flag = None
+        for key, value in imaging.items():
+            if "fat" in key.lower() and isinstance(value, bool):
+                flag = value
+        out[rec.case_id] = flag
+    return out
+
+
+def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, steps: int, preset: str,
+                 patch: int, device: str) -> dict[str, Any]:
+    """Train on train-split label maps only, score on held-out real images, write tissue_pred."""
+    from synbt_factory.training.tissue import (
+        TissueTrainConfig,
+        add_tissue_to_store,
+        evaluate_tissue,
+        load_label_cases,
+        load_tissue_model,
+        train_tissue,
+    )
+
+    cases = load_label_cases(store_path, with_images=True)
+    train = [c for c in cases if c.split == "train"]
+    held = [c for c in cases if c.split != "train"]
+    # training sees labels only: drop the real images so k-means uses position + random fields
+    train_labels_only = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train")
+                         for c in train]
+    from synbt_factory.synthesis.tissue_synth import TissueSynthConfig
+
+    config = TissueTrainConfig.preset(preset, steps=steps, val_every=0, workers=1, log_every=25, patch=patch,
+                                      roi=patch, synth=TissueSynthConfig(cluster_features="position"))
+    t0 = time.perf_counter()
+    result = train_tissue(train_labels_only, workdir / "tissue-run", config, val=[], device=device, resume=False)
+    train_s = time.perf_counter() - t0
+    model, cfg = load_tissue_model(result.last_path, device=device)
+    t_eval = time.perf_counter()
+    rows = evaluate_tissue(model, cases, post=cfg.post, roi=cfg.roi, sw_batch_size=cfg.sw_batch_size)
+    eval_s = (time.perf_counter() - t_eval) / max(1, len(cases))
+    fs = fat_suppression(dataset_dir) if dataset_dir is not None else {}
+    split = {c.case_id: c.split for c in cases}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        r["fat_suppressed"] = fs.get(r["case_id"])
+        r["labels_seen_in_training"] = split[r["case_id"]] == "train"
+        profile = {True: "fat_suppressed", False: "non_fat_suppressed"}.get(r["fat_suppressed"], "unknown")
+        part = "train_labels" if r["labels_seen_in_training"] else "heldout"
+        groups.setdefault(f"{part}/{profile}", []).append(r)
+        groups.setdefault(f"{part}/all", []).append(r)
+    summary = {
+        k: {"cases": len(v), **{m: float(np.mean([r[m] for r in v])) for m in ("dice_fgt_raw", "dice_fgt_post",
+                                                                             "dice_breast")}}
+        for k, v in groups.items()
+    }
+    t1 = time.perf_counter()
+    add_tissue_to_store(result.last_path, store_path, device=device, overwrite=True)
+    losses = [h["loss"] for h in result.history if h["event"] == "train"]
+    return {
+        "preset": preset,
+        "steps": steps,
+        "train_label_maps": len(train),
+        "heldout_real_images": len(held),
+        "train_seconds": train_s,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "real_image_dice": summary,
+        "per_case": rows,
+        "evaluate_seconds_per_case": eval_s,
+        "predict_and_write_seconds_per_case": (time.perf_counter() - t1) / max(1, len(cases)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="prepared store (default: a fresh phantom)")
+    parser.add_argument("--phantom-size", default="small", choices=["tiny", "small", "default"])
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--placements", type=int, default=200)
+    parser.add_argument("--tissue-steps", type=int, default=0, help="train a tissue model first (0: use labels)")
+    parser.add_argument("--tissue-preset", default="small", choices=["tiny", "small"])
+    parser.add_argument("--tissue-patch", type=int, default=64, help="training patch / inference window edge")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
+    args = parser.parse_args()
+
+    from synbt_factory.rng import case_generator
+    from synbt_factory.store import CaseStore
+    from synbt_factory.synthesis.bank import build_bank
+    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
+
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="synbt-placement-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        dataset_dir = None
+        if args.data is None:
+            dataset_dir, store_path = phantom_prepared(workdir, n=args.cases, size=args.phantom_size, seed=args.seed)
+        else:
+            store_path = args.data
+        figures: dict[str, Any] = {"data": str(args.data or f"phantom {args.phantom_size} n={args.cases}")}
+        if args.tissue_steps > 0:
+            figures["tissue"] = tissue_stage(store_path, dataset_dir, workdir, steps=args.tissue_steps,
+                                             preset=args.tissue_preset, patch=args.tissue_patch,
+                                             device=args.device)
+            print({k: v for k, v in figures["tissue"].items() if k != "per_case"}, flush=True)
+        store = CaseStore.open(store_path)
+        t0 = time.perf_counter()
+        bank = build_bank(store, workdir / "bank.zarr", overwrite=True)
+        figures["bank_build_seconds"] = time.perf_counter() - t0
+        figures["bank"] = bank.summary()
+        bank.load_all()
+
+        ids = store.case_ids()
+        contexts, ctx_times = {}, []
+        for cid in ids:
+            t = time.perf_counter()
+            contexts[cid] = context_from_store(store, cid)
+            ctx_times.append(time.perf_counter() - t)
+        truth_fgt = {cid: (store.read_array(cid, "tissue") == 2) if "tissue" in store.array_names(cid) else None
+                     for cid in ids}
+        accepted, tries, failures, in_fgt, in_breast, in_true_fgt, voxels = 0, 0, 0, [], [], [], []
+        rows = []
+        t_place = 0.0
+        i = 0
+        while accepted < args.placements and i < 5 * args.placements:
+            cid = ids[i % len(ids)]
+            ctx = contexts[cid]
+            rng = case_generator(args.seed, i, "placement")
+            i += 1
+            t = time.perf_counter()
+            try:
+                mask, record = place_tumor(rng, bank, ctx)
+            except PlacementError:
+                failures += 1
+                t_place += time.perf_counter() - t
+                continue
+            t_place += time.perf_counter() - t
+            accepted += 1
+            tries += record.tries
+            in_fgt.append(record.in_fgt_fraction)
+            in_breast.append(record.in_breast_fraction)
+            voxels.append(record.voxels)
+            if truth_fgt[cid] is not None:
+                m = mask > 0
+                in_true_fgt.append(float((truth_fgt[cid] & m).sum() / m.sum()))
+            if len(rows) < 4 and cid not in {r["case"] for r in rows}:
+                arrays, _ = store.read_case(cid, ("image", "mask"))
+                rows.append({"case": cid, "title": f"{cid} in-breast {record.in_breast_fraction:.0%} "
+                                                   f"in-FGT {record.in_fgt_fraction:.0%}",
+                             "image": arrays["image"], "mask": arrays["mask"], "breast": ctx.breast,
+                             "fgt": ctx.fgt, "new": mask})
+        png = RESULTS_DIR / "placements.png"
+        placement_figure(rows, png, title="bank placements (cyan) in FGT (green), breast (yellow), real tumor (red)")
+        fgt_source = sorted({c.notes.get("fgt_source", "?") for c in contexts.values()})
+        figures.update({
+            "cases": len(ids),
+            "fov": list(store.read_array(ids[0], "mask").shape),
+            "fgt_source": fgt_source,
+            "placements": accepted,
+            "placement_errors": failures,
+            "acceptance_rate": accepted / max(1, tries),
+            "mean_tries_per_placement": tries / max(1, accepted),
+            "placements_per_second": accepted / max(t_place, 1e-9),
+            "context_build_seconds_mean": float(np.mean(ctx_times)),
+            "in_fgt_fraction_mean": float(np.mean(in_fgt)),
+            "in_fgt_fraction_median": float(np.median(in_fgt)),
+            "in_true_fgt_fraction_mean": float(np.mean(in_true_fgt)) if in_true_fgt else None,
+            "in_breast_fraction_mean": float(np.mean(in_breast)),
+            "in_breast_fraction_min": float(np.min(in_breast)),
+            "tumor_voxels_median": float(np.median(voxels)),
+            "png": str(png),
+            "peak_rss_mb": peak_rss_mb(),
+        })
+        save_result("placement", figures)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""``synbt bank ...``, ``synbt train tissue`` and ``synbt data tissue``: where synthetic tumors go."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli._console import console, fail, progress_bar, setup_logging
+
+
+def bank_build(
+    data: str = typer.Option(..., "--data", help="Prepared store (synbt data prepare) whose expert masks feed it."),
+    out: str = typer.Option("datasets/bank.zarr", "--out", help="Bank store to create."),
+    split: list[str] = typer.Option(["train"], "--split", help="Case splits to take templates from (repeatable)."),
+    min_voxels: int = typer.Option(8, "--min-voxels", min=1,
+                                   help="Skip tumor components smaller than this (annotation specks)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bank at --out."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Build the tumor-mask template bank (paper Sec. 2.3): every connected component of the
+    training cases' expert masks, cropped to its bounding box, with volume, extents and source."""
+    setup_logging(verbose)
+    from synbt_factory.store import StoreError
+    from synbt_factory.synthesis.bank import BankConfig, build_bank
+
+    if "://" not in out and Path(out).exists() and not overwrite:
+        fail(f"{out} already exists; pass --overwrite to rebuild it or choose another --out")
+    try:
+        from synbt_factory.store import CaseStore
+
+        n = len(CaseStore.open(data).case_ids())
+        with progress_bar("bank", total=n) as update:
+            bank = build_bank(data, out, splits=tuple(split), config=BankConfig(min_voxels=min_voxels),
+                              overwrite=overwrite, progress=update)
+    except StoreError as exc:
+        fail(f"{exc}")
+    summary = bank.summary()
+    console.print(f"[green]bank[/] {out}: {summary['templates']} templates from {summary['source_cases']} cases; "
+                  f"median diameter {summary['diameter_mm_quantiles']['median']:.1f} mm")
+
+
+def bank_info(
+    bank: str = typer.Argument(..., help="Bank store (synbt bank build)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Template count, source cases, datasets and volume / diameter quantiles of a bank."""
+    from synbt_factory.store import StoreError
+    from synbt_factory.synthesis.bank import TumorBank
+
+    try:
+        summary = TumorBank.open(bank).summary()
+    except StoreError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(f"[bold]{summary['location']}[/]: {summary['templates']} templates from "
+                  f"{summary['source_cases']} cases")
+    console.print(f"datasets: {summary['datasets']}")
+    for key in ("volume_mm3_quantiles", "diameter_mm_quantiles"):
+        q = summary[key]
+        console.print(f"{key.replace('_quantiles', '')}: " + "  ".join(f"{k}={v:.1f}" for k, v in q.items()))
+
+
+def train_tissue(
+    labels: str = typer.Option(..., "--labels", help="Prepared store with tissue/breast arrays, or a dataset folder "
+                                                     "with tissue/labels/<ID>.nii.gz and tissue/breast/<ID>.nii.gz."),
+    out: Path = typer.Option(Path("runs/tissue"), "--out", help="Run folder (last.pt, best.pt, history.jsonl)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (preset default if omitted).", min=1),
+    preset: str = typer.Option("small", "--preset", help="tiny (tests, seconds) or small (default)."),
+    val: str | None = typer.Option(None, "--val", help="Prepared store with real images + tissue labels to validate "
+                                                          "on (default: held-out cases of --labels)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step.", min=1),
+    workers: int | None = typer.Option(None, "--workers", min=0,
+                                       help="Synthesis worker processes (results do not depend on it)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, "--seed", help="Run seed.", min=0),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if --out has last.pt."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Train the fibroglandular-tissue model on images synthesised from label maps only
+    (SynthSeg idea, paper Sec. 3.1): random Gaussian-mixture contrast per label, k-means
+    clusters (2–8) outside the breast, bias field, blur, noise. Real images are used only
+    for validation."""
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.store import StoreError
+    from synbt_factory.training.tissue import TissueTrainConfig
+    from synbt_factory.training.tissue import train_tissue as run
+
+    changes: dict = {"seed": seed}
+    if steps is not None:
+        changes["steps"] = steps
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    if workers is not None:
+        changes["workers"] = workers
+    try:
+        config = TissueTrainConfig.preset(preset, **changes)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with progress_bar("tissue", total=config.steps) as update:
+            result = run(labels, out, config, val=val, device=device, resume=not no_resume, progress=update)
+    except (StoreError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(f"{exc}")
+    best = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
+    console.print(f"[green]tissue model[/] {result.best_path} after {result.steps} steps; best val FGT Dice {best}")
+
+
+def data_tissue(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Tissue checkpoint (synbt train tissue → best.pt)."),
+    data: str = typer.Option(..., "--data", help="Prepared store to add tissue_pred / breast_pred to."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute cases that already have tissue_pred."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Segment fibroglandular tissue and the breast in every prepared case (sliding window +
+    post-processing) and store them as tissue_pred / breast_pred for tumor placement."""
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.store import CaseStore, StoreError
+    from synbt_factory.training.tissue import add_tissue_to_store
+
+    try:
+        store = CaseStore.open(data, mode="r+")
+        with progress_bar("tissue", total=len(store.case_ids())) as update:
+            result = add_tissue_to_store(ckpt, store, update, device=device, overwrite=overwrite)
+    except (StoreError, CheckpointError, RuntimeError) as exc:
+        fail(f"{exc}")
+    fr = list(result["fgt_fraction"].values())
+    mean = f"{sum(fr) / len(fr):.3f}" if fr else "n/a"
+    console.print(f"[green]tissue_pred[/] written for {result['written']} case(s), {result['skipped']} skipped; "
+                  f"mean FGT fraction of breast {mean}")
+
+
+def preview_placement(
+    data: str = typer.Option(..., "--data",
+                             help="Prepared store (with tissue_pred from 'synbt data tissue', or tissue labels)."),
+    bank: str = typer.Option(..., "--bank", help="Bank store (synbt bank build)."),
+    out: Path = typer.Option(Path("placements.png"), "--out", help="PNG to write."),
+    cases: int = typer.Option(4, "--cases", help="Number of background cases to show.", min=1),
+    seed: int = typer.Option(0, "--seed", help="Placement seed.", min=0),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Place one bank tumor in each of a few cases and draw axial / coronal / sagittal slices:
+    post-contrast, FGT (green), breast outline (yellow), real tumor (red), placed tumor (cyan)."""
+    setup_logging(verbose)
+    from synbt_factory.rng import case_generator
+    from synbt_factory.store import CaseStore, StoreError
+    from synbt_factory.synthesis.bank import TumorBank
+    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
+
+    try:
+        store = CaseStore.open(data)
+        tb = TumorBank.open(bank)
+    except StoreError as exc:
+        fail(str(exc))
+    rows = []
+    for i, case_id in enumerate(store.case_ids()[:cases]):
+        try:
+            ctx = context_from_store(store, case_id)
+            new, record = place_tumor(case_generator(seed, i, "placement"), tb, ctx)
+        except PlacementError as exc:
+            console.print(f"[yellow]{case_id}[/]: {exc}")
+            continue
+        arrays, _ = store.read_case(case_id, ("image", "mask"))
+        rows.append({"title": f"{case_id} {record.template.template_id} in-breast {record.in_breast_fraction:.0%} "
+                              f"in-FGT {record.in_fgt_fraction:.0%}",
+                     "image": arrays["image"], "mask": arrays["mask"], "breast": ctx.breast, "fgt": ctx.fgt,
+                     "new": new})
+    if not rows:
+        fail(f"no placement succeeded in the first {cases} case(s) of {data}; check their breast/FGT masks")
+    placement_figure(rows, out, title=f"placements from {bank}")
+    console.print(f"[green]wrote[/] {out} ({len(rows)} case(s))")

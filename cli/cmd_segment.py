@@ -1,0 +1,289 @@
+"""``synbt segment ...`` and ``synbt experiment table1``: train, evaluate and score tumor segmenters."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cli._console import console, fail, progress_bar, setup_logging
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    value = float(value)
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+
+
+def _metrics_table(title: str, rows: list[dict[str, Any]], summary: dict[str, Any], *, mama_mia: bool) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("case", style="cyan")
+    table.add_column("DSC", justify="right")
+    table.add_column("95HD (mm)", justify="right")
+    table.add_column("MSD (mm)", justify="right")
+    if mama_mia:
+        table.add_column("NormHD", justify="right")
+    for r in rows:
+        cells = [str(r["case_id"]), _fmt(r["dice"], 4), _fmt(r["hd95"], 2), _fmt(r["msd"], 2)]
+        if mama_mia:
+            cells.append(_fmt(r.get("mama_mia_norm_hd"), 4))
+        table.add_row(*cells)
+    m = summary["metrics"]
+    footer = [
+        "mean ± std",
+        f"{_fmt(m['dice']['mean'], 4)} ± {_fmt(m['dice']['std'], 4)}",
+        f"{_fmt(m['hd95']['mean'], 2)} ± {_fmt(m['hd95']['std'], 2)}",
+        f"{_fmt(m['msd']['mean'], 2)} ± {_fmt(m['msd']['std'], 2)}",
+    ]
+    if mama_mia:
+        footer.append(f"{_fmt(m['mama_mia_norm_hd']['mean'], 4)}")
+    table.add_section()
+    table.add_row(*footer, style="bold")
+    return table
+
+
+def segment_train(
+    model: str = typer.Option("unet", "--model", help="Segmenter: unet, dynunet (nnU-Net-style) or swinunetr."),
+    real: str = typer.Option(..., "--real", help="Prepared store of real cases (synbt data prepare)."),
+    synthetic: str | None = typer.Option(
+        None, "--synthetic", help="Generated store of synthetic cases (synbt generate)."
+    ),
+    mix: float | None = typer.Option(
+        None, "--mix", help="Fraction of training samples drawn from --synthetic (default 0.5 with --synthetic)."
+    ),
+    onthefly: str | None = typer.Option(
+        None, "--onthefly", help="Insert synthetic tumors on the fly into real samples: 'syntumor'."
+    ),
+    onthefly_fraction: float = typer.Option(
+        0.5, "--onthefly-fraction", help="Fraction of real samples given an on-the-fly tumor."
+    ),
+    out: Path = typer.Option(
+        Path("runs/seg"), "--out", help="Run folder (checkpoints best.pt/last.pt, metrics.jsonl)."
+    ),
+    patch: int | None = typer.Option(
+        None, "--patch", help="Cubic training crop edge in voxels (e.g. 64 for the paper's patch-* rows)."
+    ),
+    crop: tuple[int, int, int] | None = typer.Option(
+        None, "--crop", help="Training crop X Y Z in voxels (default 192 192 128 = the paper's 128x192x192)."
+    ),
+    window: tuple[int, int, int] | None = typer.Option(
+        None, "--window", help="Validation sliding window X Y Z (default: the crop)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Stop after this many optimizer steps.", min=1),
+    epochs: int = typer.Option(300, "--epochs", help="Epochs (the paper trains 300).", min=1),
+    samples_per_epoch: int | None = typer.Option(
+        None, "--samples-per-epoch", help="Samples per epoch (default: number of real training cases).", min=1
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", help="Mini-batch size (paper: 1).", min=1),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
+    preset: str = typer.Option("small", "--preset", help="Network size: tiny (tests), small (CPU), paper (GPU)."),
+    val_every: int = typer.Option(1, "--val-every", help="Validate and checkpoint every N epochs.", min=1),
+    max_val_cases: int | None = typer.Option(None, "--max-val-cases", help="Validate on at most N cases.", min=0),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes.", min=0),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Run seed (initialisation, crops, augmentation, mixing).", min=0),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Train a tumor segmenter on real cases, optionally mixed with synthetic ones.
+
+    Dice + cross-entropy, Adam, random crops (tumor-centred half of the time), flips, rotations,
+    intensity scaling/shifting, a random post-contrast phase; validation Dice on whole volumes
+    (sliding window, first post-contrast phase) picks best.pt.
+    """
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.data.mixing import MixConfig
+    from synbt_factory.models.segmenters import SegmenterConfig
+    from synbt_factory.store import StoreError
+    from synbt_factory.training.segmentation import SegTrainConfig, train_segmenter
+
+    if patch is not None and crop is not None:
+        fail("give either --patch or --crop, not both")
+    size = (patch, patch, patch) if patch is not None else tuple(crop) if crop is not None else (192, 192, 128)
+    if onthefly is not None and onthefly != "syntumor":
+        fail(f"--onthefly must be 'syntumor', got {onthefly!r}")
+    mix_value = mix if mix is not None else (0.5 if synthetic else 0.0)
+    if mix_value > 0 and not synthetic:
+        fail(f"--mix {mix_value} needs --synthetic STORE (a store from synbt generate)")
+    try:
+        config = SegTrainConfig(
+            model=SegmenterConfig(name=model, preset=preset, patch_size=size),  # type: ignore[arg-type]
+            data=MixConfig(
+                crop=size,  # type: ignore[arg-type]
+                mix=mix_value,
+                onthefly_fraction=onthefly_fraction if onthefly else 0.0,
+                samples_per_epoch=samples_per_epoch,
+            ),
+            real=real,
+            synthetic=synthetic,
+            onthefly=onthefly,
+            epochs=epochs,
+            max_steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            val_every_epochs=val_every,
+            val_window=tuple(window) if window else None,  # type: ignore[arg-type]
+            max_val_cases=max_val_cases,
+            seed=seed,
+            num_workers=workers,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with progress_bar(f"train {model}", total=None) as update:
+            result = train_segmenter(config, out, device=device, resume=resume, progress=update)
+    except (StoreError, CheckpointError, FileExistsError, RuntimeError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"[green]trained {model}[/] for {result.steps} steps ({result.epochs_done} epochs); best validation Dice "
+        f"{_fmt(result.best_val_dice, 4)}; checkpoints {result.best_checkpoint} and {result.last_checkpoint}"
+    )
+
+
+def segment_eval(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Segmenter checkpoint (best.pt of synbt segment train)."),
+    data: str = typer.Option(..., "--data", help="Prepared store to evaluate on."),
+    split: str = typer.Option("test", "--split", help="Cases to evaluate: test, val or train."),
+    window: tuple[int, int, int] | None = typer.Option(
+        None, "--window", help="Sliding window X Y Z (default: the training crop)."
+    ),
+    overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap fraction."),
+    sw_batch_size: int = typer.Option(
+        2, "--sw-batch-size", help="Windows per forward pass (>= 2 is faster on CPU).", min=1
+    ),
+    max_cases: int | None = typer.Option(None, "--max-cases", help="Evaluate at most N cases.", min=1),
+    out: Path | None = typer.Option(None, "--out", help="Folder for metrics.csv, summary.json and predictions."),
+    save_nifti: bool = typer.Option(
+        False, "--save-nifti", help="Write predictions as NIfTI (prepared grid, and original grid when known)."
+    ),
+    mama_mia_score: bool = typer.Option(
+        False, "--mama-mia-score", help="Also compute the MAMA-MIA challenge score (DSC, HD95/150)."
+    ),
+    empty_penalty: str = typer.Option(
+        "diagonal", "--empty-penalty", help="Distances when one mask is empty: diagonal (image diagonal, mm) or nan."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Segment the cases of a prepared store and report Dice, 95HD and MSD (MedPy, mm) per case."""
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.evaluate.segmentation_eval import EvalConfig, evaluate_segmenter
+    from synbt_factory.store import StoreError
+
+    if save_nifti and out is None:
+        fail("--save-nifti needs --out DIR")
+    try:
+        config = EvalConfig(
+            split=split,
+            window=tuple(window) if window else None,
+            overlap=overlap,  # type: ignore[arg-type]
+            sw_batch_size=sw_batch_size,
+            empty_penalty=empty_penalty,
+            mama_mia=mama_mia_score,
+            save_nifti=save_nifti,
+            max_cases=max_cases,
+        )
+        with progress_bar(f"eval {split}", total=None) as update:
+            result = evaluate_segmenter(ckpt, data, config=config, out_dir=out, device=device, progress=update)
+    except (StoreError, CheckpointError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        _metrics_table(
+            f"{ckpt} on {data} ({result.summary['split']})", result.rows, result.summary, mama_mia=mama_mia_score
+        )
+    )
+    if mama_mia_score:
+        console.print(f"MAMA-MIA performance score: {_fmt(result.summary['mama_mia_score'], 4)}")
+    if out is not None:
+        console.print(f"wrote {result.csv_path} and {result.summary_path}")
+
+
+def segment_score(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks <ID>.nii.gz (any model)."),
+    truth: Path = typer.Option(
+        ..., "--truth", help="Folder of ground-truth masks <ID>.nii.gz (e.g. segmentations/expert)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: {cases: [...], mean: {...}} with distances in mm."),
+    mama_mia_score: bool = typer.Option(False, "--mama-mia-score", help="Also compute the MAMA-MIA challenge score."),
+    empty_penalty: str = typer.Option(
+        "diagonal", "--empty-penalty", help="Distances when one mask is empty: diagonal or nan."
+    ),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Score NIfTI predictions against ground truth (files matched by case id, case-insensitively).
+
+    Spacing comes from the truth headers; a prediction in another grid (shape or affine) is an
+    error naming the file. Files without a partner are listed.
+    """
+    setup_logging(verbose)
+    from synbt_factory.data.nifti import NiftiReadError
+    from synbt_factory.evaluate.score import ScoreError, score_predictions
+
+    try:
+        result = score_predictions(pred, truth, empty_penalty=empty_penalty, mama_mia=mama_mia_score)
+    except (ScoreError, NiftiReadError, ValueError) as exc:
+        fail(str(exc))
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    if as_json:
+        keys = ["case_id", "dice", "hd95", "msd"] + (["mama_mia_dsc", "mama_mia_norm_hd"] if mama_mia_score else [])
+        payload: dict[str, Any] = {
+            "cases": [{k: clean(r[k]) for k in keys} for r in result.rows],
+            "mean": {k: clean(v["mean"]) for k, v in result.summary["metrics"].items()},
+            "std": {k: clean(v["std"]) for k, v in result.summary["metrics"].items()},
+            "unmatched_predictions": result.summary["unmatched_predictions"],
+            "unmatched_truths": result.summary["unmatched_truths"],
+        }
+        if mama_mia_score:
+            payload["mama_mia_score"] = clean(result.summary["mama_mia_score"])
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    console.print(_metrics_table(f"{pred} vs {truth}", result.rows, result.summary, mama_mia=mama_mia_score))
+    if mama_mia_score:
+        console.print(f"MAMA-MIA performance score: {_fmt(result.summary['mama_mia_score'], 4)}")
+    for p in result.unmatched_predictions:
+        console.print(f"[yellow]no truth for[/] {p}")
+    for p in result.unmatched_truths:
+        console.print(f"[yellow]no prediction for[/] {p}")
+
+
+def experiment_table1(
+    config: Path = typer.Option(..., "--config", help="Table 1 config (JSON or TOML), e.g. configs/table1_cpu.json."),
+    out: Path = typer.Option(..., "--out", help="Output folder (table1.md, table1.json, table1_cases.csv, runs)."),
+    device: str | None = typer.Option(None, "--device", help="Override the config's device: auto, cpu or cuda."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Reproduce the paper's Table 1: patch vs volume training, real only vs + SynTumor vs + SynBT.
+
+    Each arm trains a segmenter and evaluates it on the test split; finished arms are reused when
+    the command is run again; arms whose synthetic store is missing are skipped with a note.
+    """
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.config import load_config_file, replace
+    from synbt_factory.store import StoreError
+    from synbt_factory.training.experiment import Table1Config, table1
+
+    try:
+        cfg = load_config_file(Table1Config, config)
+        if device is not None:
+            cfg = replace(cfg, device=device)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        fail(f"{config}: {exc}")
+    try:
+        with progress_bar("table1 arms", total=len(cfg.models) * len(cfg.arms)) as update:
+            result = table1(cfg, out, progress=update)
+    except (StoreError, CheckpointError, RuntimeError, ValueError) as exc:
+        fail(str(exc))
+    console.print(result.markdown_path.read_text())
+    console.print(f"wrote {result.markdown_path}, {result.json_path} and {result.cases_csv_path}")

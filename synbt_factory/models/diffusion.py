@@ -1,0 +1,354 @@
+"""Mask-conditioned latent denoiser (SynBT paper Sec. 2.2, Eq. 1–2) and its conditioning.
+
+The denoiser ε_θ(z_t, t, Z_cond) is MONAI's :class:`~monai.networks.nets.DiffusionModelUNet`
+on the channel concatenation ``cat(z_t, Z_masked, down(M))``: 8 noisy latent channels, 8
+channels of the latent of the volume with the tumor removed, 1 channel of the tumor mask on
+the latent grid (17 in, 8 out, as in the DiffTumor UNet the paper cites). Training uses MONAI's
+:class:`~monai.networks.schedulers.DDPMScheduler` (T = 1000, Eq. 1), sampling its
+:class:`~monai.networks.schedulers.DDIMScheduler` (10 steps).
+
+What "tumor removed" means here (:func:`remove_region`): the tumor mask is dilated by
+``mask_dilation`` voxels (Chebyshev, so partial-volume rim voxels go too) and every voxel of
+that hole is replaced by a smooth fill of the surrounding tissue (push-pull pyramid
+interpolation, :func:`smooth_fill`) — or by zeros with ``fill="zeros"``. The smooth fill is the
+default because (i) the VQ-VAE encoder then sees a plausible image instead of an air-valued
+cube inside the breast, a pattern it never met in training, so ``Z_masked`` stays in its code
+distribution; (ii) the local brightness of the surrounding tissue (fat vs. dense tissue,
+enhancement level) reaches the latent cells of the hole, which the tumor's appearance depends
+on; (iii) where the hole is, is still stated exactly by the mask channel. The same function
+runs at training and at sampling time, so both see identical conditioning.
+
+This module imports nothing from ``store/``, ``training/`` or ``cli/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from synbt_factory.models.autoencoder import LatentAutoencoder, LatentNorm
+
+__all__ = [
+    "DiffusionConfig",
+    "DIFFUSION_PRESETS",
+    "diffusion_preset",
+    "MaskConditionedDenoiser",
+    "make_train_scheduler",
+    "make_ddim_scheduler",
+    "dilate",
+    "smooth_fill",
+    "remove_region",
+    "downsample_mask",
+    "encode_normalised",
+    "build_condition",
+]
+
+log = logging.getLogger(__name__)
+
+_FILLS = ("smooth", "zeros")
+_MASK_DOWN = ("mean", "max")
+_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionConfig:
+    """Denoiser architecture, noise schedule and conditioning (all saved in the checkpoint).
+
+    Args:
+        latent_channels: channels of the VQ-VAE latent (8).
+        channels: UNet feature channels per level; the latent crop must be a multiple of
+            ``2 ** (len(channels) - 1)`` per axis (:attr:`spatial_divisor`).
+        attention_levels: self-attention per level (use it only at coarse levels: tokens = voxels).
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups; must divide every entry of ``channels``.
+        num_head_channels: channels per attention head.
+        num_train_timesteps: T of the forward process (Eq. 1), 1000 in the paper.
+        schedule: MONAI noise schedule name (``linear_beta`` = DDPM's β_t, Eq. 1).
+        beta_start, beta_end: β_1 and β_T of the schedule (ignored by ``cosine``).
+        mask_dilation: voxels (image grid, Chebyshev) by which the tumor mask is grown before the
+            region is removed from the conditioning volume.
+        fill: what replaces the removed region: ``"smooth"`` (push-pull fill of the surroundings)
+            or ``"zeros"``.
+        mask_down: ``down(M)``: ``"mean"`` (tumor fraction of each latent cell, keeps sub-cell shape)
+            or ``"max"`` (1 where any voxel of the cell is tumor).
+    """
+
+    latent_channels: int = 8
+    channels: tuple[int, ...] = (24, 48, 96, 192)
+    attention_levels: tuple[bool, ...] = (False, False, True, True)
+    num_res_blocks: int = 2
+    norm_num_groups: int = 8
+    num_head_channels: int = 24
+    num_train_timesteps: int = 1000
+    schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    mask_dilation: int = 2
+    fill: str = "smooth"
+    mask_down: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.latent_channels < 1:
+            raise ValueError(f"latent_channels must be >= 1, got {self.latent_channels}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be a non-empty tuple of positive ints, got {self.channels}")
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError(
+                f"attention_levels must have one entry per level ({len(self.channels)}), got {self.attention_levels}"
+            )
+        if self.norm_num_groups < 1 or any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(
+                f"norm_num_groups must divide every channel count {self.channels}, got {self.norm_num_groups}"
+            )
+        if self.num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        if self.num_head_channels < 1 or any(
+            a and c % self.num_head_channels for a, c in zip(self.attention_levels, self.channels, strict=True)
+        ):
+            raise ValueError(
+                f"num_head_channels must divide the channels of every attention level, got {self.num_head_channels}"
+            )
+        if self.num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(_SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError(
+                f"beta_start/beta_end must satisfy 0 < start < end < 1, got {self.beta_start}, {self.beta_end}"
+            )
+        if self.mask_dilation < 0:
+            raise ValueError(f"mask_dilation must be >= 0, got {self.mask_dilation}")
+        if self.fill not in _FILLS:
+            raise ValueError(f"fill must be one of {', '.join(_FILLS)}, got {self.fill!r}")
+        if self.mask_down not in _MASK_DOWN:
+            raise ValueError(f"mask_down must be one of {', '.join(_MASK_DOWN)}, got {self.mask_down!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Denoiser input channels: z_t (C) + Z_masked (C) + down(M) (1) = 2C + 1 (17)."""
+        return 2 * self.latent_channels + 1
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of Z_cond = cat(Z_masked, down(M)): C + 1."""
+        return self.latent_channels + 1
+
+    @property
+    def spatial_divisor(self) -> int:
+        """Every latent spatial size fed to the UNet must be a multiple of this."""
+        return 2 ** (len(self.channels) - 1)
+
+
+#: ``tiny``: tests and demos (seconds on CPU). ``small``: a laptop run. ``paper``: the UNet of
+#: DiffTumor (Chen et al. 2024, ref. [3] of the paper; its public config: ``dim=24``,
+#: ``dim_mults=(1,2,4,8)``, 17 input and 8 output channels), rebuilt from MONAI blocks with
+#: self-attention at the two coarsest levels (8×12×12 and 4×6×6 tokens for a 32×48×48 latent).
+DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
+    "tiny": DiffusionConfig(channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4,
+                            num_head_channels=8),
+    "small": DiffusionConfig(channels=(32, 64, 64), attention_levels=(False, False, True), num_res_blocks=1,
+                             norm_num_groups=8, num_head_channels=32),
+    "paper": DiffusionConfig(),
+}
+
+
+def diffusion_preset(name: str) -> DiffusionConfig:
+    """The named :data:`DIFFUSION_PRESETS` entry."""
+    try:
+        return DIFFUSION_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown diffusion preset {name!r}; choose one of {', '.join(DIFFUSION_PRESETS)}") from None
+
+
+class MaskConditionedDenoiser(nn.Module):
+    """ε_θ(z_t, t, Z_cond) of Eq. 2: MONAI ``DiffusionModelUNet`` on ``cat(z_t, Z_cond)``.
+
+    Args:
+        config: architecture and conditioning.
+        flash_attention: use ``torch.nn.functional.scaled_dot_product_attention`` in the attention
+            blocks (same weights either way).
+
+    Attributes:
+        config: the :class:`DiffusionConfig`.
+        unet: the MONAI network (in ``2C + 1`` channels, out ``C``).
+    """
+
+    def __init__(self, config: DiffusionConfig, *, flash_attention: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = DiffusionModelUNet(
+            spatial_dims=3,
+            in_channels=config.in_channels,
+            out_channels=config.latent_channels,
+            num_res_blocks=config.num_res_blocks,
+            channels=config.channels,
+            attention_levels=config.attention_levels,
+            norm_num_groups=config.norm_num_groups,
+            num_head_channels=config.num_head_channels,
+            use_flash_attention=flash_attention and any(config.attention_levels),
+        )
+
+    def forward(self, z_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Predicted noise.
+
+        Args:
+            z_t: (B, C, x, y, z) noisy normalised latent.
+            timesteps: (B,) integer diffusion steps in [0, T).
+            cond: (B, C + 1, x, y, z) = cat(Z_masked, down(M)).
+
+        Returns:
+            (B, C, x, y, z) ε prediction.
+        """
+        if z_t.shape[1] != self.config.latent_channels or cond.shape[1] != self.config.cond_channels:
+            raise ValueError(
+                f"expected z_t with {self.config.latent_channels} and cond with {self.config.cond_channels} channels, "
+                f"got {tuple(z_t.shape)} and {tuple(cond.shape)}"
+            )
+        if z_t.shape[2:] != cond.shape[2:]:
+            raise ValueError(f"z_t and cond must share spatial size, got {tuple(z_t.shape)} and {tuple(cond.shape)}")
+        d = self.config.spatial_divisor
+        if any(s % d for s in z_t.shape[2:]):
+            raise ValueError(f"latent spatial size {tuple(z_t.shape[2:])} must be a multiple of {d} per axis")
+        return self.unet(torch.cat([z_t, cond.to(z_t.dtype)], dim=1), timesteps)
+
+
+# ---------------------------------------------------------------------------- schedulers
+def _schedule_args(config: DiffusionConfig) -> dict[str, float]:
+    return {} if config.schedule == "cosine" else {"beta_start": config.beta_start, "beta_end": config.beta_end}
+
+
+def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    """MONAI DDPM scheduler of the forward process q(z_t | z_{t-1}) (Eq. 1) for training."""
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, schedule=config.schedule,
+                         **_schedule_args(config))
+
+
+def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: bool = True) -> DDIMScheduler:
+    """MONAI DDIM scheduler with ``steps`` inference steps and "trailing" spacing.
+
+    MONAI's ``step`` moves from ``t`` to ``t - T // steps`` while ``set_timesteps`` spaces the
+    timesteps by ``linspace(T - 1 - offset, 0, steps)``; ``steps_offset = T // steps - 1`` makes the
+    two agree exactly when ``steps`` divides T (timesteps 999, 899, …, 99 for T=1000, 10 steps): every
+    model call then sees a sample at the noise level it is told.
+    """
+    t_total = config.num_train_timesteps
+    if not 1 <= steps <= t_total:
+        raise ValueError(f"steps must be in 1..{t_total}, got {steps}")
+    if t_total % steps:
+        log.warning("DDIM steps %d does not divide T=%d: timesteps and step targets differ slightly", steps, t_total)
+    sched = DDIMScheduler(num_train_timesteps=t_total, schedule=config.schedule, clip_sample=clip_sample,
+                          set_alpha_to_one=True, steps_offset=t_total // steps - 1, **_schedule_args(config))
+    sched.set_timesteps(steps)
+    return sched
+
+
+# ---------------------------------------------------------------------------- conditioning
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation by a (2r+1)³ cube (Chebyshev ball): (B, 1, X, Y, Z) bool → same shape bool."""
+    if radius <= 0:
+        return mask.bool()
+    x = mask.float()
+    return F.max_pool3d(x, kernel_size=2 * radius + 1, stride=1, padding=radius) > 0
+
+
+def smooth_fill(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Fill ``hole`` voxels from their surroundings by push-pull pyramid interpolation.
+
+    Known voxels are averaged down a 2× pyramid (weighted by how much of each coarse cell is
+    known) until every coarse cell is covered, then the coarse estimate is upsampled
+    (trilinear) and used wherever the finer level has no data. Known voxels are returned exactly.
+
+    Args:
+        x: (B, C, X, Y, Z) image.
+        hole: (B, 1, X, Y, Z) bool, True where values are to be replaced.
+
+    Returns:
+        (B, C, X, Y, Z) with holes filled (zeros where a case has no known voxel at all).
+    """
+    known = (~hole.bool()).to(x.dtype)
+    filled = _push_pull(x * known, known)
+    return torch.where(hole.bool(), filled, x)
+
+
+def _push_pull(xw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Recursive step of :func:`smooth_fill`: ``xw`` = values × weights, ``w`` in [0, 1]."""
+    value = xw / w.clamp_min(1e-12)
+    if bool((w > 0).all()) or max(xw.shape[2:]) <= 1:
+        return torch.where(w > 0, value, torch.zeros_like(value))
+    xw_c = F.avg_pool3d(xw, kernel_size=2, stride=2, ceil_mode=True)
+    w_c = F.avg_pool3d(w, kernel_size=2, stride=2, ceil_mode=True)
+    coarse = _push_pull(xw_c, w_c)
+    up = F.interpolate(coarse, size=xw.shape[2:], mode="trilinear", align_corners=False)
+    return w * value + (1.0 - w) * up
+
+
+def remove_region(
+    images: torch.Tensor, masks: torch.Tensor, *, dilation: int, fill: str = "smooth"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "masked input volume (i.e., tumor removed)" of Sec. 2.2.
+
+    Args:
+        images: (B, C, X, Y, Z) float image.
+        masks: (B, X, Y, Z) or (B, 1, X, Y, Z) tumor mask (nonzero = tumor).
+        dilation: Chebyshev radius in voxels by which the mask grows before removal.
+        fill: ``"smooth"`` (:func:`smooth_fill`) or ``"zeros"``.
+
+    Returns:
+        (images with the hole filled (B, C, X, Y, Z), hole (B, 1, X, Y, Z) bool).
+    """
+    if fill not in _FILLS:
+        raise ValueError(f"fill must be one of {', '.join(_FILLS)}, got {fill!r}")
+    m = masks if masks.dim() == 5 else masks.unsqueeze(1)
+    hole = dilate(m > 0, dilation)
+    if fill == "zeros":
+        return images.masked_fill(hole, 0.0), hole
+    return smooth_fill(images, hole), hole
+
+
+def downsample_mask(masks: torch.Tensor, factor: int, mode: str = "mean") -> torch.Tensor:
+    """``down(M)``: (B, X, Y, Z) or (B, 1, X, Y, Z) mask → (B, 1, X/f, Y/f, Z/f) float in [0, 1]."""
+    if mode not in _MASK_DOWN:
+        raise ValueError(f"mode must be one of {', '.join(_MASK_DOWN)}, got {mode!r}")
+    m = (masks if masks.dim() == 5 else masks.unsqueeze(1)).gt(0).float()
+    if any(s % factor for s in m.shape[2:]):
+        raise ValueError(f"mask size {tuple(m.shape[2:])} must be a multiple of the latent factor {factor}")
+    pool = F.avg_pool3d if mode == "mean" else F.max_pool3d
+    return pool(m, kernel_size=factor, stride=factor)
+
+
+def encode_normalised(autoencoder: LatentAutoencoder, norm: LatentNorm, images: torch.Tensor) -> torch.Tensor:
+    """Normalised quantised latent: (B, C_in, X, Y, Z) → (B, C, X/f, Y/f, Z/f) = norm(Q(E(x)))."""
+    return norm.normalise(autoencoder.quantize(autoencoder.encode(images)))
+
+
+def build_condition(
+    autoencoder: LatentAutoencoder,
+    norm: LatentNorm,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    config: DiffusionConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target latent and condition of one batch, in one encoder call of 2B volumes.
+
+    Args:
+        images: (B, 2, X, Y, Z) prepared image (X, Y, Z multiples of the latent factor).
+        masks: (B, X, Y, Z) tumor mask.
+
+    Returns:
+        ``z0`` (B, C, x, y, z): normalised latent of the whole volume (the diffusion target / known
+        background), and ``cond`` (B, C + 1, x, y, z) = cat(Z_masked, down(M)).
+    """
+    removed, _ = remove_region(images, masks, dilation=config.mask_dilation, fill=config.fill)
+    both = encode_normalised(autoencoder, norm, torch.cat([images, removed.to(images.dtype)], dim=0))
+    b = images.shape[0]
+    z0, z_masked = both[:b], both[b:]
+    down = downsample_mask(masks, autoencoder.downsample_factor, config.mask_down).to(z_masked.dtype)
+    if down.shape[2:] != z_masked.shape[2:]:
+        raise ValueError(f"down(M) {tuple(down.shape[2:])} does not match the latent grid {tuple(z_masked.shape[2:])}")
+    return z0, torch.cat([z_masked, down], dim=1)

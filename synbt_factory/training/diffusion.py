@@ -1,0 +1,396 @@
+"""Training of the mask-conditioned latent diffusion model (paper Sec. 2.2, Eq. 1–2; Sec. 3).
+
+Noise-prediction objective: for a latent crop z₀ with condition Z_cond, draw t ~ U{0..T-1} and
+ε ~ N(0, I), form z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε (Eq. 1 in closed form, MONAI ``DDPMScheduler``) and
+minimise ‖ε − ε_θ(z_t, t, Z_cond)‖², optionally weighted ``1 + mask_loss_weight`` on latent
+cells with tumor. Adam at lr 1e-4 (paper), EMA of the weights, bf16 autocast on CUDA.
+
+Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt`` via :mod:`synbt_factory.training.loop_utils`)
+hold the model, EMA, optimiser, step, RNG states (crop sampler, noise generator), the
+:class:`~synbt_factory.models.diffusion.DiffusionConfig`, the train config, the latent
+normalisation and the sha256 of the VQ-VAE checkpoint the latents came from, so a resumed run
+continues bit-for-bit and :func:`load_diffusion` rebuilds the model with no guesswork.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synbt_factory.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.models.autoencoder import LatentNorm
+from synbt_factory.models.diffusion import (
+    DiffusionConfig,
+    MaskConditionedDenoiser,
+    diffusion_preset,
+    make_train_scheduler,
+)
+from synbt_factory.progress import ProgressFn, report
+from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
+from synbt_factory.training.diffusion_data import (
+    LatentCase,
+    effective_crop,
+    precompute_latents,
+    sample_crop_batch,
+    select_tumor_cases,
+)
+from synbt_factory.training.loop_utils import (
+    FINAL_NAME,
+    LAST_NAME,
+    MetricLog,
+    capture_rng_state,
+    make_ema,
+    restore_rng_state,
+    save_training_checkpoint,
+)
+
+__all__ = [
+    "DiffusionTrainConfig",
+    "DiffusionTrainResult",
+    "diffusion_train_preset",
+    "train_diffusion",
+    "train_diffusion_from_store",
+    "load_diffusion",
+    "CHECKPOINT_KIND",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "diffusion"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionTrainConfig:
+    """Hyper-parameters of a diffusion run (defaults: the paper's where it gives them).
+
+    Args:
+        steps: optimiser steps (500,000 in the paper).
+        batch_size: latent crops per step.
+        lr: Adam learning rate (1e-4 in the paper).
+        adam_betas: Adam β₁, β₂.
+        crop: latent crop (x, y, z) in latent voxels; clipped to the smallest case and rounded down to
+            the denoiser's size multiple. (48, 48, 32) = the paper's 192×192×128 field of view.
+        tumor_crop_fraction: probability that a crop is placed to contain the tumor (else uniform).
+        mask_loss_weight: extra loss weight on latent cells with tumor (0 = plain MSE).
+        ema_decay: decay of the weight EMA used for sampling.
+        grad_clip: max gradient norm (0 = no clipping).
+        bf16: bf16 autocast of the denoiser on CUDA (ignored on CPU).
+        save_every: checkpoint every this many steps (and at the end).
+        log_every: metric log line every this many steps (and at the end).
+        keep_last: ``step_<N>.pt`` files kept.
+        splits: prepared-store splits to train on.
+        case_ids: exactly these cases instead of ``splits`` (empty = use splits).
+    """
+
+    steps: int = 500_000
+    batch_size: int = 2
+    lr: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    crop: tuple[int, int, int] = (48, 48, 32)
+    tumor_crop_fraction: float = 0.8
+    mask_loss_weight: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    bf16: bool = True
+    save_every: int = 5000
+    log_every: int = 50
+    keep_last: int = 3
+    splits: tuple[str, ...] = ("train",)
+    case_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two values in [0, 1), got {self.adam_betas}")
+        if len(self.crop) != 3 or any(c < 1 for c in self.crop):
+            raise ValueError(f"crop must be three positive latent sizes, got {self.crop}")
+        if not 0.0 <= self.tumor_crop_fraction <= 1.0:
+            raise ValueError(f"tumor_crop_fraction must be in [0, 1], got {self.tumor_crop_fraction}")
+        if self.mask_loss_weight < 0:
+            raise ValueError(f"mask_loss_weight must be >= 0, got {self.mask_loss_weight}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if not self.splits and not self.case_ids:
+            raise ValueError("splits must not be empty when case_ids is empty")
+
+
+_TRAIN_PRESETS: dict[str, DiffusionTrainConfig] = {
+    "tiny": DiffusionTrainConfig(steps=300, batch_size=2, crop=(16, 16, 16), ema_decay=0.99, save_every=100,
+                                 log_every=10),
+    "small": DiffusionTrainConfig(steps=20_000, batch_size=4, crop=(32, 32, 32), save_every=1000, log_every=50),
+    "paper": DiffusionTrainConfig(),
+}
+
+
+def diffusion_train_preset(name: str) -> tuple[DiffusionConfig, DiffusionTrainConfig]:
+    """(model config, train config) of a named preset: ``tiny``, ``small`` or ``paper``."""
+    if name not in _TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(_TRAIN_PRESETS)}")
+    return diffusion_preset(name), _TRAIN_PRESETS[name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionTrainResult:
+    """What a finished (or already finished) run produced."""
+
+    final_checkpoint: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+# ---------------------------------------------------------------------------- loading
+def _ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
+    """``AveragedModel`` state → the wrapped module's state (drops ``n_averaged``, strips ``module.``)."""
+    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def load_diffusion(
+    path: Path, device: str | torch.device = "cpu", *, weights: str = "ema"
+) -> tuple[MaskConditionedDenoiser, DiffusionConfig, LatentNorm, str]:
+    """Rebuild a trained denoiser for sampling (eval mode, gradients off).
+
+    Args:
+        path: a diffusion checkpoint (``final.pt``, ``last.pt`` or ``step_<N>.pt``).
+        weights: ``"ema"`` (the averaged weights, for sampling) or ``"model"`` (the raw ones).
+
+    Returns:
+        (denoiser, its config, the latent normalisation it was trained with, sha256 of the VQ-VAE checkpoint).
+
+    Raises:
+        CheckpointError: missing, corrupt or not a diffusion checkpoint.
+    """
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
+    config = config_from_dict(DiffusionConfig, ckpt["config"])
+    model = MaskConditionedDenoiser(config)
+    state = _ema_weights(ckpt["ema"]) if weights == "ema" else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match its config ({exc})") from exc
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, config, LatentNorm(**ckpt["latent_norm"]), str(ckpt.get("vqvae_sha256", ""))
+
+
+# ---------------------------------------------------------------------------- the loop
+def _init_model(config: DiffusionConfig, seed: int) -> MaskConditionedDenoiser:
+    init_seed = int(case_seed_sequence(seed, 0, "diffusion-init").generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return MaskConditionedDenoiser(config)
+
+
+def _loss(
+    pred: torch.Tensor, noise: torch.Tensor, cond: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted ε-MSE; metrics ``mse`` (plain) and ``mse_tumor`` (tumor cells, when the batch has any)."""
+    se = (pred.float() - noise).pow(2)
+    tumor = (cond[:, -1:] > 0).to(se.dtype)
+    loss = (se * (1.0 + weight * tumor)).mean() if weight > 0 else se.mean()
+    metrics = {"mse": float(se.mean().detach())}
+    n_tumor = float(tumor.sum())
+    if n_tumor > 0:
+        metrics["mse_tumor"] = float((se * tumor).sum().detach()) / (n_tumor * se.shape[1])
+    return loss, metrics
+
+
+def train_diffusion(
+    latents: Sequence[LatentCase],
+    out: Path,
+    *,
+    model_config: DiffusionConfig,
+    train_config: DiffusionTrainConfig,
+    latent_norm: LatentNorm,
+    vqvae_sha256: str,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    run_info: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> DiffusionTrainResult:
+    """Train the denoiser on precomputed latents, checkpointing into ``out``.
+
+    Args:
+        latents: cases from :func:`~synbt_factory.training.diffusion_data.precompute_latents`.
+        out: run folder: ``step_<N>.pt``, ``last.pt``, ``final.pt``, ``metrics.jsonl`` / ``.csv``, ``config.json``.
+        model_config: architecture (a resumed run must use its checkpoint's; a different one is an error).
+        train_config: hyper-parameters.
+        latent_norm: normalisation the latents were made with (saved for sampling).
+        vqvae_sha256: sha256 of the autoencoder checkpoint (saved; the sampler checks it).
+        resume: continue from ``out/last.pt`` (model, EMA, optimiser, step, RNG states); starts fresh
+            when there is none. Without it an existing ``last.pt`` is an error.
+        seed: run seed (weight init, crop sampling, noise and timesteps).
+        run_info: extra JSON-ready entries for ``config.json`` and the checkpoint (data path ...).
+        progress: ``(done, total, metrics)`` after every step.
+    """
+    cfg = train_config
+    out = Path(out)
+    device = torch.device(device)
+    if not latents:
+        raise ValueError("latents must not be empty")
+    if not resume and (out / LAST_NAME).exists():
+        raise FileExistsError(f"{out} already holds a run ({LAST_NAME}); pass resume or choose another output folder")
+    ckpt = load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND) if resume and (out / LAST_NAME).exists() else None
+    if ckpt is not None:
+        saved = config_from_dict(DiffusionConfig, ckpt["config"])
+        if saved != model_config:
+            raise ValueError(f"{out}/{LAST_NAME} was trained with another model config; resume with the same preset")
+        if ckpt.get("vqvae_sha256") != vqvae_sha256:
+            raise ValueError(f"{out}/{LAST_NAME} was trained on latents of another VQ-VAE checkpoint "
+                             f"(sha256 {str(ckpt.get('vqvae_sha256'))[:12]}…, now {vqvae_sha256[:12]}…)")
+    channels = {int(c.z0.shape[0]) for c in latents}
+    if channels != {model_config.latent_channels}:
+        raise ValueError(f"latents have {sorted(channels)} channels, the model expects {model_config.latent_channels}")
+    crop = effective_crop(latents, cfg.crop, model_config.spatial_divisor)
+
+    model = _init_model(model_config, seed).to(device)
+    ema = make_ema(model, cfg.ema_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    scheduler = make_train_scheduler(model_config)
+    rng = case_generator(seed, 0, "diffusion-crops")
+    noise_gen = torch_generator(seed, 0, "diffusion-noise")
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    metric_log = MetricLog(out / "metrics.jsonl")
+    info = dict(run_info or {})
+    start_step, metrics = 0, {}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng_state(ckpt["rng"], {"crops": rng})
+        noise_gen.set_state(ckpt["noise_generator"])
+        start_step, metrics = int(ckpt["step"]), dict(ckpt.get("metrics", {}))
+        dropped = metric_log.truncate_after(start_step)
+        log.info("resuming diffusion training at step %d (dropped %d log lines after it)", start_step, dropped)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        metric_log.truncate_after(-1)
+    (out / "config.json").write_text(json.dumps({
+        "model": config_to_dict(model_config), "train": config_to_dict(cfg), "seed": seed,
+        "latent_norm": dataclasses.asdict(latent_norm), "vqvae_sha256": vqvae_sha256, "crop": list(crop),
+        "case_ids": [c.case_id for c in latents], **info,
+    }, indent=2) + "\n")
+    log.info("diffusion: %d cases, crop %s, steps %d..%d on %s", len(latents), crop, start_step, cfg.steps, device)
+
+    def payload(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": capture_rng_state({"crops": rng}),
+            "noise_generator": noise_gen.get_state(),
+            "latent_norm": dataclasses.asdict(latent_norm),
+            "vqvae_sha256": vqvae_sha256,
+            "train_config": config_to_dict(cfg),
+            "seed": seed,
+            "case_ids": [c.case_id for c in latents],
+            "metrics": metrics,
+            **{k: v for k, v in info.items() if isinstance(v, (str, int, float))},
+        }
+
+    def save(step: int) -> None:
+        save_training_checkpoint(out, step, payload(step), kind=CHECKPOINT_KIND, config=config_to_dict(model_config),
+                                 keep_last=cfg.keep_last, final=step >= cfg.steps)
+
+    if start_step >= cfg.steps and not (out / FINAL_NAME).exists():
+        save(start_step)
+    model.train()
+    for step_index in range(start_step, cfg.steps):
+        z0, cond = sample_crop_batch(latents, rng, batch_size=cfg.batch_size, crop=crop,
+                                     tumor_fraction=cfg.tumor_crop_fraction)
+        timesteps = torch.randint(0, model_config.num_train_timesteps, (cfg.batch_size,), generator=noise_gen)
+        noise = torch.randn(z0.shape, generator=noise_gen)
+        z0, cond, noise, timesteps = z0.to(device), cond.to(device), noise.to(device), timesteps.to(device)
+        z_t = scheduler.add_noise(original_samples=z0, noise=noise, timesteps=timesteps)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred = model(z_t, timesteps, cond)
+        loss, metrics = _loss(pred, noise, cond, cfg.mask_loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        optimizer.step()
+        ema.update_parameters(model)
+        metrics["loss"] = float(loss.detach())
+        done = step_index + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            metric_log.append(done, metrics)
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save(done)
+        report(progress, done, cfg.steps, metrics)
+    metric_log.write_csv()
+    return DiffusionTrainResult(final_checkpoint=out / FINAL_NAME, steps=cfg.steps, metrics=metrics,
+                                resumed_from=start_step if ckpt is not None else None)
+
+
+def train_diffusion_from_store(
+    vqvae: Path,
+    data: Path | str,
+    out: Path,
+    *,
+    model_config: DiffusionConfig,
+    train_config: DiffusionTrainConfig,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    encode_progress: ProgressFn | None = None,
+) -> DiffusionTrainResult:
+    """Encode the tumor-present cases of a prepared store with a trained VQ-VAE, then train.
+
+    Latents are cached in ``out/latents/<case_id>.npz`` (reused by a resumed run). With ``resume``
+    and an existing ``out/last.pt`` the model config is taken from that checkpoint.
+
+    Args:
+        vqvae: VQ-VAE checkpoint (``synbt train vqvae``); its sha256 goes into every diffusion checkpoint.
+        data: prepared store (``synbt data prepare``).
+        encode_progress: ``(done, total, {})`` per encoded case.
+    """
+    from synbt_factory.store import CaseStore
+    from synbt_factory.training.vqvae import load_vqvae
+
+    out = Path(out)
+    device = torch.device(device)
+    if (out / LAST_NAME).exists():
+        if not resume:
+            raise FileExistsError(
+                f"{out} already holds a run ({LAST_NAME}); pass resume or choose another output folder"
+            )
+        saved = config_from_dict(DiffusionConfig, load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND)["config"])
+        if saved != model_config:
+            log.warning("resuming %s: the model config comes from its checkpoint, not from the preset given", out)
+        model_config = saved
+    sha = file_sha256(Path(vqvae))
+    autoencoder, norm, _ = load_vqvae(Path(vqvae), device)
+    if autoencoder.latent_channels != model_config.latent_channels:
+        raise ValueError(f"VQ-VAE {vqvae} has {autoencoder.latent_channels} latent channels, "
+                         f"the diffusion config {model_config.latent_channels}")
+    store = CaseStore.open(data)
+    case_ids = select_tumor_cases(store, splits=train_config.splits, case_ids=train_config.case_ids or None)
+    latents = precompute_latents(store, case_ids, autoencoder, norm, model_config, autoencoder_id=sha, device=device,
+                                 cache_dir=out / "latents", progress=encode_progress)
+    del autoencoder
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return train_diffusion(latents, out, model_config=model_config, train_config=train_config, latent_norm=norm,
+                           vqvae_sha256=sha, resume=resume, device=device, seed=seed,
+                           run_info={"data": str(data), "vqvae": str(vqvae)}, progress=progress)

@@ -1,0 +1,615 @@
+"""Two-stage training of the patch-to-volume VQ-VAE (paper Sec. 2.1, Fig. 1, Sec. 3).
+
+* ``stage="patch"``: random 64³ patches of prepared cases (pre + a random post-contrast phase),
+  the whole VQ-VAE trained with L1 + commitment (EMA codebook) + adversarial (MONAI
+  ``PatchDiscriminator``, delayed start) + optional perceptual loss; batch 8, lr 1e-4.
+* ``stage="volume"``: from a patch checkpoint, encoder and codebook frozen (no gradients, EMA off),
+  whole volumes (or large crops) encoded patch-wise, quantised, decoded in one pass; only the
+  decoder is fine-tuned; batch 1, lr 1e-5.
+
+Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt``) hold the model config, stage, latent
+normalisation, optimisers, discriminator, step and RNG states, so ``resume=True`` continues
+exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+
+from synbt_factory.checkpoint import load_checkpoint
+from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.models.autoencoder import LatentNorm
+from synbt_factory.models.quantizer import restart_dead_codes
+from synbt_factory.models.vqvae import PatchVolumeVQVAE, VQVAEConfig, vqvae_preset
+from synbt_factory.progress import ProgressFn, report
+from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
+from synbt_factory.store import CaseStore
+from synbt_factory.training.loop_utils import (
+    FINAL_NAME,
+    MetricLog,
+    capture_rng_state,
+    latest_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+    to_float_metrics,
+)
+from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
+
+__all__ = [
+    "VQVAETrainConfig",
+    "TrainResult",
+    "train_presets",
+    "train_vqvae",
+    "load_vqvae",
+    "build_discriminator",
+    "build_perceptual_loss",
+    "train_config_from_dict",
+    "model_config_from_dict",
+    "CHECKPOINT_KIND",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "vqvae"
+STAGES = ("patch", "volume")
+PERCEPTUAL_NETWORKS = ("resnet50",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQVAETrainConfig:
+    """One training stage of the VQ-VAE (paper values in the ``paper`` preset).
+
+    Args:
+        stage: ``"patch"`` (everything trains on random patches) or ``"volume"`` (decoder only, whole volumes).
+        steps: total optimiser steps of this stage.
+        batch_size: samples per step (paper: 8 patches / 1 volume).
+        lr: generator (VQ-VAE) Adam learning rate (paper: 1e-4 / 1e-5).
+        disc_lr: discriminator learning rate (``None``: same as ``lr``).
+        adam_betas: Adam betas of both optimisers.
+        l1_weight: weight of the L1 reconstruction loss.
+        quant_weight: weight of MONAI's commitment loss (patch stage; the codebook itself learns by EMA).
+        dead_code_threshold: patch stage: codes whose EMA cluster size falls below this are re-seeded
+            from the batch's encoder outputs after each step (0 disables; see
+            :func:`synbt_factory.models.quantizer.restart_dead_codes`; not in the paper).
+        adv_weight: weight of the adversarial generator loss (0.01).
+        adv_start_step: first (0-based) step with the adversarial terms (paper: 200,000 in the patch stage).
+        adv_criterion: ``"hinge"``, ``"least_squares"`` or ``"bce"`` (MONAI ``PatchAdversarialLoss``).
+        disc_channels: first-layer channels of the ``PatchDiscriminator``.
+        disc_layers: its strided layers.
+        perceptual: add MONAI's ``PerceptualLoss`` (needs ``perceptual_weights_path``; off by default).
+        perceptual_weight: its weight (0.001).
+        perceptual_network: backbone; ``"resnet50"`` (torchvision weights file, 2.5-D slices per channel).
+        perceptual_weights_path: local weights file for the backbone (nothing is downloaded).
+        perceptual_slice_ratio: fraction of slices per axis used by the 2.5-D perceptual loss.
+        volume_crop: volume stage only: random crop (X, Y, Z) instead of the whole volume (``None``).
+        patch_batch: volume stage: patches per encoder call (memory knob).
+        grad_clip: max gradient norm for the VQ-VAE parameters (``None``: no clipping).
+        save_every: checkpoint every N steps (and at the end).
+        keep_last: ``step_<N>.pt`` files kept besides ``last.pt`` / ``final.pt``.
+        log_every: metric-log line every N steps.
+        splits: ``split`` values of the training cases (prepared stores mark "train" / "test" / null).
+        case_ids: explicit training cases instead of ``splits``.
+    """
+
+    stage: str = "patch"
+    steps: int = 250_000
+    batch_size: int = 8
+    lr: float = 1e-4
+    disc_lr: float | None = None
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    l1_weight: float = 1.0
+    quant_weight: float = 1.0
+    dead_code_threshold: float = 0.01
+    adv_weight: float = 0.01
+    adv_start_step: int = 200_000
+    adv_criterion: str = "hinge"
+    disc_channels: int = 32
+    disc_layers: int = 3
+    perceptual: bool = False
+    perceptual_weight: float = 0.001
+    perceptual_network: str = "resnet50"
+    perceptual_weights_path: str | None = None
+    perceptual_slice_ratio: float = 0.25
+    volume_crop: tuple[int, int, int] | None = None
+    patch_batch: int = 4
+    grad_clip: float | None = None
+    save_every: int = 5000
+    keep_last: int = 3
+    log_every: int = 50
+    splits: tuple[str | None, ...] = ("train", None)
+    case_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        for name in (
+            "steps",
+            "batch_size",
+            "save_every",
+            "keep_last",
+            "log_every",
+            "patch_batch",
+            "disc_channels",
+            "disc_layers",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "disc_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("l1_weight", "quant_weight", "adv_weight", "perceptual_weight", "dead_code_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.adv_start_step < 0:
+            raise ValueError(f"adv_start_step must be >= 0, got {self.adv_start_step}")
+        if self.adv_criterion not in ("hinge", "least_squares", "bce"):
+            raise ValueError(f"adv_criterion must be 'hinge', 'least_squares' or 'bce', got {self.adv_criterion!r}")
+        if self.perceptual_network not in PERCEPTUAL_NETWORKS:
+            raise ValueError(
+                f"perceptual_network must be one of {PERCEPTUAL_NETWORKS}, got {self.perceptual_network!r}"
+            )
+        if self.perceptual and not self.perceptual_weights_path:
+            raise ValueError(
+                "perceptual=True needs perceptual_weights_path: MONAI's PerceptualLoss would download weights, "
+                "which synbt never does; pass a local torchvision ResNet-50 state-dict file or leave perceptual off"
+            )
+        if not 0 < self.perceptual_slice_ratio <= 1:
+            raise ValueError(f"perceptual_slice_ratio must be in (0, 1], got {self.perceptual_slice_ratio}")
+        if self.volume_crop is not None and (len(self.volume_crop) != 3 or min(self.volume_crop) < 1):
+            raise ValueError(f"volume_crop must be three positive ints or None, got {self.volume_crop}")
+        if self.stage == "volume" and self.volume_crop is None and self.batch_size != 1:
+            raise ValueError("whole-volume training (volume_crop None) needs batch_size 1")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two values in [0, 1), got {self.adam_betas}")
+
+
+_TRAIN_PRESETS: dict[str, dict[str, VQVAETrainConfig]] = {
+    "tiny": {
+        "patch": VQVAETrainConfig(
+            stage="patch",
+            steps=20,
+            batch_size=2,
+            adv_start_step=10,
+            disc_channels=8,
+            disc_layers=2,
+            save_every=10,
+            log_every=1,
+        ),
+        "volume": VQVAETrainConfig(
+            stage="volume",
+            steps=10,
+            batch_size=1,
+            lr=1e-4,
+            adv_start_step=0,
+            disc_channels=8,
+            disc_layers=2,
+            volume_crop=(32, 32, 32),
+            save_every=5,
+            log_every=1,
+        ),
+    },
+    "small": {
+        "patch": VQVAETrainConfig(
+            stage="patch", steps=2000, batch_size=4, adv_start_step=1000, disc_channels=16, save_every=500, log_every=10
+        ),
+        "volume": VQVAETrainConfig(
+            stage="volume",
+            steps=500,
+            batch_size=1,
+            lr=1e-5,
+            adv_start_step=0,
+            disc_channels=16,
+            volume_crop=(96, 96, 64),
+            save_every=250,
+            log_every=10,
+        ),
+    },
+    "paper": {
+        "patch": VQVAETrainConfig(stage="patch", steps=250_000, batch_size=8, lr=1e-4, adv_start_step=200_000),
+        "volume": VQVAETrainConfig(stage="volume", steps=100_000, batch_size=1, lr=1e-5, adv_start_step=0),
+    },
+}
+
+
+def train_presets(name: str, stage: str) -> tuple[VQVAEConfig, VQVAETrainConfig]:
+    """Model and training config of a named preset (``tiny``, ``small``, ``paper``) for one stage.
+
+    The paper gives batch sizes, learning rates, the 200k-step discriminator start and 100k volume
+    steps; the 250k patch steps and the discriminator size are our choices.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if name not in _TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(_TRAIN_PRESETS)}")
+    return vqvae_preset(name), _TRAIN_PRESETS[name][stage]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What a finished (or already finished) stage produced."""
+
+    final_checkpoint: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+# ---------------------------------------------------------------------------- builders
+def build_discriminator(cfg: VQVAETrainConfig, in_channels: int) -> PatchDiscriminator:
+    """MONAI ``PatchDiscriminator`` (3-D, BatchNorm, LeakyReLU) on ``in_channels`` images."""
+    return PatchDiscriminator(
+        spatial_dims=3,
+        channels=cfg.disc_channels,
+        in_channels=in_channels,
+        out_channels=1,
+        num_layers_d=cfg.disc_layers,
+    )
+
+
+class _ChannelwisePerceptual(nn.Module):
+    """MONAI ``PerceptualLoss`` (2.5-D) applied to each image channel separately and averaged."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        terms = [self.loss(pred[:, c : c + 1].float(), target[:, c : c + 1].float()) for c in range(pred.shape[1])]
+        return torch.stack(terms).mean()
+
+
+def build_perceptual_loss(cfg: VQVAETrainConfig) -> nn.Module | None:
+    """MONAI ``PerceptualLoss`` from a local weights file, or ``None`` when ``cfg.perceptual`` is off.
+
+    Raises:
+        FileNotFoundError: the weights file does not exist.
+        RuntimeError: torchvision (needed by the ResNet-50 backbone) is not installed.
+    """
+    if not cfg.perceptual:
+        return None
+    path = Path(str(cfg.perceptual_weights_path))
+    if not path.is_file():
+        raise FileNotFoundError(f"perceptual weights file {path} does not exist; pass a local ResNet-50 state dict")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "the perceptual loss needs torchvision (pip install torchvision); or leave perceptual off"
+        ) from exc
+    from monai.losses import PerceptualLoss
+
+    loss = PerceptualLoss(
+        spatial_dims=3,
+        network_type=cfg.perceptual_network,
+        is_fake_3d=True,
+        fake_3d_ratio=cfg.perceptual_slice_ratio,
+        pretrained=True,
+        pretrained_path=str(path),
+    )
+    return _ChannelwisePerceptual(loss)
+
+
+# ---------------------------------------------------------------------------- checkpoint helpers
+def load_vqvae(path: Path, device: str | torch.device = "cpu") -> tuple[PatchVolumeVQVAE, LatentNorm, VQVAEConfig]:
+    """Rebuild a trained VQ-VAE for inference (eval mode, gradients off) from a checkpoint.
+
+    Returns:
+        model, its latent normalisation (codebook range → [-1, 1]) and its config.
+    """
+    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
+    config = config_from_dict(VQVAEConfig, ckpt["config"])
+    model = PatchVolumeVQVAE(config)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    norm = LatentNorm(**ckpt["latent_norm"]) if "latent_norm" in ckpt else model.latent_norm()
+    return model, norm, config
+
+
+def _init_model(config: VQVAEConfig, cfg: VQVAETrainConfig, seed: int) -> tuple[PatchVolumeVQVAE, PatchDiscriminator]:
+    """Fresh VQ-VAE and discriminator with weights drawn from a seed-derived torch stream."""
+    init_seed = int(case_seed_sequence(seed, 0, "vqvae-init").generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = PatchVolumeVQVAE(config)
+        disc = build_discriminator(cfg, config.in_channels)
+    return model, disc
+
+
+# ---------------------------------------------------------------------------- the loop
+class _Stage:
+    """Losses and optimiser steps of one stage (kept small; the loop lives in :func:`train_vqvae`)."""
+
+    def __init__(
+        self,
+        model: PatchVolumeVQVAE,
+        disc: PatchDiscriminator,
+        cfg: VQVAETrainConfig,
+        perceptual: nn.Module | None,
+        restart_generator: torch.Generator,
+    ) -> None:
+        self.model, self.disc, self.cfg, self.perceptual = model, disc, cfg, perceptual
+        self.restart_generator = restart_generator
+        self.adv_loss = PatchAdversarialLoss(criterion=cfg.adv_criterion)
+        params = (
+            model.decoder_parameters() if cfg.stage == "volume" else [p for p in model.parameters() if p.requires_grad]
+        )
+        self.gen_params = params
+        self.opt_g = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas)
+        self.opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.adam_betas)
+
+    def step(self, x: torch.Tensor, step_index: int) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        model.train()
+        self.disc.train()
+        metrics: dict[str, Any] = {}
+        if cfg.stage == "patch":
+            z = model.net.encode(x)
+            z_q, q_loss = model.net.quantize(z)
+            recon = model.net.decode(z_q)
+            metrics["commit"] = q_loss.detach()
+            metrics["perplexity"] = float(model.net.quantizer.perplexity)
+        else:
+            with torch.no_grad():
+                z_q = model.quantize(model.encode(x, patch_batch=cfg.patch_batch))
+            recon = model.decode(z_q)
+            q_loss = recon.new_zeros(())
+        l1 = F.l1_loss(recon.float(), x.float())
+        loss = cfg.l1_weight * l1 + cfg.quant_weight * q_loss
+        metrics["l1"] = l1.detach()
+        if self.perceptual is not None:
+            p_loss = self.perceptual(recon, x)
+            loss = loss + cfg.perceptual_weight * p_loss
+            metrics["perceptual"] = p_loss.detach()
+        adv_on = step_index >= cfg.adv_start_step and cfg.adv_weight > 0
+        if adv_on:
+            logits_fake = self.disc(recon.contiguous().float())[-1]
+            g_adv = self.adv_loss(logits_fake, target_is_real=True, for_discriminator=False)
+            loss = loss + cfg.adv_weight * g_adv
+            metrics["g_adv"] = g_adv.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.gen_params, cfg.grad_clip)
+        self.opt_g.step()
+        metrics["loss"] = loss.detach()
+        if adv_on:
+            self.opt_d.zero_grad(set_to_none=True)
+            logits_fake = self.disc(recon.detach().contiguous().float())[-1]
+            logits_real = self.disc(x.contiguous().float())[-1]
+            d_loss = 0.5 * (
+                self.adv_loss(logits_fake, target_is_real=False, for_discriminator=True)
+                + self.adv_loss(logits_real, target_is_real=True, for_discriminator=True)
+            )
+            (cfg.adv_weight * d_loss).backward()
+            self.opt_d.step()
+            metrics["d_loss"] = d_loss.detach()
+        if cfg.stage == "patch" and cfg.dead_code_threshold > 0:
+            metrics["restarted_codes"] = restart_dead_codes(
+                model.net.quantizer.quantizer, z, threshold=cfg.dead_code_threshold, generator=self.restart_generator
+            )
+        return to_float_metrics(metrics)
+
+
+def _sample(
+    volumes: PreparedVolumes, rng: np.random.Generator, cfg: VQVAETrainConfig, model_cfg: VQVAEConfig
+) -> np.ndarray:
+    if cfg.stage == "patch":
+        return sample_patch_batch(volumes, rng, batch_size=cfg.batch_size, size=(model_cfg.patch_size,) * 3)
+    return sample_volume_batch(
+        volumes, rng, batch_size=cfg.batch_size, crop=cfg.volume_crop, multiple=model_cfg.downsample_factor
+    )
+
+
+def train_vqvae(
+    data: Path | str,
+    out: Path,
+    *,
+    train_config: VQVAETrainConfig,
+    model_config: VQVAEConfig | None = None,
+    init: Path | None = None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train one VQ-VAE stage on a prepared store, checkpointing into ``out``.
+
+    Args:
+        data: prepared store (``synbt data prepare``).
+        out: run folder: ``step_<N>.pt``, ``last.pt``, ``final.pt``, ``metrics.jsonl`` / ``.csv``, ``config.json``.
+        train_config: the stage and its hyper-parameters.
+        model_config: architecture for a fresh patch stage (ignored when ``init`` or a resumed checkpoint gives one).
+        init: volume stage: the patch-stage checkpoint to start from (required there).
+        resume: continue from ``out/last.pt`` (model, optimisers, discriminator, step, RNG states);
+            starts fresh when there is none. Without it an existing ``last.pt`` is an error.
+        device: torch device.
+        seed: run seed (data sampling stream, weight init, torch RNG).
+        progress: ``(done, total, metrics)`` after every step.
+
+    Returns:
+        :class:`TrainResult` with the final checkpoint path and last metrics.
+    """
+    cfg = train_config
+    out = Path(out)
+    device = torch.device(device)
+    store = CaseStore.open(data)
+    ckpt = latest_checkpoint(out, kind=CHECKPOINT_KIND) if resume else None
+    if not resume and (out / "last.pt").exists():
+        raise FileExistsError(f"{out} already holds a run (last.pt); resume it or choose another output folder")
+    if ckpt is not None and ckpt.get("stage") != cfg.stage:
+        raise ValueError(f"{out}/last.pt is a {ckpt.get('stage')!r}-stage checkpoint, this run is {cfg.stage!r}")
+
+    # ---- model config and weights
+    init_ckpt = None
+    given_config = model_config
+    if ckpt is not None:
+        model_config = config_from_dict(VQVAEConfig, ckpt["config"])
+    elif cfg.stage == "volume":
+        if init is None:
+            raise ValueError("the volume stage needs init=<patch-stage checkpoint>")
+        init_ckpt = load_checkpoint(Path(init), kind=CHECKPOINT_KIND)
+        model_config = config_from_dict(VQVAEConfig, init_ckpt["config"])
+    model_config = model_config or VQVAEConfig()
+    if given_config is not None and given_config != model_config:
+        log.warning(
+            "model config given for this run is ignored: the architecture comes from the %s checkpoint",
+            "resumed" if ckpt is not None else "init",
+        )
+    model, disc = _init_model(model_config, cfg, seed)
+    if init_ckpt is not None:
+        model.load_state_dict(init_ckpt["model"])
+        disc_state = init_ckpt.get("discriminator")
+        if disc_state is not None and _same_disc(init_ckpt, cfg):
+            disc.load_state_dict(disc_state)
+        else:
+            log.info("discriminator starts fresh (patch checkpoint has none or a different size)")
+    if cfg.stage == "volume":
+        model.freeze_encoder_and_codebook()
+    model.to(device)
+    disc.to(device)
+    restart_gen = torch_generator(seed, 0, "vqvae-code-restart", device=device)
+    stage = _Stage(model, disc, cfg, build_perceptual_loss(cfg), restart_gen)
+    if stage.perceptual is not None:
+        stage.perceptual.to(device)
+
+    # ---- data and RNG
+    case_ids = select_cases(store, splits=cfg.splits, case_ids=cfg.case_ids)
+    volumes = PreparedVolumes(store, case_ids)
+    rng = case_generator(seed, 0, f"vqvae-{cfg.stage}-sampler")
+    metric_log = MetricLog(out / "metrics.jsonl")
+    start_step = 0
+    metrics: dict[str, float] = {}
+    loop_seed = int(case_seed_sequence(seed, 0, f"vqvae-{cfg.stage}-loop").generate_state(1)[0])
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(loop_seed)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            disc.load_state_dict(ckpt["discriminator"])
+            stage.opt_g.load_state_dict(ckpt["optimizer_g"])
+            stage.opt_d.load_state_dict(ckpt["optimizer_d"])
+            restore_rng_state(ckpt["rng"], {"sampler": rng})
+            restart_gen.set_state(ckpt["restart_generator"])
+            start_step = int(ckpt["step"])
+            metrics = dict(ckpt.get("metrics", {}))
+            dropped = metric_log.truncate_after(start_step)
+            log.info("resuming %s stage at step %d (dropped %d log lines after it)", cfg.stage, start_step, dropped)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            metric_log.truncate_after(-1)
+        _write_run_config(out, model_config, cfg, data, init, seed)
+        log.info(
+            "VQ-VAE %s stage: %d training cases, steps %d..%d on %s",
+            cfg.stage,
+            len(case_ids),
+            start_step,
+            cfg.steps,
+            device,
+        )
+
+        def payload(step: int) -> dict[str, Any]:
+            return {
+                "stage": cfg.stage,
+                "step": step,
+                "model": model.state_dict(),
+                "discriminator": disc.state_dict(),
+                "optimizer_g": stage.opt_g.state_dict(),
+                "optimizer_d": stage.opt_d.state_dict(),
+                "rng": capture_rng_state({"sampler": rng}),
+                "restart_generator": restart_gen.get_state(),
+                "latent_norm": dataclasses.asdict(model.latent_norm()),
+                "train_config": config_to_dict(cfg),
+                "seed": seed,
+                "data": str(data),
+                "init": str(init) if init is not None else (ckpt or {}).get("init", ""),
+                "case_ids": list(case_ids),
+                "metrics": metrics,
+            }
+
+        if start_step >= cfg.steps and not (out / FINAL_NAME).exists():
+            save_training_checkpoint(
+                out,
+                start_step,
+                payload(start_step),
+                kind=CHECKPOINT_KIND,
+                config=config_to_dict(model_config),
+                keep_last=cfg.keep_last,
+                final=True,
+            )
+        for step_index in range(start_step, cfg.steps):
+            x = torch.from_numpy(_sample(volumes, rng, cfg, model_config)).to(device)
+            metrics = stage.step(x, step_index)
+            done = step_index + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                metric_log.append(done, metrics)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                save_training_checkpoint(
+                    out,
+                    done,
+                    payload(done),
+                    kind=CHECKPOINT_KIND,
+                    config=config_to_dict(model_config),
+                    keep_last=cfg.keep_last,
+                    final=done == cfg.steps,
+                )
+            report(progress, done, cfg.steps, metrics)
+    metric_log.write_csv()
+    return TrainResult(
+        final_checkpoint=out / FINAL_NAME,
+        steps=cfg.steps,
+        metrics=metrics,
+        resumed_from=start_step if ckpt is not None else None,
+    )
+
+
+def _same_disc(init_ckpt: dict[str, Any], cfg: VQVAETrainConfig) -> bool:
+    other = init_ckpt.get("train_config", {})
+    return other.get("disc_channels") == cfg.disc_channels and other.get("disc_layers") == cfg.disc_layers
+
+
+def _write_run_config(
+    out: Path, model_config: VQVAEConfig, cfg: VQVAETrainConfig, data: Any, init: Any, seed: int
+) -> None:
+    import json
+
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "model": config_to_dict(model_config),
+                "train": config_to_dict(cfg),
+                "data": str(data),
+                "init": str(init) if init else None,
+                "seed": seed,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def train_config_from_dict(data: dict[str, Any], base: VQVAETrainConfig) -> VQVAETrainConfig:
+    """``base`` with the entries of ``data`` replaced (validated; unknown keys raise ``ValueError``)."""
+    merged = {**config_to_dict(base), **data}
+    return config_from_dict(VQVAETrainConfig, merged)
+
+
+def model_config_from_dict(data: dict[str, Any], base: VQVAEConfig) -> VQVAEConfig:
+    """``base`` with the entries of ``data`` replaced (validated; unknown keys raise ``ValueError``)."""
+    merged = {**config_to_dict(base), **data}
+    return config_from_dict(VQVAEConfig, merged)

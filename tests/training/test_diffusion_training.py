@@ -1,0 +1,242 @@
+"""Diffusion training: latent precompute and cache, crops, overfitting one case, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import VQVAE
+from torch import nn
+from typer import Typer
+from typer.testing import CliRunner
+
+from synbt_factory.checkpoint import load_checkpoint
+from synbt_factory.config import replace
+from synbt_factory.models.autoencoder import LatentNorm
+from synbt_factory.store import CaseStore
+from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
+from synbt_factory.training.diffusion_data import (
+    effective_crop,
+    precompute_latents,
+    sample_crop_batch,
+    select_tumor_cases,
+)
+
+SHAPE = (48, 48, 32)
+
+
+class TinyVQAE(nn.Module):
+    """A real small VQ autoencoder (MONAI ``VQVAE``, factor 4, 8 latent channels) satisfying ``LatentAutoencoder``."""
+
+    in_channels = 2
+    latent_channels = 8
+    downsample_factor = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = VQVAE(spatial_dims=3, in_channels=2, out_channels=2, channels=(8, 16), num_res_layers=1,
+                         num_res_channels=(8, 16), downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
+                         upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)), num_embeddings=32,
+                         embedding_dim=8)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(x)
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.quantize(z)[0]
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(z_q)
+
+    def latent_norm(self) -> LatentNorm:
+        return LatentNorm.from_codebook(self.net.quantizer.quantizer.embedding.weight.detach())
+
+    @torch.no_grad()
+    def init_codebook(self, images: torch.Tensor, generator: torch.Generator) -> None:
+        """Codes = encoder outputs at random positions of ``images`` (a random codebook maps everything to one code)."""
+        z = self.encode(images).permute(0, 2, 3, 4, 1).reshape(-1, self.latent_channels)
+        weight = self.net.quantizer.quantizer.embedding.weight
+        weight.copy_(z[torch.randperm(z.shape[0], generator=generator)[: weight.shape[0]]])
+
+
+def _make_store(path: Path) -> Path:
+    """Three train cases with an enhancing blob (tumor) and one train case without tumor, one test case."""
+    rng = np.random.default_rng(0)
+    store = CaseStore.create(path, kind="prepared", card={})
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    for i in range(5):
+        centre = rng.uniform(-0.3, 0.3, 3)
+        blob = np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.05)
+        if i == 3:
+            blob[:] = 0.0
+        pre = 0.5 + 0.2 * np.sin(3 * grid[0] + i) * np.cos(2 * grid[1])
+        store.write_case(
+            f"CASE_{i:03d}",
+            {"image": np.stack([pre, pre + 2.0 * blob]).astype(np.float16), "mask": (blob > 0.5).astype(np.uint8)},
+            {"affine": np.diag([1.0, 1.0, 1.0, 1.0]).tolist(), "spacing": [1, 1, 1],
+             "split": "test" if i == 4 else "train"},
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> CaseStore:
+    return CaseStore.open(_make_store(tmp_path_factory.mktemp("diff") / "prepared.zarr"))
+
+
+@pytest.fixture(scope="module")
+def autoencoder(store: CaseStore) -> TinyVQAE:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ae = TinyVQAE().eval()
+    images = torch.stack([torch.from_numpy(store.read_array(c, "image").astype(np.float32)) for c in store.case_ids()])
+    ae.init_codebook(images, torch.Generator().manual_seed(0))
+    return ae
+
+
+@pytest.fixture(scope="module")
+def latents(store: CaseStore, autoencoder: TinyVQAE, tmp_path_factory: pytest.TempPathFactory):
+    model_cfg, _ = diffusion_train_preset("tiny")
+    ids = select_tumor_cases(store, splits=("train",))
+    cache = tmp_path_factory.mktemp("cache")
+    return precompute_latents(store, ids, autoencoder, autoencoder.latent_norm(), model_cfg, autoencoder_id="tiny-ae",
+                              cache_dir=cache), cache
+
+
+def test_only_tumor_present_training_cases_are_selected(store: CaseStore) -> None:
+    assert select_tumor_cases(store, splits=("train",)) == ["CASE_000", "CASE_001", "CASE_002"]
+    with pytest.raises(ValueError, match="tumor-present"):
+        select_tumor_cases(store, splits=(), case_ids=["CASE_003"])
+
+
+def test_latents_have_target_and_condition_and_are_cached(latents, store, autoencoder) -> None:
+    cases, cache = latents
+    model_cfg, _ = diffusion_train_preset("tiny")
+    case = cases[0]
+    assert case.z0.shape == (8, 12, 12, 8) and case.cond.shape == (9, 12, 12, 8)
+    assert 0 < float(case.cond[-1].sum()) and float(case.cond[-1].max()) <= 1.0  # down(M) as tumor fraction
+    tumor_cells = case.cond[-1] > 0
+    assert not torch.allclose(case.z0[:, tumor_cells], case.cond[:8][:, tumor_cells])  # tumor removed in Z_masked
+    assert sorted(p.name for p in cache.glob("*.npz")) == [f"{c.case_id}.npz" for c in cases]
+    again = precompute_latents(store, [case.case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
+                               autoencoder_id="tiny-ae", cache_dir=cache)
+    assert torch.equal(again[0].z0, case.z0) and torch.equal(again[0].cond, case.cond)
+    other = replace(model_cfg, fill="zeros")  # another conditioning: the cache key changes, the latents too
+    recomputed = precompute_latents(store, [case.case_id], autoencoder, autoencoder.latent_norm(), other,
+                                    autoencoder_id="tiny-ae", cache_dir=cache)
+    assert torch.equal(recomputed[0].z0, case.z0) and not torch.equal(recomputed[0].cond, case.cond)
+
+
+def test_tumor_crops_contain_the_tumor(latents) -> None:
+    cases, _ = latents
+    crop = effective_crop(cases, (8, 8, 8), 2)
+    z0, cond = sample_crop_batch(cases, np.random.default_rng(0), batch_size=16, crop=crop, tumor_fraction=1.0)
+    assert z0.shape == (16, 8, 8, 8, 8) and cond.shape == (16, 9, 8, 8, 8)
+    assert all(float(c[-1].sum()) > 0 for c in cond)
+    assert effective_crop(cases, (64, 64, 64), 2) == (12, 12, 8)
+    with pytest.raises(ValueError, match="latent crop"):
+        effective_crop(cases, (1, 8, 8), 2)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {int(r["step"]): r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_tiny_model_overfits_one_case(latents, autoencoder, tmp_path: Path) -> None:
+    cases, _ = latents
+    model_cfg, train_cfg = diffusion_train_preset("tiny")
+    cfg = replace(train_cfg, steps=100, lr=5e-3, batch_size=2, crop=(12, 12, 8), grad_clip=0.0, log_every=1,
+                  save_every=1000)
+    train_diffusion(cases[:1], tmp_path, model_config=model_cfg, train_config=cfg,
+                    latent_norm=autoencoder.latent_norm(), vqvae_sha256="tiny-ae", seed=0)
+    losses = list(_losses(tmp_path).values())
+    first, last = float(np.mean(losses[:10])), float(np.mean(losses[-20:]))
+    assert last < 0.7 * first, (first, last)  # measured: 0.92 → 0.5 at 80 steps
+
+
+def test_resume_gives_the_same_next_losses_and_checkpoint_rebuilds(latents, autoencoder, tmp_path: Path) -> None:
+    cases, _ = latents
+    model_cfg, train_cfg = diffusion_train_preset("tiny")
+    cfg = replace(train_cfg, steps=6, save_every=3, log_every=1, crop=(8, 8, 8), mask_loss_weight=2.0)
+    kwargs = dict(model_config=model_cfg, latent_norm=autoencoder.latent_norm(), vqvae_sha256="tiny-ae", seed=3)
+    train_diffusion(cases, tmp_path / "straight", train_config=cfg, **kwargs)
+    train_diffusion(cases, tmp_path / "split", train_config=replace(cfg, steps=3), **kwargs)
+    with pytest.raises(FileExistsError):
+        train_diffusion(cases, tmp_path / "split", train_config=cfg, **kwargs)
+    result = train_diffusion(cases, tmp_path / "split", train_config=cfg, resume=True, **kwargs)
+    assert result.resumed_from == 3
+    straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
+    assert list(split) == [1, 2, 3, 4, 5, 6]
+    assert all(split[s] == straight[s] for s in (4, 5, 6)), (straight, split)
+
+    ckpt = load_checkpoint(tmp_path / "split" / "final.pt", kind="diffusion")
+    assert ckpt["vqvae_sha256"] == "tiny-ae" and ckpt["step"] == 6
+    assert {"model", "ema", "optimizer", "rng", "noise_generator", "latent_norm", "config"} <= set(ckpt)
+    model, config, norm, sha = load_diffusion(tmp_path / "split" / "final.pt")
+    assert config == model_cfg and norm == autoencoder.latent_norm() and sha == "tiny-ae"
+    straight_model, *_ = load_diffusion(tmp_path / "straight" / "final.pt")
+    state = model.state_dict()
+    assert all(torch.equal(v, straight_model.state_dict()[k]) for k, v in state.items())
+    raw, *_ = load_diffusion(tmp_path / "split" / "final.pt", weights="model")
+    assert not all(torch.equal(v, raw.state_dict()[k]) for k, v in state.items())
+
+
+# ---------------------------------------------------------------------------- CLI (real VQ-VAE checkpoint)
+@pytest.fixture(scope="module")
+def vqvae_ckpt(store: CaseStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from synbt_factory.training.vqvae import train_presets, train_vqvae
+
+    model_cfg, cfg = train_presets("tiny", "patch")
+    out = tmp_path_factory.mktemp("vq_run")
+    train_vqvae(store.location, out, train_config=replace(cfg, steps=2, save_every=2), model_config=model_cfg, seed=0)
+    return out / "final.pt"
+
+
+def _app() -> Typer:
+    from cli.cmd_diffusion import generate_one
+    from cli.cmd_diffusion import train_diffusion as train_cmd
+
+    app = Typer()
+    app.command("train-diffusion")(train_cmd)
+    app.command("generate-one")(generate_one)
+    return app
+
+
+def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    app = _app()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
+                              str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (run / "final.pt").is_file() and len(list((run / "latents").glob("*.npz"))) == 3
+    again = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
+                                str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+    arrays, attrs = store.read_case("CASE_003", ("image",))
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[20:28, 20:27, 12:18] = 1
+    affine = np.asarray(attrs["affine"])
+    mask_path = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, affine), str(mask_path))
+    out = tmp_path / "syn.nii.gz"
+    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(mask_path),
+                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out),
+                              "--steps", "3", "--seed", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    result = np.asarray(nib.load(str(out)).dataobj)
+    assert result.shape == (*SHAPE, 2)
+    original = np.moveaxis(arrays["image"].astype(np.float32), 0, -1)
+    assert np.array_equal(result[:5], original[:5])  # far from the mask: the input voxels
+    assert not np.array_equal(result[mask > 0], original[mask > 0])
+
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(mask[:-4], affine), str(bad))
+    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(bad),
+                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out)])
+    assert res.exit_code == 2 and "grid" in res.output

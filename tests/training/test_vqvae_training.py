@@ -1,0 +1,291 @@
+"""VQ-VAE training stages, resume, crash-safe checkpoints, evaluation and CLI (tiny CPU configs)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synbt_factory.checkpoint import load_checkpoint
+from synbt_factory.config import replace
+from synbt_factory.store import CaseStore
+from synbt_factory.training.vqvae import VQVAETrainConfig, load_vqvae, train_presets, train_vqvae
+from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch
+from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
+
+SHAPE = (40, 48, 32)
+
+
+def _make_prepared_store(path: Path, *, n: int = 3, phases: int = 3) -> Path:
+    """Smooth background, a blob brighter in the post-contrast phases; cases 0..n-2 train, last test."""
+    rng = np.random.default_rng(0)
+    store = CaseStore.create(path, kind="prepared", card={})
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    for i in range(n):
+        centre = rng.uniform(-0.4, 0.4, 3)
+        blob = np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.08)
+        pre = 0.5 + 0.3 * np.sin(3 * grid[0] + i) * np.cos(2 * grid[1]) + 0.02 * rng.standard_normal(SHAPE)
+        post = np.stack([pre + (1.0 + 0.5 * p) * blob for p in range(phases)])
+        store.write_case(
+            f"CASE_{i:03d}",
+            {
+                "image": np.stack([pre, post[0]]).astype(np.float16),
+                "mask": (blob > 0.5).astype(np.uint8),
+                "phases": post.astype(np.float16),
+            },
+            {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "test" if i == n - 1 else "train"},
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_prepared_store(tmp_path_factory.mktemp("vq") / "prepared.zarr")
+
+
+def _tiny(stage: str, **changes: object) -> tuple:
+    model_cfg, train_cfg = train_presets("tiny", stage)
+    return model_cfg, replace(train_cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def patch_run(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_cfg, cfg = _tiny("patch", steps=6, adv_start_step=3, save_every=3)
+    out = tmp_path_factory.mktemp("patch_run")
+    train_vqvae(store_path, out, train_config=cfg, model_config=model_cfg, seed=1)
+    return out
+
+
+def test_patch_sampler_uses_random_post_phases(store_path: Path) -> None:
+    store = CaseStore.open(store_path)
+    volumes = PreparedVolumes(store, ["CASE_000"])
+    assert volumes.num_phases("CASE_000") == 3
+    phases = store.read_array("CASE_000", "phases").astype(np.float32)
+    batch = sample_patch_batch(volumes, np.random.default_rng(0), batch_size=12, size=(40, 48, 32))
+    assert batch.shape == (12, 2, 40, 48, 32)
+    used = {int(np.argmin([np.abs(b[1] - ph).max() for ph in phases])) for b in batch}
+    assert len(used) > 1  # several post-contrast phases were drawn
+    assert all(np.allclose(b[0], store.read_array("CASE_000", "image")[0].astype(np.float32)) for b in batch)
+
+
+def test_patch_stage_writes_checkpoints_logs_and_latent_norm(patch_run: Path) -> None:
+    names = {p.name for p in patch_run.iterdir()}
+    assert {"final.pt", "last.pt", "step_6.pt", "metrics.jsonl", "metrics.csv", "config.json"} <= names
+    ckpt = load_checkpoint(patch_run / "final.pt", kind="vqvae")
+    assert ckpt["stage"] == "patch" and ckpt["step"] == 6
+    lines = [json.loads(line) for line in (patch_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 7))
+    assert "g_adv" not in lines[2] and "g_adv" in lines[3]  # adversarial loss starts at step index 3
+    model, norm, config = load_vqvae(patch_run / "final.pt")
+    normalised = norm.normalise(model.codebook)
+    assert float(normalised.min()) == pytest.approx(-1.0, abs=1e-5) and float(normalised.max()) == pytest.approx(
+        1.0, abs=1e-5
+    )
+    assert config.num_embeddings == 64 and not model.training
+
+
+def test_volume_stage_leaves_encoder_and_codebook_bit_identical(
+    store_path: Path, patch_run: Path, tmp_path: Path
+) -> None:
+    model_cfg, cfg = _tiny("volume", steps=2, volume_crop=None, adv_start_step=0)
+    train_vqvae(store_path, tmp_path / "vol", train_config=cfg, init=patch_run / "final.pt", seed=2)
+    before = load_checkpoint(patch_run / "final.pt")["model"]
+    after = load_checkpoint(tmp_path / "vol" / "final.pt")["model"]
+    frozen = [k for k in before if k.startswith(("net.encoder.", "net.quantizer."))]
+    assert any("ema_w" in k for k in frozen) and any("embedding.weight" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), key
+    decoder = [k for k in before if k.startswith("net.decoder.") and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_continues_with_identical_losses(store_path: Path, tmp_path: Path) -> None:
+    model_cfg, cfg = _tiny("patch", steps=5, adv_start_step=1, save_every=2, keep_last=2)
+    train_vqvae(store_path, tmp_path / "full", train_config=cfg, model_config=model_cfg, seed=3)
+
+    def crash_at_3(done: int, total: int, metrics: object) -> None:
+        if done == 3:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, progress=crash_at_3)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
+    result = train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, resume=True)
+    assert result.resumed_from == 2
+
+    full = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    cut = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in cut] == [1, 2, 3, 4, 5]
+    assert cut == full  # every loss, including the discriminator's, after the resume point
+    a = load_checkpoint(tmp_path / "full" / "final.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "final.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("step_*.pt")) == ["step_4.pt", "step_5.pt"]
+
+
+def test_crash_during_checkpoint_save_keeps_previous_checkpoint(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_cfg, cfg = _tiny("patch", steps=2, save_every=1)
+    out = tmp_path / "run"
+    train_vqvae(store_path, out, train_config=cfg, model_config=model_cfg, seed=4)
+    good = load_checkpoint(out / "last.pt")
+
+    real_replace = os.replace
+    attempts: list[str] = []
+
+    def broken_replace(src: object, dst: object) -> None:
+        if str(dst).endswith(".pt"):  # the checkpoint's final rename fails, after its bytes were written
+            attempts.append(Path(str(dst)).name)
+            raise OSError("disk full (simulated)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="simulated"):
+        train_vqvae(store_path, out, train_config=replace(cfg, steps=3), model_config=model_cfg, seed=4, resume=True)
+    monkeypatch.undo()
+    assert attempts == ["step_3.pt"]
+    kept = load_checkpoint(out / "last.pt")
+    assert kept["step"] == 2
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+    assert not list(out.glob("*.partial"))
+    model, _, _ = load_vqvae(out / "last.pt")
+    assert model.latent_channels == 8
+
+
+def test_existing_run_is_not_overwritten_without_resume(store_path: Path, patch_run: Path) -> None:
+    model_cfg, cfg = _tiny("patch", steps=1)
+    with pytest.raises(FileExistsError, match="resume"):
+        train_vqvae(store_path, patch_run, train_config=cfg, model_config=model_cfg)
+
+
+def test_volume_stage_needs_a_patch_checkpoint(store_path: Path, tmp_path: Path) -> None:
+    _, cfg = _tiny("volume")
+    with pytest.raises(ValueError, match="init"):
+        train_vqvae(store_path, tmp_path / "v", train_config=cfg)
+
+
+def test_perceptual_loss_without_weights_file_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="perceptual_weights_path"):
+        VQVAETrainConfig(perceptual=True)
+
+
+def test_evaluation_writes_metrics_json_and_figure(store_path: Path, patch_run: Path, tmp_path: Path) -> None:
+    _, cfg = _tiny("volume", steps=1)
+    train_vqvae(store_path, tmp_path / "vol", train_config=cfg, init=patch_run / "final.pt", seed=5)
+    summary = evaluate_vqvae(
+        tmp_path / "vol" / "final.pt",
+        store_path,
+        tmp_path / "eval",
+        patch_ckpt=patch_run / "final.pt",
+        config=VQVAEEvalConfig(tiled=True, tile=8),
+    )
+    assert summary["num_cases"] == 1 and summary["cases"][0]["case_id"] == "CASE_002"
+    mean = summary["mean"]
+    for key in ("psnr_pre", "psnr_post", "ssim_pre", "ssim_post", "grid_score", "patch_only_grid_score"):
+        assert np.isfinite(mean[key]), key
+    assert 0 < summary["codebook"]["used_fraction"] <= 1
+    assert json.loads((tmp_path / "eval" / "vqvae_metrics.json").read_text())["num_cases"] == 1
+    png = (tmp_path / "eval" / "vqvae_reconstruction.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_train_and_eval_commands(store_path: Path, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from cli.cmd_vqvae import eval_vqvae
+    from cli.cmd_vqvae import train_vqvae as train_cmd
+
+    app = typer.Typer()
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_vqvae)
+    runner = CliRunner()
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"train": {"save_every": 1}}))
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(store_path),
+            "--out",
+            str(tmp_path / "p"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--config",
+            str(config),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p" / "step_1.pt").is_file()
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(store_path),
+            "--out",
+            str(tmp_path / "v"),
+            "--preset",
+            "tiny",
+            "--stage",
+            "volume",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 2 and "init" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--ckpt",
+            str(tmp_path / "p" / "final.pt"),
+            "--data",
+            str(store_path),
+            "--out",
+            str(tmp_path / "e"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e" / "vqvae_metrics.json").is_file()
+
+
+def test_loop_utils_rng_roundtrip_metric_log_and_ema(tmp_path: Path) -> None:
+    from synbt_factory.training.loop_utils import MetricLog, capture_rng_state, make_ema, restore_rng_state
+
+    gen = np.random.default_rng(7)
+    state = capture_rng_state({"sampler": gen})
+    expected = (gen.random(3), torch.rand(3))
+    restore_rng_state(state, {"sampler": gen})
+    assert np.array_equal(gen.random(3), expected[0]) and torch.equal(torch.rand(3), expected[1])
+
+    log = MetricLog(tmp_path / "m.jsonl")
+    for step in range(1, 5):
+        log.append(step, {"loss": torch.tensor(float(step))} | ({"d": 1.0} if step > 2 else {}))
+    assert log.truncate_after(2) == 2 and [r["step"] for r in log.records()] == [1, 2]
+    assert log.write_csv().read_text().splitlines()[0] == "step,loss"
+
+    net = torch.nn.Linear(2, 1)
+    ema = make_ema(net, decay=0.5)
+    ema.update_parameters(net)  # the first update copies the weights
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    ema.update_parameters(net)
+    assert torch.allclose(ema.module.weight, start + 1.0)
