@@ -3,6 +3,10 @@
 Run from the repository root::
 
     python -m bench.diffusion_bench [--device cpu|cuda] [--preset small] [--fov 192,192,128] [--repeat 2]
+                                    [--threads N] [--case-batches 1,4]
+
+On a shared CPU machine use ``--threads 1``: with more busy processes than cores, OpenMP barrier
+waits make small convolutions several times slower with 2 threads than with 1.
 
 Figures (``bench/results/diffusion.json``):
 
@@ -21,6 +25,7 @@ Figures (``bench/results/diffusion.json``):
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +62,7 @@ def matmul_peak(device: torch.device, repeat: int) -> dict[str, Any]:
     for dtype in dtypes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        t = _timed(lambda a=a, b=b: a @ b, device, repeat)
+        t = _timed(lambda a=a, b=b: a @ b, device, max(repeat, 5))
         out[str(dtype).replace("torch.", "")] = {"median_s": t["median_s"], "tflops": 2 * n**3 / t["min_s"] / 1e12}
     return out
 
@@ -137,7 +142,9 @@ def _case(fov: tuple[int, int, int], batch: int, generator: torch.Generator) -> 
     return images, torch.stack(masks)
 
 
-def per_case(device: torch.device, preset: str, fov: tuple[int, int, int], repeat: int) -> dict[str, Any]:
+def per_case(
+    device: torch.device, preset: str, fov: tuple[int, int, int], repeat: int, batches: tuple[int, ...]
+) -> dict[str, Any]:
     from synbt_factory.models.vqvae import PatchVolumeVQVAE, vqvae_preset
 
     gen = torch.Generator().manual_seed(2)
@@ -148,12 +155,15 @@ def per_case(device: torch.device, preset: str, fov: tuple[int, int, int], repea
     _randomise_zero_init(den, gen)
     norm = vq.latent_norm()
     result: dict[str, Any] = {"preset": preset, "fov": list(fov), "tumor_diameter_voxels": 21}
-    for batch in (1, 4):
+    warmed: set[str] = set()
+    for batch in batches:
         images, masks = _case(fov, batch, gen)
         for mode in ("whole", "window"):
             sampler = InpaintingSampler(vq, den, norm, SamplerConfig(mode=mode))
             gens = lambda n=batch: [torch_generator(0, i, "ddim") for i in range(n)]  # noqa: E731
-            sampler.sample(images, masks, gens())  # warm-up
+            if mode not in warmed:
+                sampler.sample(images[:1], masks[:1], gens(1))  # warm-up
+                warmed.add(mode)
             times, stages = [], []
             for _ in range(repeat):
                 t0 = time.perf_counter()
@@ -167,8 +177,9 @@ def per_case(device: torch.device, preset: str, fov: tuple[int, int, int], repea
                 "per_case_calls": sampler.per_case_calls,
             }
             print(mode, batch, result[f"{mode}_batch{batch}"], flush=True)
-    result["window_speedup_batch1"] = (result["whole_batch1"]["seconds_per_case"]
-                                       / result["window_batch1"]["seconds_per_case"])
+    for batch in batches:
+        result[f"window_speedup_batch{batch}"] = (result[f"whole_batch{batch}"]["seconds_per_case"]
+                                                  / result[f"window_batch{batch}"]["seconds_per_case"])
     result["mask_region_equivalence"] = _window_equivalence(vq, images[:1].to(device), masks[:1].to(device))
     return result
 
@@ -204,10 +215,15 @@ def main() -> None:
     parser.add_argument("--fov", default="192,192,128", help="image size X,Y,Z of the per-case timing")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-steps", action="store_true", help="skip the paper-size batch sweep")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--case-batches", default=None, help="batch sizes of the per-case timing (cpu: 1, cuda: 1,4)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    batches = tuple(int(v) for v in (args.case_batches or ("1,4" if device.type == "cuda" else "1")).split(","))
     fov = tuple(int(v) for v in args.fov.split(","))
-    figures: dict[str, Any] = {"device": str(device),
+    figures: dict[str, Any] = {"device": str(device), "load_average_at_start": list(os.getloadavg()),
                                "denoiser_paper_channels": list(diffusion_preset("paper").channels)}
     figures["matmul_peak"] = matmul_peak(device, args.repeat)
     print(figures["matmul_peak"], flush=True)
@@ -215,7 +231,7 @@ def main() -> None:
         figures["denoiser_step"] = denoiser_steps(device, args.repeat, figures["matmul_peak"])
     figures["batch_invariance"] = batch_invariance(device)
     print(figures["batch_invariance"], flush=True)
-    figures["per_case"] = per_case(device, args.preset, fov, args.repeat)  # type: ignore[arg-type]
+    figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches)  # type: ignore[arg-type]
     figures["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         figures["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
