@@ -6,10 +6,11 @@
 Figures: placement acceptance rate (accepted / centres tried), placements per second (after
 the per-background context), context build time, fraction of tumor voxels inside the FGT and
 inside the breast, bank size. With ``--tissue-steps N`` a tissue model is first trained for N
-steps on the phantom's *train* label maps only (images synthesised from labels: it never sees a
-real phantom image), scored on every real image (held-out / label-seen cases, per
-fat-suppression profile), and its
-post-processed FGT (``tissue_pred``) is what placement uses. Writes
+steps on the phantom's *train* label maps (every training image is synthesised from labels with
+random contrast; with ``--tissue-clusters image`` the real train images only shape the k-means
+clusters outside the breast, with ``position`` they are not read at all), scored on every real
+image (held-out / label-seen cases, per fat-suppression profile), and its post-processed FGT
+(``tissue_pred``) is what placement uses. Writes
 ``bench/results/placement.json`` and ``bench/results/placements.png``.
 """
 
@@ -63,7 +64,7 @@ def fat_suppression(dataset_dir: Path) -> dict[str, bool | None]:
 
 
 def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, steps: int, preset: str,
-                 patch: int, device: str) -> dict[str, Any]:
+                 patch: int, clusters: str, device: str) -> dict[str, Any]:
     """Train on train-split label maps only, score on held-out real images, write tissue_pred."""
     from synbt_factory.training.tissue import (
         TissueTrainConfig,
@@ -77,15 +78,17 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     cases = load_label_cases(store_path, with_images=True)
     train = [c for c in cases if c.split == "train"]
     held = [c for c in cases if c.split != "train"]
-    # training sees labels only: drop the real images so k-means uses position + random fields
-    train_labels_only = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train")
-                         for c in train]
+    # training images are synthesised from labels; the real train images only shape the k-means
+    # clusters outside the breast (clusters="image", the paper's recipe) or are dropped ("position")
+    if clusters == "position":
+        train = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train")
+                 for c in train]
     from synbt_factory.synthesis.tissue_synth import TissueSynthConfig
 
     config = TissueTrainConfig.preset(preset, steps=steps, val_every=0, workers=1, log_every=25, patch=patch,
-                                      roi=patch, synth=TissueSynthConfig(cluster_features="position"))
+                                      roi=patch, synth=TissueSynthConfig(cluster_features=clusters))
     t0 = time.perf_counter()
-    result = train_tissue(train_labels_only, workdir / "tissue-run", config, val=[], device=device, resume=False)
+    result = train_tissue(train, workdir / "tissue-run", config, val=[], device=device, resume=False)
     train_s = time.perf_counter() - t0
     model, cfg = load_tissue_model(result.last_path, device=device)
     t_eval = time.perf_counter()
@@ -111,6 +114,8 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     losses = [h["loss"] for h in result.history if h["event"] == "train"]
     return {
         "preset": preset,
+        "patch": patch,
+        "cluster_features": clusters,
         "steps": steps,
         "train_label_maps": len(train),
         "heldout_real_images": len(held),
@@ -133,6 +138,8 @@ def main() -> None:
     parser.add_argument("--tissue-steps", type=int, default=0, help="train a tissue model first (0: use labels)")
     parser.add_argument("--tissue-preset", default="small", choices=["tiny", "small"])
     parser.add_argument("--tissue-patch", type=int, default=64, help="training patch / inference window edge")
+    parser.add_argument("--tissue-clusters", default="image", choices=["image", "position"],
+                        help="k-means features outside the breast (image: real image structure, random intensities)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
@@ -155,6 +162,7 @@ def main() -> None:
         if args.tissue_steps > 0:
             figures["tissue"] = tissue_stage(store_path, dataset_dir, workdir, steps=args.tissue_steps,
                                              preset=args.tissue_preset, patch=args.tissue_patch,
+                                             clusters=args.tissue_clusters,
                                              device=args.device)
             print({k: v for k, v in figures["tissue"].items() if k != "per_case"}, flush=True)
         store = CaseStore.open(store_path)

@@ -28,12 +28,21 @@ from bench.common import RESULTS_DIR, peak_rss_mb, save_result
 REFERENCE = {"startup_s": 74.0, "startup_gb": 3.1, "per_call_s": [0.12, 0.37], "shape": [128, 192, 192]}
 
 _STARTUP_PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
+
+
+def hwm_mb():  # peak RSS of this process image (VmHWM restarts at exec, unlike ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 t0 = time.perf_counter()
 import numpy as np
 import scipy.ndimage, scipy.fft
 t_base = time.perf_counter() - t0
-rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss_base = hwm_mb()
 t1 = time.perf_counter()
 from synbt_factory.synthesis.syntumor import EnhancementStats, SIZE_CLASSES, syntumor_insert
 stats = EnhancementStats.from_dict(json.loads(sys.argv[1]))
@@ -48,7 +57,7 @@ for c in SIZE_CLASSES:
     syntumor_insert(image, None, rng, stats, c, region=region)
 print(json.dumps({"import_numpy_scipy_s": t_base, "rss_numpy_scipy_mb": rss_base, "startup_s": startup,
                   "first_call_s": first,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": hwm_mb(), "image_mb": image.nbytes / 2**20}))
 """
 
 
@@ -68,7 +77,7 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9.0, 2.7 * len(rows)), squeeze=False)
     for ax_row, row in zip(axes, rows, strict=True):
         pre, post, m = _crop_views(row["image"], row["mask"])
         vmax = max(float(np.percentile(post, 99.5)), 1e-3)
@@ -80,7 +89,8 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
         for ax, name in zip(ax_row, ("pre", "post", "post − pre"), strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{row['title']} — {name}" if name == "pre" else name, fontsize=7)
+            ax.set_title(name, fontsize=7)
+        ax_row[0].set_ylabel(row["title"], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -144,7 +154,7 @@ def main() -> None:
                 if measured is not None:
                     synth_pre_factors.append(measured[1])
                 if r == 0 and size_class in ("small", "medium", "large"):
-                    title = f"SynTumor {size_class} ({bg['id']}) post/pre {record.measured_ratio:.2f}"
+                    title = f"SynTumor {size_class}\n{bg['id']} post/pre {record.measured_ratio:.2f}"
                     synthetic_rows.append({"title": title,
                                            "image": new, "mask": tumor})
             per_class[size_class] = {"median_s": float(np.median(times)), "mean_s": float(np.mean(times)),
@@ -165,7 +175,7 @@ def main() -> None:
             new, tumor, record = syntumor_insert(bg["image"], placed, case_generator(args.seed, r, "texture"), stats)
             given_times.append(time.perf_counter() - t)
             if r == 0:
-                synthetic_rows.append({"title": f"SynTumor on bank placement ({bg['id']}) post/pre "
+                synthetic_rows.append({"title": f"SynTumor on bank placement\n{bg['id']} post/pre "
                                                 f"{record.measured_ratio:.2f}", "image": new, "mask": tumor})
 
         real_rows = []
@@ -173,7 +183,7 @@ def main() -> None:
             if bg["mask"].any() and len(real_rows) < 3:
                 m = EnhancementStats.measure(bg["image"], bg["mask"])
                 ratio = m[0] if m else float("nan")
-                real_rows.append({"title": f"real {bg['id']} post/pre {ratio:.2f}", "image": bg["image"],
+                real_rows.append({"title": f"real tumor\n{bg['id']} post/pre {ratio:.2f}", "image": bg["image"],
                                   "mask": bg["mask"]})
         png = RESULTS_DIR / "syntumor_vs_real.png"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)

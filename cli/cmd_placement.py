@@ -13,7 +13,8 @@ from cli._console import console, fail, progress_bar, setup_logging
 def bank_build(
     data: str = typer.Option(..., "--data", help="Prepared store (synbt data prepare) whose expert masks feed it."),
     out: str = typer.Option("datasets/bank.zarr", "--out", help="Bank store to create."),
-    split: list[str] = typer.Option(["train"], "--split", help="Case splits to take templates from (repeatable)."),
+    split: list[str] = typer.Option(["train"], "--split",
+                                    help="Case splits to take templates from (repeatable); 'all' takes every case."),
     min_voxels: int = typer.Option(8, "--min-voxels", min=1,
                                    help="Skip tumor components smaller than this (annotation specks)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bank at --out."),
@@ -32,7 +33,8 @@ def bank_build(
 
         n = len(CaseStore.open(data).case_ids())
         with progress_bar("bank", total=n) as update:
-            bank = build_bank(data, out, splits=tuple(split), config=BankConfig(min_voxels=min_voxels),
+            splits = None if "all" in split else tuple(split)
+            bank = build_bank(data, out, splits=splits, config=BankConfig(min_voxels=min_voxels),
                               overwrite=overwrite, progress=update)
     except StoreError as exc:
         fail(f"{exc}")
@@ -73,6 +75,10 @@ def train_tissue(
     val: str | None = typer.Option(None, "--val", help="Prepared store with real images + tissue labels to validate "
                                                           "on (default: held-out cases of --labels)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step.", min=1),
+    patch: int | None = typer.Option(None, "--patch", min=8,
+                                     help="Training patch and inference window edge (multiple of 8 for 'small')."),
+    clusters: str = typer.Option("image", "--clusters",
+                                 help="k-means features outside the breast: image (real structure) or position."),
     workers: int | None = typer.Option(None, "--workers", min=0,
                                        help="Synthesis worker processes (results do not depend on it)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
@@ -82,8 +88,8 @@ def train_tissue(
 ) -> None:
     """Train the fibroglandular-tissue model on images synthesised from label maps only
     (SynthSeg idea, paper Sec. 3.1): random Gaussian-mixture contrast per label, k-means
-    clusters (2–8) outside the breast, bias field, blur, noise. Real images are used only
-    for validation."""
+    clusters (2–8) outside the breast, bias field, blur, noise. Real images only shape the
+    k-means clusters (--clusters image; their intensities never reach the network) and validate."""
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.store import StoreError
@@ -97,7 +103,12 @@ def train_tissue(
         changes["batch_size"] = batch_size
     if workers is not None:
         changes["workers"] = workers
+    if patch is not None:
+        changes.update(patch=patch, roi=patch)
     try:
+        from synbt_factory.synthesis.tissue_synth import TissueSynthConfig
+
+        changes["synth"] = TissueSynthConfig(cluster_features=clusters)
         config = TissueTrainConfig.preset(preset, **changes)
     except ValueError as exc:
         fail(str(exc))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import cmd_data, cmd_generate, cmd_segment, cmd_store, cmd_vqvae
+from cli import cmd_data, cmd_diffusion, cmd_generate, cmd_segment, cmd_store, cmd_vqvae
 
 app = typer.Typer(
     name="synbt",
@@ -41,6 +41,8 @@ app.command("generate")(cmd_generate.generate)
 
 train_app.command("vqvae")(cmd_vqvae.train_vqvae)
 eval_app.command("vqvae")(cmd_vqvae.eval_vqvae)
+train_app.command("diffusion")(cmd_diffusion.train_diffusion)
+app.command("generate-one")(cmd_diffusion.generate_one)
 
 segment_app.command("train")(cmd_segment.segment_train)
 segment_app.command("eval")(cmd_segment.segment_eval)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,18 +39,45 @@ class PlacedCase:
 
 
 class Placer:
-    """Picklable: holds store/bank locations and opens them lazily on each worker."""
+    """Picklable: holds store/bank locations and opens them lazily on each worker.
 
-    def __init__(self, prepared: str, bank: str, placement_config: dict[str, Any] | None = None) -> None:
+    The placement masks of a background (body, breast, chest wall, FGT centres) depend on the
+    background alone, so the last ``cache_size`` are kept and reused: backgrounds repeat across
+    thousands of cases. Caching never changes results.
+    """
+
+    def __init__(self, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
+                 *, cache_size: int = 8) -> None:
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
+        self.cache_size = cache_size
         self._store: Any = None
         self._bank: Any = None
+        self._contexts: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"prepared": self.prepared, "bank_location": self.bank_location,
-                "placement_config": self.placement_config, "_store": None, "_bank": None}
+                "placement_config": self.placement_config, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["prepared"], state["bank_location"], state["placement_config"],  # type: ignore[misc]
+                      cache_size=state["cache_size"])
+
+    def _context(self, store: Any, case_id: str, config: Any) -> Any:
+        from synbt_factory.synthesis.placement import context_from_store
+
+        with self._lock:
+            if case_id in self._contexts:
+                self._contexts.move_to_end(case_id)
+                return self._contexts[case_id]
+        ctx = context_from_store(store, case_id, config)
+        with self._lock:
+            self._contexts[case_id] = ctx
+            while len(self._contexts) > self.cache_size:
+                self._contexts.popitem(last=False)
+        return ctx
 
     def _open(self) -> tuple[Any, Any]:
         if self._store is None:
@@ -57,6 +86,7 @@ class Placer:
 
             self._store = CaseStore.open(self.prepared)
             self._bank = TumorBank.open(self.bank_location)
+            self._bank.load_all()
         return self._store, self._bank
 
     def place(self, job: CaseJob) -> PlacedCase:
@@ -66,14 +96,14 @@ class Placer:
             PlacementError: naming the job's case and background when no placement is accepted.
         """
         from synbt_factory.config import config_from_dict
-        from synbt_factory.synthesis.placement import PlacementConfig, PlacementError, context_from_store, place_tumor
+        from synbt_factory.synthesis.placement import PlacementConfig, PlacementError, place_tumor
 
         t0 = time.perf_counter()
         store, bank = self._open()
         config = config_from_dict(PlacementConfig, self.placement_config) if self.placement_config else PlacementConfig()
         arrays, attrs = store.read_case(job.background, ("image", "mask"))
         try:
-            ctx = context_from_store(store, job.background, config)
+            ctx = self._context(store, job.background, config)
             synthetic, record = place_tumor(case_generator(job.seed, job.index, "placement"), bank, ctx, config)
         except PlacementError as exc:
             raise PlacementError(f"{job.case_id} (background {job.background}): {exc}") from exc

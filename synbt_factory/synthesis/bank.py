@@ -145,7 +145,7 @@ def build_bank(
     prepared_store: str | Path | CaseStore,
     out_location: str | Path,
     *,
-    splits: tuple[str | None, ...] = ("train",),
+    splits: tuple[str | None, ...] | None = ("train",),
     config: BankConfig | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -155,7 +155,8 @@ def build_bank(
     Args:
         prepared_store: a prepared store (location or open :class:`CaseStore`).
         out_location: where the bank store is created.
-        splits: case ``split`` attributes to use (``None`` in the tuple takes unsplit cases).
+        splits: case ``split`` attributes to use (``None`` in the tuple takes unsplit cases);
+            ``None`` takes every case.
         config: template filtering.
         overwrite: replace an existing bank at ``out_location``.
         progress: ``(cases_done, cases_total, {"templates": n})``.
@@ -172,15 +173,15 @@ def build_bank(
         import shutil
 
         shutil.rmtree(out_path)
-    cases = [c for c in src.case_ids() if src.case_attrs(c).get("split") in splits]
+    cases = [c for c in src.case_ids() if splits is None or src.case_attrs(c).get("split") in splits]
     if not cases:
-        raise StoreError(f"{src.location} has no complete case with split in {list(splits)}; "
-                         "check the splits file or pass --split")
+        raise StoreError(f"{src.location} has no complete case with split in {list(splits or [])}; "
+                         "check the splits file or pass --split all")
     card = {
         "synthetic": False,
         "bank_format": BANK_FORMAT,
         "source_store": str(src.location),
-        "splits": list(splits),
+        "splits": None if splits is None else list(splits),
         "bank_config": config_to_dict(config),
         "generator_version": __version__,
         "templates": [],
@@ -243,7 +244,7 @@ def build_bank(
             metas.append(meta.to_dict())
         report(progress, done, len(cases), {"templates": float(len(metas))})
     if not metas:
-        raise StoreError(f"no tumor component of >= {config.min_voxels} voxels in the {list(splits)} cases of "
+        raise StoreError(f"no tumor component of >= {config.min_voxels} voxels in the selected cases of "
                          f"{src.location}; nothing to put in the bank")
     bank_store.update_card(templates=metas, n_templates=len(metas))
     log.info("bank %s: %d templates from %d cases", out_location, len(metas), len(cases))

@@ -25,8 +25,9 @@ generator on the sampling device, from which that case's initial noise, DDIM (η
 noise are drawn in a fixed order and with the case's own shapes, so the noise never depends on the
 batch. The networks are another matter: on CPU, PyTorch's oneDNN 3-D convolutions pick different
 kernels for different batch sizes, and a case's result in a batch of 4 differs from its result
-alone by float rounding (measured: ~1e-5 relative on a 3³ convolution; through the sampler ~1e-6
-to 1e-3 absolute in the output image). ``per_case_calls`` (default: on for CPU, off for CUDA) runs
+alone by float rounding (measured with ``bench/diffusion_bench.py``: max |Δε| ≈ 1e-5 at |ε| ≈ 0.5
+for one denoiser call of the paper and small presets; ≈ 6e-8 in the output image of the tiny test
+models). ``per_case_calls`` (default: on for CPU, off for CUDA) runs
 the encoder, quantiser, denoiser and decoder one case at a time, which makes every case's output
 bit-identical whatever batch it lands in (tested); batched calls are faster on a GPU, where cuDNN
 and bf16 autocast give agreement to a tolerance only.

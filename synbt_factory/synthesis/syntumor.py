@@ -4,7 +4,8 @@ The paper compares SynBT with this analytical generator (Tab. 1, Fig. 4 c–d). 
 re-implemented here from the description and the public code's behaviour:
 
 * shape: an ellipsoid with radii drawn around a size class (tiny 4, small 8, medium 16,
-  large 32 voxels, × U(0.75, 1.25)), elastically deformed (displacement σ by class), or a
+  large 32 voxels, × U(0.75, 1.25)), elastically deformed (smooth displacement of σ voxels by
+  class, on a 3-point control grid as the public code's elastic deformation), or a
   mask given by the caller (e.g. a bank placement);
 * texture: uniform noise → Gaussian blur (σ_a ∈ [3, 15]) → min–max scaled to a low
   probability field (≈ 0.05–0.25) → one Bernoulli draw per voxel → Gaussian blur
@@ -38,7 +39,7 @@ from scipy import ndimage
 
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.progress import ProgressFn, report
-from synbt_factory.synthesis.augment import AugmentRecord, apply_augment, close_mask, largest_component
+from synbt_factory.synthesis.augment import largest_component, smooth_field
 
 __all__ = [
     "SIZE_CLASSES",
@@ -113,7 +114,8 @@ class SynTumorRecord:
 
     Attributes:
         size_class: the class drawn for (``"given"`` when the caller gave the mask).
-        radii / centre / elastic: the ellipsoid's (empty / None for a given mask).
+        radii / centre / elastic_sigma / elastic_seed: the deformed ellipsoid's (empty / 0 for a
+            given mask); :func:`ellipsoid` rebuilds its shape.
         sigma_a, sigma_b, prob_scale, prob_base, u0, texture_seed: the texture.
         edge_sigma: blur of the mask at blending.
         ratio, pre_factor: target post/pre ratio and pre tumor/ring factor.
@@ -125,7 +127,8 @@ class SynTumorRecord:
     size_class: str
     radii: tuple[float, ...] = ()
     centre: tuple[int, ...] = ()
-    elastic: AugmentRecord | None = None
+    elastic_sigma: float = 0.0
+    elastic_seed: int = 0
     sigma_a: float = 3.0
     sigma_b: float = 3.0
     prob_scale: float = 0.2
@@ -334,11 +337,28 @@ def blurred_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(np.asarray(mask, dtype=np.float32), sigma, truncate=4.0, mode="constant")
 
 
-def ellipsoid(radii: tuple[float, float, float]) -> np.ndarray:
-    """A solid ellipsoid (uint8) in a box of size 2·ceil(r) + 3 per axis."""
-    half = [int(np.ceil(r)) + 1 for r in radii]
+def ellipsoid(radii: tuple[float, float, float], *, elastic_sigma: float = 0.0, elastic_seed: int = 0,
+              elastic_points: int = 3, single: bool = True) -> np.ndarray:
+    """A solid, elastically deformed ellipsoid (uint8), centred in its box.
+
+    The implicit ellipsoid is evaluated at displaced coordinates ``x + d(x)``, ``d`` a smooth
+    field (cubic spline through ``elastic_points``³ Gaussian control displacements of std
+    ``elastic_sigma`` voxels, seeded by ``elastic_seed``); with ``single`` only the largest
+    26-connected component is kept.
+    Box edge per axis: 2·ceil(r + 3σ) + 3.
+    """
+    half = [int(np.ceil(r + 3.0 * elastic_sigma)) + 1 for r in radii]
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    inside = sum((g / r) ** 2 for g, r in zip(grids, radii, strict=True)) <= 1.0
+    if elastic_sigma > 0:
+        box = tuple(2 * h + 1 for h in half)
+        disp = smooth_field(box, elastic_points, np.random.default_rng(elastic_seed), channels=3)  # type: ignore[arg-type]
+        disp *= np.float32(elastic_sigma)
+        coords = [g.astype(np.float32) + disp[i] for i, g in enumerate(grids)]
+    else:
+        coords = [g.astype(np.float32) for g in grids]
+    inside = sum((c / np.float32(r)) ** 2 for c, r in zip(coords, radii, strict=True)) <= 1.0
+    if single and elastic_sigma > 0:
+        inside = largest_component(inside)
     return inside.astype(np.uint8)
 
 
@@ -369,9 +389,9 @@ def _own_shape(
     base = config.radius[k]
     radii = tuple(float(base * rng.uniform(*config.radius_jitter)) for _ in range(3))
     sigma = float(rng.uniform(*config.elastic_sigma[k]))
-    elastic = AugmentRecord(elastic_strength=sigma / (2.0 * (max(radii) + 2.0)), elastic_points=3,
-                            elastic_seed=int(rng.integers(0, 2**31 - 1)))
-    geo = apply_augment(ellipsoid(radii), elastic).astype(bool)  # type: ignore[arg-type]
+    seed = int(rng.integers(0, 2**31 - 1))
+    # one component is kept after clipping to the region, below
+    geo = ellipsoid(radii, elastic_sigma=sigma, elastic_seed=seed, single=False).astype(bool)  # type: ignore[arg-type]
     allowed = region if avoid is None else region & ~avoid
     cand = np.flatnonzero(allowed)
     if cand.size == 0:
@@ -380,14 +400,13 @@ def _own_shape(
     start = centre - np.asarray(geo.shape) // 2
     src = tuple(slice(max(0, -s), g - max(0, s + g - d)) for s, g, d in zip(start, geo.shape, shape, strict=True))
     dst = tuple(slice(max(0, s), min(d, s + g)) for s, g, d in zip(start, geo.shape, shape, strict=True))
-    piece = geo[src] & allowed[dst]  # clipped to the region, computed in the box only
-    piece = close_mask(piece) & allowed[dst]
-    piece = largest_component(piece)
+    piece = largest_component(geo[src] & allowed[dst])  # clipped to the region, in the box only
     out = np.zeros(shape, dtype=bool)
     out[dst] = piece
     if not piece.any():
         out[tuple(centre)] = True
-    return out, {"radii": radii, "centre": tuple(int(c) for c in centre), "elastic": elastic}
+    return out, {"radii": radii, "centre": tuple(int(c) for c in centre), "elastic_sigma": sigma,
+                 "elastic_seed": seed}
 
 
 def _apply(image: np.ndarray, tumor: np.ndarray, params: dict[str, Any], ratio: float, pre_factor: float,
@@ -470,7 +489,7 @@ def syntumor_insert(
             raise ValueError(f"mask {tumor.shape} does not match image {shape}")
         if not tumor.any():
             raise ValueError("the given tumor mask is empty")
-        shape_info: dict[str, Any] = {"radii": (), "centre": (), "elastic": None}
+        shape_info: dict[str, Any] = {"radii": (), "centre": (), "elastic_sigma": 0.0, "elastic_seed": 0}
         size_label = "given"
     else:
         if size_class not in SIZE_CLASSES:

@@ -235,6 +235,18 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     assert np.array_equal(result[:5], original[:5])  # far from the mask: the input voxels
     assert not np.array_equal(result[mask > 0], original[mask > 0])
 
+    folder = tmp_path / "CASE_003"  # the same case as a NIfTI folder (synbt store export layout) gives the same result
+    for ch in range(2):
+        nib.save(nib.Nifti1Image(arrays["image"][ch].astype(np.float32), affine), str(folder.parent / "x.nii.gz"))
+        folder.mkdir(exist_ok=True)
+        (folder.parent / "x.nii.gz").rename(folder / f"CASE_003_{ch:04d}.nii.gz")
+    out2 = tmp_path / "syn2.nii.gz"
+    res = runner.invoke(app, ["generate-one", "--case", str(folder), "--mask", str(mask_path), "--vqvae",
+                              str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out2), "--steps", "3",
+                              "--seed", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(nib.load(str(out2)).dataobj), result)
+
     bad = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(mask[:-4], affine), str(bad))
     res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(bad),
