@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import cmd_data, cmd_diffusion, cmd_generate, cmd_segment, cmd_store, cmd_vqvae
+from cli import cmd_data, cmd_demo, cmd_diffusion, cmd_generate, cmd_placement, cmd_segment, cmd_store, cmd_vqvae
 
 app = typer.Typer(
     name="synbt",
@@ -14,6 +14,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
 )
 
 data_app = typer.Typer(help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True)
@@ -42,6 +43,12 @@ app.command("generate")(cmd_generate.generate)
 train_app.command("vqvae")(cmd_vqvae.train_vqvae)
 eval_app.command("vqvae")(cmd_vqvae.eval_vqvae)
 train_app.command("diffusion")(cmd_diffusion.train_diffusion)
+train_app.command("tissue")(cmd_placement.train_tissue)
+data_app.command("tissue")(cmd_placement.data_tissue)
+bank_app.command("build")(cmd_placement.bank_build)
+bank_app.command("info")(cmd_placement.bank_info)
+bank_app.command("preview")(cmd_placement.preview_placement)
+app.command("demo")(cmd_demo.demo)
 app.command("generate-one")(cmd_diffusion.generate_one)
 
 segment_app.command("train")(cmd_segment.segment_train)
