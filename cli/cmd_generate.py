@@ -46,7 +46,10 @@ def generate(
     try:
         out_parent = Path(out).parent if "://" not in out else None
         if out_parent is not None:
-            out_parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out_parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                fail(f"cannot create the folder of --out {out} ({exc.strerror}: {exc.filename}); choose a writable --out")
             if not _writable(out_parent):
                 fail(f"cannot write to {out_parent}; choose a writable --out")
         if method == "syntumor":
