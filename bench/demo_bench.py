@@ -44,12 +44,9 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def _steps(out: Path) -> dict[str, float]:
-    steps = {}
-    for marker in sorted((out / "steps").glob("*.done.json")):
-        data = json.loads(marker.read_text())
-        steps[data["step"]] = float(data["seconds"])
-    return steps
+def _steps(out: Path, names: tuple[str, ...]) -> dict[str, float]:
+    """Seconds of each step from its marker, in execution order."""
+    return {name: float(json.loads((out / "steps" / f"{name}.done.json").read_text())["seconds"]) for name in names}
 
 
 def _table(out: Path) -> list[dict[str, Any]]:
@@ -70,6 +67,9 @@ def main() -> None:
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="synbt-demo-bench-"))
     base.mkdir(parents=True, exist_ok=True)
+    from synbt_factory.demo import DEMO_PRESETS
+
+    names = DEMO_PRESETS[args.preset].step_names()
     command = demo_command()
     runs: list[dict[str, Any]] = []
     try:
@@ -87,7 +87,7 @@ def main() -> None:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
                 raise SystemExit(f"run {i} failed with exit code {proc.returncode}")
             runs.append({"wall_s": round(wall, 2), "load_before": load_before, "load_after": _load(),
-                         "steps_s": _steps(out), "table": _table(out)})
+                         "steps_s": _steps(out, names), "table": _table(out)})
             print(f"run {i}: {wall:.1f} s (load {load_before} → {runs[-1]['load_after']})", flush=True)
     finally:
         if args.keep is None:

@@ -64,7 +64,7 @@ def fat_suppression(dataset_dir: Path) -> dict[str, bool | None]:
 
 
 def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, steps: int, preset: str,
-                 patch: int, clusters: str, device: str) -> dict[str, Any]:
+                 patch: int, clusters: str, device: str, resume: bool = False) -> dict[str, Any]:
     """Train on train-split label maps only, score on held-out real images, write tissue_pred."""
     from synbt_factory.training.tissue import (
         TissueTrainConfig,
@@ -88,7 +88,7 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     config = TissueTrainConfig.preset(preset, steps=steps, val_every=0, workers=1, log_every=25, patch=patch,
                                       roi=patch, synth=TissueSynthConfig(cluster_features=clusters))
     t0 = time.perf_counter()
-    result = train_tissue(train, workdir / "tissue-run", config, val=[], device=device, resume=False)
+    result = train_tissue(train, workdir / "tissue-run", config, val=[], device=device, resume=resume)
     train_s = time.perf_counter() - t0
     model, cfg = load_tissue_model(result.last_path, device=device)
     t_eval = time.perf_counter()
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--tissue-patch", type=int, default=64, help="training patch / inference window edge")
     parser.add_argument("--tissue-clusters", default="image", choices=["image", "position"],
                         help="k-means features outside the breast (image: real image structure, random intensities)")
+    parser.add_argument("--tissue-resume", action="store_true", help="extend the run kept in --keep to --tissue-steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
@@ -162,7 +163,7 @@ def main() -> None:
         if args.tissue_steps > 0:
             figures["tissue"] = tissue_stage(store_path, dataset_dir, workdir, steps=args.tissue_steps,
                                              preset=args.tissue_preset, patch=args.tissue_patch,
-                                             clusters=args.tissue_clusters,
+                                             clusters=args.tissue_clusters, resume=args.tissue_resume,
                                              device=args.device)
             print({k: v for k, v in figures["tissue"].items() if k != "per_case"}, flush=True)
         store = CaseStore.open(store_path)

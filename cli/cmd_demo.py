@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -20,10 +19,10 @@ def _show(path: Path) -> str:
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help=(
-        "Run folder. Rerunning the same command resumes it: finished steps (steps/<name>.done.json) are skipped."
+        "Run folder. Rerunning the same command resumes it: finished steps (markers steps/STEP.done.json) are skipped."
     )),
     preset: str = typer.Option("tiny", "--preset", help=(
-        "tiny: 20 phantom cases of 64×64×48 mm, minutes on 2 CPU cores. "
+        "tiny: 24 phantom cases of 64×64×48 mm, a few minutes on 2 CPU cores. "
         "small: 24 cases of 128×128×80 mm and longer trainings (a GPU helps)."
     )),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -69,11 +68,12 @@ def demo(
     table.add_column("step")
     table.add_column("seconds", justify="right")
     table.add_column("status")
+    table.add_column("result")
     table.add_column("artifact")
     for step in result.steps:
         first = next(iter(step.outputs.values()), None)
         table.add_row(step.name, f"{step.seconds:.1f}", "[dim]done earlier[/]" if step.skipped else "[green]ran[/]",
-                      _show(first) if first is not None else "")
+                      str(step.info.get("headline", "")), _show(first) if first is not None else "")
     ran = sum(s.seconds for s in result.steps if not s.skipped)
     table.caption = (f"this call: {result.wall_seconds:.1f} s wall ({ran:.1f} s in steps); "
                      f"all steps: {sum(s.seconds for s in result.steps):.1f} s")
@@ -94,9 +94,9 @@ def demo(
         ("SynTumor cases", art("previews", "syntumor")),
         ("evaluation table (Markdown)", art("eval_table", "markdown")),
         ("evaluation table (CSV)", art("eval_table", "csv")),
-        ("per-case segmentation metrics", os.pathsep.join(
-            art(s.name, "metrics") for s in result.steps if s.name.startswith("segment_"))),
     ]
+    lines += [(f"per-case test metrics, {s.name.removeprefix('segment_')} arm", art(s.name, "metrics"))
+              for s in result.steps if s.name.startswith("segment_")]
     for what, where in lines:
         console.print(f"  {what}: [cyan]{where}[/]")
     console.print("[bold]Stores and models[/]")

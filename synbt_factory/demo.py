@@ -93,7 +93,8 @@ class DemoConfig:
         fov_mm: prepared field of view (X, Y, Z) in mm = voxels at 1 mm; the phantom preset's size.
         workers: parallel workers for phantom writing, preparation and generation.
         vqvae_preset: VQ-VAE model/train preset (``synbt_factory.training.vqvae.train_presets``).
-        vqvae_patch_steps: patch-stage steps (all weights, random patches).
+        vqvae_patch_steps: patch-stage steps (all weights, random patches); the discriminator joins at
+            80 % of them (the paper's 200k of 250k).
         vqvae_volume_steps: volume-stage steps (decoder only, volume crops).
         vqvae_eval_cases: held-out cases scored by the VQ-VAE evaluation.
         diffusion_preset: denoiser model/train preset.
@@ -121,8 +122,8 @@ class DemoConfig:
     fov_mm: tuple[int, int, int] = (64, 64, 48)
     workers: int = 2
     vqvae_preset: str = "tiny"
-    vqvae_patch_steps: int = 300
-    vqvae_volume_steps: int = 40
+    vqvae_patch_steps: int = 2000
+    vqvae_volume_steps: int = 100
     vqvae_eval_cases: int = 2
     diffusion_preset: str = "tiny"
     diffusion_steps: int = 300
@@ -203,8 +204,8 @@ DEMO_PRESETS: dict[str, DemoConfig] = {
         n_cases=24,
         fov_mm=(128, 128, 80),
         vqvae_preset="small",
-        vqvae_patch_steps=1500,
-        vqvae_volume_steps=200,
+        vqvae_patch_steps=4000,
+        vqvae_volume_steps=300,
         diffusion_preset="small",
         diffusion_steps=2000,
         tissue_preset="small",
@@ -321,6 +322,15 @@ class DemoRun:
     def synthetic(self, method: str) -> Path:
         return self.path(f"synthetic_{method}.zarr")
 
+    def run_step(self, name: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """Run step ``name`` (one of :meth:`DemoConfig.step_names`): (outputs relative to ``out``, info)."""
+        if name.startswith("segment_"):
+            return self.segment(name.removeprefix("segment_"))
+        fn = getattr(self, f"step_{name}", None)
+        if fn is None:
+            raise ValueError(f"unknown demo step {name!r}")
+        return fn()
+
     # ------------------------------------------------------------------ steps
     def step_phantom(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Procedural phantom in MAMA-MIA layout, and a PNG of a few of its cases."""
@@ -338,7 +348,8 @@ class DemoRun:
                 progress=(lambda done, total: bar(done, total, {})) if bar is not None else None,
             )
         write_preview(self.path("phantom"), self.path("phantom/phantom_preview.png"), max_cases=cfg.preview_cases)
-        return {"dataset": "phantom", "preview": "phantom/phantom_preview.png"}, {"cases": len(ids)}
+        return ({"dataset": "phantom", "preview": "phantom/phantom_preview.png"},
+                {"cases": len(ids), "headline": f"{len(ids)} cases ({cfg.phantom_size})"})
 
     def step_prepare(self) -> tuple[dict[str, str], dict[str, Any]]:
         """1 mm RAS crops normalised by the pre-contrast 99.5th percentile (resumable)."""
@@ -355,19 +366,75 @@ class DemoRun:
         if result.failed:
             listed = "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items()))
             raise RuntimeError(f"{len(result.failed)} phantom case(s) could not be prepared: {listed}")
-        return {"prepared": "prepared.zarr"}, {"prepared": len(result.prepared), "skipped": len(result.skipped)}
+        n = len(result.prepared) + len(result.skipped)
+        return ({"prepared": "prepared.zarr"},
+                {"prepared": len(result.prepared), "skipped": len(result.skipped), "headline": f"{n} cases"})
 
-    def _vqvae_stage(self, stage: str, steps: int, init: Path | None) -> tuple[dict[str, str], dict[str, Any]]:
-        from synbt_factory.training.vqvae import train_presets, train_vqvae
+    # ------------------------------------------------------------------ configs (no IO)
+    def vqvae_configs(self, stage: str) -> tuple[Any, Any]:
+        """(VQVAEConfig, VQVAETrainConfig) of one stage: the library preset with the demo's budget."""
+        from synbt_factory.training.vqvae import train_presets
 
+        steps = self.config.vqvae_patch_steps if stage == "patch" else self.config.vqvae_volume_steps
         model_cfg, train_cfg = train_presets(self.config.vqvae_preset, stage)
-        train_cfg = dataclasses.replace(
+        return model_cfg, dataclasses.replace(
             train_cfg,
             steps=steps,
             save_every=max(1, steps // 4),
             log_every=max(1, min(train_cfg.log_every, steps)),
-            adv_start_step=min(train_cfg.adv_start_step, steps // 2) if stage == "patch" else train_cfg.adv_start_step,
+            adv_start_step=int(0.8 * steps) if stage == "patch" else train_cfg.adv_start_step,
         )
+
+    def diffusion_configs(self) -> tuple[Any, Any]:
+        """(DiffusionConfig, DiffusionTrainConfig): the library preset with the demo's budget."""
+        from synbt_factory.training.diffusion import diffusion_train_preset
+
+        model_cfg, train_cfg = diffusion_train_preset(self.config.diffusion_preset)
+        steps = self.config.diffusion_steps
+        return model_cfg, dataclasses.replace(
+            train_cfg, steps=steps, save_every=max(1, steps // 3), log_every=max(1, min(train_cfg.log_every, steps))
+        )
+
+    def tissue_config(self) -> Any:
+        """TissueTrainConfig: the library preset with the demo's budget and seed."""
+        from synbt_factory.training.tissue import TissueTrainConfig
+
+        return TissueTrainConfig.preset(self.config.tissue_preset, steps=self.config.tissue_steps, seed=self.seed)
+
+    def generate_config(self, method: str) -> Any:
+        """GenerateConfig of one method; both methods share seed, so case i has the same background and mask."""
+        from synbt_factory.generate import GenerateConfig
+
+        cfg = self.config
+        return GenerateConfig(n=cfg.n_generate, seed=self.seed, method=method, batch_size=cfg.generate_batch_size,
+                              workers=cfg.workers, background_split="train")
+
+    def segment_config(self, arm: str) -> Any:
+        """SegTrainConfig of one arm: same network, budget, seed and split for every arm; only the data differ."""
+        from synbt_factory.data.mixing import MixConfig
+        from synbt_factory.models.segmenters import SegmenterConfig
+        from synbt_factory.training.segmentation import SegTrainConfig
+
+        cfg = self.config
+        crop = tuple(int(c) for c in cfg.seg_crop)
+        return SegTrainConfig(
+            model=SegmenterConfig(name="unet", preset=cfg.seg_preset, patch_size=crop),  # type: ignore[arg-type]
+            data=MixConfig(crop=crop, mix=0.0 if arm == "real" else cfg.seg_mix,  # type: ignore[arg-type]
+                           samples_per_epoch=cfg.seg_samples_per_epoch),
+            real=str(self.prepared),
+            synthetic=None if arm == "real" else str(self.synthetic(arm)),
+            epochs=cfg.seg_epochs,
+            lr=cfg.seg_lr,
+            val_every_epochs=1,
+            seed=self.seed,
+            split_seed=self.seed,
+            log_every=max(1, min(10, cfg.seg_samples_per_epoch)),
+        )
+
+    def _vqvae_stage(self, stage: str, init: Path | None) -> tuple[dict[str, str], dict[str, Any]]:
+        from synbt_factory.training.vqvae import train_vqvae
+
+        model_cfg, train_cfg = self.vqvae_configs(stage)
         out = self.path(f"vqvae/{stage}")
         with self.progress(f"VQ-VAE {stage} stage") as bar:
             result = train_vqvae(
@@ -383,16 +450,18 @@ class DemoRun:
             )
         rel = result.final_checkpoint.relative_to(self.out)
         metrics = {k: float(v) for k, v in result.metrics.items()}
-        return {"checkpoint": str(rel), "metrics": f"vqvae/{stage}/metrics.csv"}, {"steps": result.steps, **metrics}
+        headline = f"{result.steps} steps, L1 {metrics['l1']:.3f}" if "l1" in metrics else f"{result.steps} steps"
+        return ({"checkpoint": str(rel), "metrics": f"vqvae/{stage}/metrics.csv"},
+                {"steps": result.steps, **metrics, "headline": headline})
 
     def step_vqvae_patch(self) -> tuple[dict[str, str], dict[str, Any]]:
         """VQ-VAE stage 1: encoder, codebook and decoder on random patches (paper Sec. 2.1)."""
-        return self._vqvae_stage("patch", self.config.vqvae_patch_steps, None)
+        return self._vqvae_stage("patch", None)
 
     def step_vqvae_volume(self) -> tuple[dict[str, str], dict[str, Any]]:
         """VQ-VAE stage 2: decoder only, on volume crops, from the patch-stage weights."""
         init = self.path("vqvae/patch/final.pt")
-        return self._vqvae_stage("volume", self.config.vqvae_volume_steps, init)
+        return self._vqvae_stage("volume", init)
 
     def step_vqvae_eval(self) -> tuple[dict[str, str], dict[str, Any]]:
         """PSNR/SSIM/grid score of patch-only vs patch-to-volume decoding on held-out cases (Fig. 4a-like)."""
@@ -410,21 +479,19 @@ class DemoRun:
             )
         mean = {k: float(v) for k, v in summary["mean"].items() if isinstance(v, (int, float))}
         keep = ("psnr_post", "ssim_post", "grid_score", "patch_only_psnr_post", "patch_only_grid_score")
-        return (
-            {"figure": "vqvae/eval/vqvae_reconstruction.png", "metrics": "vqvae/eval/vqvae_metrics.json"},
-            {k: mean[k] for k in keep if k in mean},
-        )
+        info: dict[str, Any] = {k: mean[k] for k in keep if k in mean}
+        if "psnr_post" in info and "patch_only_psnr_post" in info:
+            info["headline"] = (f"PSNR post {info['psnr_post']:.1f} dB "
+                                f"(patch-only {info['patch_only_psnr_post']:.1f}), {summary['num_cases']} cases")
+        return {"figure": "vqvae/eval/vqvae_reconstruction.png", "metrics": "vqvae/eval/vqvae_metrics.json"}, info
 
     def step_diffusion(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Mask-conditioned latent diffusion on the VQ-VAE latents of the tumor cases (Sec. 2.2)."""
-        from synbt_factory.training.diffusion import diffusion_train_preset, train_diffusion_from_store
+        from synbt_factory.training.diffusion import train_diffusion_from_store
 
-        model_cfg, train_cfg = diffusion_train_preset(self.config.diffusion_preset)
-        steps = self.config.diffusion_steps
-        train_cfg = dataclasses.replace(
-            train_cfg, steps=steps, save_every=max(1, steps // 3), log_every=max(1, min(train_cfg.log_every, steps))
-        )
-        with self.progress("diffusion: encode cases") as enc, self.progress("diffusion: train") as bar:
+        model_cfg, train_cfg = self.diffusion_configs()
+        # one bar for both loops (encoding the cases, then training): nested live displays are fragile
+        with self.progress("diffusion (encode cases, then train)") as bar:
             result = train_diffusion_from_store(
                 self.path("vqvae/volume/final.pt"),
                 self.prepared,
@@ -435,16 +502,18 @@ class DemoRun:
                 device=self.device,
                 seed=self.seed,
                 progress=bar,
-                encode_progress=enc,
+                encode_progress=bar,
             )
         rel = result.final_checkpoint.relative_to(self.out)
-        return {"checkpoint": str(rel)}, {"steps": result.steps, **{k: float(v) for k, v in result.metrics.items()}}
+        metrics = {k: float(v) for k, v in result.metrics.items()}
+        headline = f"{result.steps} steps" + (f", loss {metrics['loss']:.3f}" if "loss" in metrics else "")
+        return {"checkpoint": str(rel)}, {"steps": result.steps, **metrics, "headline": headline}
 
     def step_tissue(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Tissue model trained on images synthesised from label maps; its FGT/breast maps go into the store."""
-        from synbt_factory.training.tissue import TissueTrainConfig, add_tissue_to_store, train_tissue
+        from synbt_factory.training.tissue import add_tissue_to_store, train_tissue
 
-        cfg = TissueTrainConfig.preset(self.config.tissue_preset, steps=self.config.tissue_steps, seed=self.seed)
+        cfg = self.tissue_config()
         with self.progress("tissue model") as bar:
             result = train_tissue(self.prepared, self.path("tissue"), cfg, device=self.device, resume=True,
                                   progress=bar)
@@ -457,7 +526,43 @@ class DemoRun:
             info["val_dice_fgt"] = float(result.best_val_dice)
         if fractions:
             info["mean_fgt_fraction"] = float(sum(fractions) / len(fractions))
+        info.update(self._tissue_agreement())
+        if "breast_dice_vs_labels" in info:
+            info["headline"] = (f"breast Dice {info['breast_dice_vs_labels']:.2f}, "
+                                f"FGT Dice {info['fgt_dice_vs_labels']:.2f} vs phantom labels")
+            if info["breast_dice_vs_labels"] < 0.5:
+                log.warning(
+                    "the tissue model's breast maps agree poorly with the phantom's labels (mean Dice %.2f): "
+                    "placement reads them, so synthetic tumors may land outside the breast (see previews/compare.png)",
+                    info["breast_dice_vs_labels"],
+                )
         return {"checkpoint": str(result.best_path.relative_to(self.out))}, info
+
+    def _tissue_agreement(self) -> dict[str, float]:
+        """Mean Dice of the predicted breast / FGT maps against the phantom's own labels (all cases)."""
+        import numpy as np
+
+        from synbt_factory.store import CaseStore
+        from synbt_factory.training.tissue import dice
+
+        store = CaseStore.open(self.prepared)
+        breast, fgt = [], []
+        for case_id in store.case_ids():
+            names = set(store.array_names(case_id))
+
+            def read(name: str, case_id: str = case_id) -> np.ndarray:
+                return store.read_array(case_id, name)
+
+            if {"breast", "breast_pred"} <= names:
+                breast.append(dice(read("breast") > 0, read("breast_pred") > 0))
+            if {"tissue", "tissue_pred"} <= names:
+                fgt.append(dice(read("tissue") == 2, read("tissue_pred") > 0))
+        out = {}
+        if breast:
+            out["breast_dice_vs_labels"] = float(np.mean(breast))
+        if fgt:
+            out["fgt_dice_vs_labels"] = float(np.mean(fgt))
+        return out
 
     def step_bank(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Tumor-mask templates from the training cases' expert masks."""
@@ -465,10 +570,10 @@ class DemoRun:
 
         with self.progress("tumor bank") as bar:
             bank = build_bank(self.prepared, self.bank, splits=("train",), overwrite=True, progress=bar)
-        return {"bank": "bank.zarr"}, {"templates": len(bank)}
+        return {"bank": "bank.zarr"}, {"templates": len(bank), "headline": f"{len(bank)} templates"}
 
     def _generate(self, method_name: str) -> tuple[dict[str, str], dict[str, Any]]:
-        from synbt_factory.generate import GenerateConfig, run_generate
+        from synbt_factory.generate import run_generate
         from synbt_factory.generate.methods import SynTumorMethod
         from synbt_factory.generate.synbt_method import SynBTMethod
         from synbt_factory.store.verify import verify_store
@@ -483,14 +588,7 @@ class DemoRun:
             )
         else:
             method = SynTumorMethod.from_prepared(str(self.prepared))
-        gen_cfg = GenerateConfig(
-            n=cfg.n_generate,
-            seed=self.seed,
-            method=method_name,
-            batch_size=cfg.generate_batch_size,
-            workers=cfg.workers,
-            background_split="train",
-        )
+        gen_cfg = self.generate_config(method_name)
         store = self.synthetic(method_name)
         with self.progress(f"generate ({method_name})") as bar:
             result = run_generate(gen_cfg, out=store, prepared=self.prepared, bank=self.bank, method=method,
@@ -499,11 +597,33 @@ class DemoRun:
         if not check.ok:
             raise RuntimeError(f"{store} does not verify: bad {dict(check.bad_cases)}, incomplete {check.incomplete}, "
                                f"orphans {check.orphans}")
-        return (
-            {"store": store.name},
-            {"written": len(result.written), "skipped": len(result.skipped), "verified_cases": check.checked,
-             "seconds_per_stage": {k: round(v, 3) for k, v in result.stage_seconds.items()}},
-        )
+        info: dict[str, Any] = {
+            "written": len(result.written), "skipped": len(result.skipped), "verified_cases": check.checked,
+            "seconds_per_stage": {k: round(v, 3) for k, v in result.stage_seconds.items()},
+        }
+        headline = f"{check.checked} cases, verified"
+        inside = self._inside_true_breast(store)
+        if inside is not None:
+            info["tumors_inside_true_breast"] = inside
+            headline += f"; {inside:.0%} of tumor voxels inside the phantom's breast"
+        info["headline"] = headline
+        return {"store": store.name}, info
+
+    def _inside_true_breast(self, location: Path) -> float | None:
+        """Fraction of synthetic-tumor voxels inside the background's true ``breast`` label (phantom only)."""
+        from synbt_factory.store import CaseStore
+
+        prepared, synthetic = CaseStore.open(self.prepared), CaseStore.open(location)
+        inside = total = 0
+        for case_id in synthetic.case_ids():
+            arrays, attrs = synthetic.read_case(case_id, ("synthetic_mask",))
+            background = attrs.get("source_case")
+            if background not in prepared or "breast" not in prepared.array_names(background):
+                return None
+            mask = arrays["synthetic_mask"] > 0
+            inside += int((mask & (prepared.read_array(background, "breast") > 0)).sum())
+            total += int(mask.sum())
+        return inside / total if total else None
 
     def step_generate_syntumor(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Synthetic store with the analytical SynTumor baseline (same placements as SynBT)."""
@@ -548,30 +668,14 @@ class DemoRun:
             case_montage(views, self.path("previews/compare.png"),
                          title="background, SynTumor, SynBT (cyan: the placed tumor)")
             outputs["compare"] = "previews/compare.png"
-        return outputs, {"rows": n}
+        return outputs, {"rows": n, "headline": f"{len(outputs)} PNGs"}
 
-    def _segment(self, arm: str) -> tuple[dict[str, str], dict[str, Any]]:
-        from synbt_factory.data.mixing import MixConfig
+    def segment(self, arm: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """Train a U-Net on real (+ synthetic) cases and score it on the test split."""
         from synbt_factory.evaluate.segmentation_eval import EvalConfig, evaluate_segmenter
-        from synbt_factory.models.segmenters import SegmenterConfig
-        from synbt_factory.training.segmentation import SegTrainConfig, train_segmenter
+        from synbt_factory.training.segmentation import train_segmenter
 
-        cfg = self.config
-        crop = tuple(int(c) for c in cfg.seg_crop)
-        synthetic = None if arm == "real" else str(self.synthetic(arm))
-        train_cfg = SegTrainConfig(
-            model=SegmenterConfig(name="unet", preset=cfg.seg_preset, patch_size=crop),  # type: ignore[arg-type]
-            data=MixConfig(crop=crop, mix=0.0 if arm == "real" else cfg.seg_mix,  # type: ignore[arg-type]
-                           samples_per_epoch=cfg.seg_samples_per_epoch),
-            real=str(self.prepared),
-            synthetic=synthetic,
-            epochs=cfg.seg_epochs,
-            lr=cfg.seg_lr,
-            val_every_epochs=1,
-            seed=self.seed,
-            split_seed=self.seed,
-            log_every=max(1, min(10, cfg.seg_samples_per_epoch)),
-        )
+        train_cfg = self.segment_config(arm)
         root = f"segment/{arm}"
         with self.progress(f"segmenter ({arm})") as bar:
             trained = train_segmenter(train_cfg, self.path(f"{root}/train"), device=self.device, resume=True,
@@ -584,7 +688,8 @@ class DemoRun:
             {"checkpoint": str(trained.best_checkpoint.relative_to(self.out)), "metrics": f"{root}/eval/metrics.csv",
              "summary": f"{root}/eval/summary.json"},
             {"steps": trained.steps, "test_cases": ev.summary["n_cases"], "dice_mean": dice["mean"],
-             "best_val_dice": trained.best_val_dice},
+             "best_val_dice": trained.best_val_dice,
+             "headline": f"test Dice {dice['mean']:.3f} ({ev.summary['n_cases']} cases), {trained.steps} steps"},
         )
 
     def step_eval_table(self) -> tuple[dict[str, str], dict[str, Any]]:
@@ -592,7 +697,7 @@ class DemoRun:
         rows = table_rows(self.out, self.config)
         write_eval_table(self.out, rows, self.config, seed=self.seed)
         return ({"markdown": "eval_table.md", "csv": "eval_table.csv", "json": "eval_table.json"},
-                {"arms": [r["arm"] for r in rows]})
+                {"arms": [r["arm"] for r in rows], "headline": f"{len(rows)} arms"})
 
 
 # ---------------------------------------------------------------------------------------- table
@@ -732,18 +837,11 @@ def run_demo(
                                       outputs={k: out / v for k, v in marker["outputs"].items()},
                                       info=marker.get("info", {})))
             continue
-        fn = getattr(run, f"step_{name}", None)
-        if fn is None:  # segment_<arm>
-            arm = name.removeprefix("segment_")
-
-            def fn(arm: str = arm) -> tuple[dict[str, str], dict[str, Any]]:
-                return run._segment(arm)
-
         log.info("step %s: running", name)
         upstream_ran = True
         t0 = time.perf_counter()
         try:
-            outputs, info = fn()
+            outputs, info = run.run_step(name)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:

@@ -55,6 +55,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: voxels a given breast mask may reach posterior to the intensity-derived breast region
+ANATOMICAL_MARGIN_VOXELS = 6
+
+
 class PlacementError(RuntimeError):
     """No acceptable placement was found within the allowed tries (the message says why)."""
 
@@ -314,6 +318,13 @@ class PlacementContext:
             notes["breast_source"] = "intensity"
         else:
             notes["breast_source"] = "given"
+            # Anatomical prior: a given (e.g. predicted) breast mask may only extend a little posterior to
+            # the sternum line, so a poor tissue model can never send tumors into the heart or lungs.
+            anatomical = intensity_breast_mask(body, anterior_axis=config.anterior_axis,
+                                               anterior_sign=config.anterior_sign)
+            if anatomical.any():
+                breast = np.asarray(breast, dtype=bool) & ndimage.binary_dilation(
+                    anatomical, iterations=ANATOMICAL_MARGIN_VOXELS)
         breast = np.asarray(breast, dtype=bool) & body
         if not breast.any():
             raise PlacementError("the background has no breast voxel inside the body; check its breast mask / image")

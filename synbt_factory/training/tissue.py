@@ -452,6 +452,14 @@ def _checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return payload
 
 
+_RESUMABLE_CHANGES = frozenset({"steps", "val_every", "val_cases", "workers", "log_every"})
+
+
+def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    keys = (set(saved) | set(current)) - _RESUMABLE_CHANGES
+    return all(saved.get(k) == current.get(k) for k in keys)
+
+
 def train_tissue(
     labels: str | Path | list[LabelCase],
     out_dir: str | Path,
@@ -473,7 +481,9 @@ def train_tissue(
         val: validation cases with real images (default: the held-out cases of ``labels`` when
             it is a prepared store).
         device: ``auto`` | ``cpu`` | ``cuda``.
-        resume: continue from ``out_dir/last.pt`` when it exists and has the same config.
+        resume: continue from ``out_dir/last.pt`` when it exists and its config differs at most
+            in ``steps``, ``val_every``, ``val_cases``, ``workers`` or ``log_every`` (so a run can be
+            extended with more steps).
         progress: ``(step, steps, {"loss": …, "val_dice": …})``.
     """
     config = config or TissueTrainConfig()
@@ -500,7 +510,7 @@ def train_tissue(
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, kind=CHECKPOINT_KIND, map_location=dev)
-        if ckpt.get("train_config") == config_to_dict(config):
+        if _same_run(ckpt.get("train_config", {}), config_to_dict(config)):
             model.load_state_dict(ckpt["model"])
             if "optimizer" in ckpt:
                 optimizer.load_state_dict(ckpt["optimizer"])

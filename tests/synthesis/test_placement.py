@@ -172,3 +172,72 @@ def test_context_from_store_prefers_predicted_tissue(bank: TumorBank, tmp_path: 
     ctx = context_from_store(store, "S0")
     assert ctx.notes["fgt_source"] == "tissue_pred"
     assert np.array_equal(ctx.fgt, pred.astype(bool) & ctx.breast)
+
+
+@pytest.fixture(scope="module")
+def phantom_store(tmp_path_factory) -> CaseStore:
+    """Five tiny procedural phantom cases, prepared (the realistic end-to-end input)."""
+    from synbt_factory.data.prepare import PrepareConfig, prepare_dataset
+    from synbt_factory.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom(root / "ph", n=5, seed=0, size="tiny")
+    result = prepare_dataset(root / "ph", root / "p.zarr", config=PrepareConfig(fov_mm=(64, 64, 48)), workers=1)
+    assert not result.failed
+    return CaseStore.open(root / "p.zarr")
+
+
+def test_phantom_placements_obey_the_rules_and_replay(phantom_store: CaseStore, tmp_path: Path) -> None:
+    from synbt_factory.synthesis.syntumor import EnhancementStats, blurred_mask, syntumor_insert
+
+    bank = build_bank(phantom_store, tmp_path / "bank.zarr")
+    assert {t.source_case for t in bank.templates} <= {
+        c for c in phantom_store.case_ids() if phantom_store.case_attrs(c)["split"] == "train"}
+    stats = EnhancementStats.from_store(phantom_store)
+    assert 1.3 < float(np.median(stats.ratios)) < 4.0  # the phantom's tumors enhance
+    rng = np.random.default_rng(0)
+    for case_id in phantom_store.case_ids():
+        arrays, _ = phantom_store.read_case(case_id, ("image", "mask", "tissue", "breast"))
+        image = arrays["image"].astype(np.float32)
+        ctx = context_from_store(phantom_store, case_id)
+        body = body_mask(image)
+        wall = chest_wall_mask(body, (arrays["breast"] > 0) & body)
+        for _ in range(8):
+            placed, record = place_tumor(rng, bank, ctx)
+            p = placed > 0
+            assert not (p & (~body | wall)).any()
+            assert (p & (arrays["breast"] > 0)).sum() / p.sum() >= 0.8
+            assert not (p & (arrays["mask"] > 0)).any()
+            assert np.array_equal(apply_placement(PlacementRecord.from_dict(record.to_dict()), bank), placed)
+        new, tumor, rec = syntumor_insert(image, placed, rng, stats)
+        outside = blurred_mask(tumor, rec.edge_sigma) == 0
+        assert np.array_equal(new[:, outside], image[:, outside])
+        assert new[1][p].mean() / new[0][p].mean() == pytest.approx(rec.ratio, rel=0.05)
+
+
+def test_breast_mask_reaching_into_the_heart_is_cut_by_the_anatomical_prior() -> None:
+    """A tissue model that calls the heart 'breast' must not get tumors placed there."""
+    from synbt_factory.phantom import PRESETS, make_phantom_case
+    from synbt_factory.synthesis.placement import PlacementContext
+
+    case = None
+    for index in range(8):  # the first RAS-stored tumor case of the tiny preset
+        c = make_phantom_case(index, seed=0, config=PRESETS["tiny"])
+        import nibabel as nib
+
+        if nib.aff2axcodes(c.affine) == ("R", "A", "S"):
+            case = c
+            break
+    assert case is not None
+    pre = case.phases[0].astype(np.float32)
+    post = case.phases[1].astype(np.float32)
+    scale = float(np.percentile(pre, 99.5))
+    image = np.stack([pre, post]) / scale
+    heart = case.class_map == 6
+    assert heart.any()
+    bad_breast = (case.breast_mask > 0) | heart
+    ctx = PlacementContext.build(image, fgt=heart, breast=bad_breast)
+    assert not (ctx.breast & heart).any()
+    centres = np.zeros(ctx.shape, bool).ravel()
+    centres[ctx.centres] = True
+    assert not (centres.reshape(ctx.shape) & heart).any()

@@ -1,0 +1,95 @@
+"""Do synthetic tumors enhance like real ones? Mean post/pre ratio inside synthetic masks (SynBT and
+SynTumor) next to inside real tumors, over N generated cases each, and a PNG grid (pre, post, subtraction).
+
+    python -m bench.realism_bench --prepared P.zarr --bank BANK.zarr --vqvae VQ.pt --diffusion DIFF.pt [--n 20]
+
+Use the checkpoints of a `synbt demo` run (runs/demo/...) or of your own training; the figures are only as good
+as the models' training budget, which the JSON records next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import save_result
+from synbt_factory.generate import GenerateConfig, run_generate
+from synbt_factory.generate.methods import SynTumorMethod
+from synbt_factory.generate.synbt_method import SynBTMethod
+from synbt_factory.preview import CaseView, case_montage
+from synbt_factory.store import CaseStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
+    inside = mask > 0
+    pre = image[0].astype(np.float64)[inside]
+    post = image[1].astype(np.float64)[inside]
+    if inside.sum() == 0 or pre.mean() <= 1e-6:
+        return None
+    return float(post.mean() / pre.mean())
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values)
+    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)),
+            "p10": float(np.percentile(arr, 10)), "p90": float(np.percentile(arr, 90))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prepared", required=True)
+    parser.add_argument("--bank", required=True)
+    parser.add_argument("--vqvae", type=Path, required=True)
+    parser.add_argument("--diffusion", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))
+    try:
+        prepared = CaseStore.open(args.prepared)
+        real, real_views = [], []
+        for case_id in prepared.case_ids():
+            arrays, _ = prepared.read_case(case_id, ("image", "mask"))
+            r = _ratio(arrays["image"], arrays["mask"])
+            if r is not None:
+                real.append(r)
+                if len(real_views) < 4:
+                    real_views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
+        ratios, views = {}, list(real_views)
+        for name, method in (("synbt", SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)),
+                             ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
+            out = work / f"{name}.zarr"
+            run_generate(GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared,
+                         bank=args.bank, method=method)
+            store = CaseStore.open(out)
+            values = []
+            for case_id in store.case_ids():
+                arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
+                r = _ratio(arrays["image"], arrays["synthetic_mask"])
+                if r is not None:
+                    values.append(r)
+                if len(views) < len(real_views) + 4 * (1 + (name == "syntumor")):
+                    views.append(CaseView(f"{name} {case_id}", arrays["image"], None, arrays["synthetic_mask"]))
+            ratios[name] = _summary(values)
+        png = case_montage(views, RESULTS / "realism.png", title="real tumors (red) vs synthetic (cyan)")
+        figures = {
+            "post_over_pre_inside_real_tumors": _summary(real),
+            "post_over_pre_inside_synthetic_masks": ratios,
+            "samples_per_method": args.n,
+            "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},
+            "png": str(png.relative_to(RESULTS.parent.parent)),
+        }
+        save_result("realism", figures, command="python -m bench.realism_bench --prepared P --bank B --vqvae VQ "
+                                                "--diffusion D --n " + str(args.n))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
