@@ -60,23 +60,34 @@ class GenerateConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class CaseJob:
+    """One synthetic case: its background and, if no tumor fits there, the next ones to try."""
+
     index: int
     case_id: str
     background: str
     seed: int
+    alternates: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.background, *self.alternates)
 
 
 def synthetic_case_id(index: int) -> str:
     return f"SYN_{index:06d}"
 
 
-def plan_jobs(config: GenerateConfig, backgrounds: list[str]) -> list[CaseJob]:
-    """One job per case index; the background is drawn from the case's own stream."""
+def plan_jobs(config: GenerateConfig, backgrounds: list[str], *, alternates: int = 3) -> list[CaseJob]:
+    """One job per case index; the background (and ``alternates`` fallbacks) drawn from the case's own stream."""
     if not backgrounds:
         raise ValueError("no background cases to place tumors in (is the prepared store empty, or the split wrong?)")
     jobs = []
     for i in range(config.n):
         rng = case_generator(config.seed, i, "background")
-        jobs.append(CaseJob(index=i, case_id=synthetic_case_id(i), background=backgrounds[int(rng.integers(len(backgrounds)))],
-                            seed=config.seed))
+        first = backgrounds[int(rng.integers(len(backgrounds)))]
+        others = [b for b in backgrounds if b != first]
+        k = min(alternates, len(others))
+        extra = tuple(others[j] for j in rng.permutation(len(others))[:k]) if k else ()
+        jobs.append(CaseJob(index=i, case_id=synthetic_case_id(i), background=first, seed=config.seed,
+                            alternates=extra))
     return jobs

@@ -76,7 +76,7 @@ def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthes
     attrs = {
         "affine": src["affine"],
         "spacing": src["spacing"],
-        "source_case": placed.job.background,
+        "source_case": placed.background,
         "source_sha256": src.get("sha256", {}).get("image"),
         "split": "train",
         "dataset": src.get("dataset"),

@@ -21,6 +21,7 @@ class PlacedCase:
     """A background with its new tumor mask, ready for texture synthesis.
 
     Attributes:
+        background: the source case actually used (the job's first choice or an alternate).
         image: (2, X, Y, Z) float32 background (pre, post).
         mask: (X, Y, Z) uint8 real tumor mask of the background (may be empty).
         synthetic_mask: (X, Y, Z) uint8 placed tumor.
@@ -30,6 +31,7 @@ class PlacedCase:
     """
 
     job: CaseJob
+    background: str
     image: np.ndarray
     mask: np.ndarray
     synthetic_mask: np.ndarray
@@ -92,8 +94,11 @@ class Placer:
     def place(self, job: CaseJob) -> PlacedCase:
         """Read the background, draw an accepted placement from the job's own stream.
 
+        When no placement is accepted in a background (breast too small, tumor already filling it),
+        the job's alternate backgrounds are tried in order, each with its own stream.
+
         Raises:
-            PlacementError: naming the job's case and background when no placement is accepted.
+            PlacementError: naming the case and every background tried when none accepts a tumor.
         """
         from synbt_factory.config import config_from_dict
         from synbt_factory.synthesis.placement import PlacementConfig, PlacementError, place_tumor
@@ -101,18 +106,24 @@ class Placer:
         t0 = time.perf_counter()
         store, bank = self._open()
         config = config_from_dict(PlacementConfig, self.placement_config) if self.placement_config else PlacementConfig()
-        arrays, attrs = store.read_case(job.background, ("image", "mask"))
-        try:
-            ctx = self._context(store, job.background, config)
-            synthetic, record = place_tumor(case_generator(job.seed, job.index, "placement"), bank, ctx, config)
-        except PlacementError as exc:
-            raise PlacementError(f"{job.case_id} (background {job.background}): {exc}") from exc
-        return PlacedCase(
-            job=job,
-            image=arrays["image"].astype(np.float32),
-            mask=arrays["mask"],
-            synthetic_mask=synthetic,
-            source_attrs=attrs,
-            placement=record.to_dict(),
-            timings={"placement": time.perf_counter() - t0},
-        )
+        reasons = []
+        for attempt, background in enumerate(job.candidates):
+            stream = "placement" if attempt == 0 else f"placement-{attempt}"
+            try:
+                ctx = self._context(store, background, config)
+                synthetic, record = place_tumor(case_generator(job.seed, job.index, stream), bank, ctx, config)
+            except PlacementError as exc:
+                reasons.append(f"{background}: {exc}")
+                continue
+            arrays, attrs = store.read_case(background, ("image", "mask"))
+            return PlacedCase(
+                job=job,
+                background=background,
+                image=arrays["image"].astype(np.float32),
+                mask=arrays["mask"],
+                synthetic_mask=synthetic,
+                source_attrs=attrs,
+                placement={**record.to_dict(), "background_attempt": attempt},
+                timings={"placement": time.perf_counter() - t0},
+            )
+        raise PlacementError(f"{job.case_id}: no background accepted a tumor; " + " | ".join(reasons))

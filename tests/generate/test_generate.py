@@ -112,3 +112,25 @@ def test_sigkill_mid_run_then_resume_gives_every_case_once(factory_inputs: dict[
     # the resumed store equals an uninterrupted run
     _generate(factory_inputs, tmp_path / "ref.zarr", n=12, seed=5)
     assert _contents(out) == _contents(tmp_path / "ref.zarr")
+
+
+def test_background_without_room_falls_back_to_an_alternate(factory_inputs: dict[str, str]) -> None:
+    from synbt_factory.generate.jobs import CaseJob
+    from synbt_factory.generate.placing import Placer
+    from synbt_factory.synthesis.placement import PlacementError
+
+    store = CaseStore.open(factory_inputs["prepared"])
+    good = store.case_ids()[0]
+    placer = Placer(factory_inputs["prepared"], factory_inputs["bank"],
+                    placement_config={"min_in_breast": 0.8})
+    # a background that cannot take any tumor: its existing-tumor exclusion is forced to cover everything
+    placer._open()
+    ctx = placer._context(store, good, None)
+    blocked = type(ctx)(**{**ctx.__dict__, "avoid": np.ones(ctx.shape, bool)})
+    placer._contexts["BLOCKED"] = blocked
+    placer._contexts.move_to_end("BLOCKED")
+    job = CaseJob(index=0, case_id="SYN_000000", background="BLOCKED", seed=1, alternates=(good,))
+    placed = placer.place(job)
+    assert placed.background == good and placed.placement["background_attempt"] == 1
+    with pytest.raises(PlacementError, match="SYN_000000.*BLOCKED"):
+        placer.place(CaseJob(index=0, case_id="SYN_000000", background="BLOCKED", seed=1))
