@@ -111,7 +111,10 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     }
     t1 = time.perf_counter()
     add_tissue_to_store(result.last_path, store_path, device=device, overwrite=True)
-    losses = [h["loss"] for h in result.history if h["event"] == "train"]
+    import json
+
+    history = [json.loads(line) for line in (workdir / "tissue-run" / "history.jsonl").read_text().splitlines()]
+    losses = [h["loss"] for h in history if h["event"] == "train"]  # the whole run, resumed parts included
     return {
         "preset": preset,
         "patch": patch,
@@ -119,7 +122,9 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
         "steps": steps,
         "train_label_maps": len(train),
         "heldout_real_images": len(held),
-        "train_seconds": train_s,
+        "train_seconds_this_call": train_s,
+        "loss_curve": {h["step"]: round(h["loss"], 4) for h in history
+                       if h["event"] == "train" and h["step"] % max(1, steps // 10) == 0},
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "real_image_dice": summary,
@@ -127,6 +132,68 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
         "evaluate_seconds_per_case": eval_s,
         "predict_and_write_seconds_per_case": (time.perf_counter() - t1) / max(1, len(cases)),
     }
+
+
+def run_placements(store: Any, bank: Any, ids: list[str], *, source: str, n: int, seed: int,
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``n`` accepted placements cycling over the cases, FGT/breast from ``source``; figures and PNG rows."""
+    from synbt_factory.rng import case_generator
+    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor
+
+    contexts, ctx_times = {}, []
+    for cid in ids:
+        t = time.perf_counter()
+        contexts[cid] = context_from_store(store, cid, source=source)
+        ctx_times.append(time.perf_counter() - t)
+    truth_fgt = {cid: (store.read_array(cid, "tissue") == 2) if "tissue" in store.array_names(cid) else None
+                 for cid in ids}
+    accepted, tries, failures, in_fgt, in_breast, in_true_fgt, voxels = 0, 0, 0, [], [], [], []
+    rows: list[dict[str, Any]] = []
+    t_place = 0.0
+    i = 0
+    while accepted < n and i < 5 * n:
+        cid = ids[i % len(ids)]
+        ctx = contexts[cid]
+        rng = case_generator(seed, i, "placement")
+        i += 1
+        t = time.perf_counter()
+        try:
+            mask, record = place_tumor(rng, bank, ctx)
+        except PlacementError:
+            failures += 1
+            t_place += time.perf_counter() - t
+            continue
+        t_place += time.perf_counter() - t
+        accepted += 1
+        tries += record.tries
+        in_fgt.append(record.in_fgt_fraction)
+        in_breast.append(record.in_breast_fraction)
+        voxels.append(record.voxels)
+        if truth_fgt[cid] is not None:
+            m = mask > 0
+            in_true_fgt.append(float((truth_fgt[cid] & m).sum() / m.sum()))
+        if len(rows) < 4 and cid not in {r["case"] for r in rows}:
+            arrays, _ = store.read_case(cid, ("image", "mask"))
+            rows.append({"case": cid, "title": f"{cid} in-breast {record.in_breast_fraction:.0%} "
+                                               f"in-FGT {record.in_fgt_fraction:.0%}",
+                         "image": arrays["image"], "mask": arrays["mask"], "breast": ctx.breast,
+                         "fgt": ctx.fgt, "new": mask})
+    stats = {
+        "fgt_source": sorted({c.notes.get("fgt_source", "?") for c in contexts.values()}),
+        "placements": accepted,
+        "placement_errors": failures,
+        "acceptance_rate": accepted / max(1, tries),
+        "mean_tries_per_placement": tries / max(1, accepted),
+        "placements_per_second": accepted / max(t_place, 1e-9),
+        "context_build_seconds_mean": float(np.mean(ctx_times)),
+        "in_fgt_fraction_mean": float(np.mean(in_fgt)),
+        "in_fgt_fraction_median": float(np.median(in_fgt)),
+        "in_true_fgt_fraction_mean": float(np.mean(in_true_fgt)) if in_true_fgt else None,
+        "in_breast_fraction_mean": float(np.mean(in_breast)),
+        "in_breast_fraction_min": float(np.min(in_breast)),
+        "tumor_voxels_median": float(np.median(voxels)),
+    }
+    return stats, rows
 
 
 def main() -> None:
@@ -146,10 +213,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
     args = parser.parse_args()
 
-    from synbt_factory.rng import case_generator
     from synbt_factory.store import CaseStore
     from synbt_factory.synthesis.bank import build_bank
-    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
+    from synbt_factory.synthesis.placement import placement_figure
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="synbt-placement-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -174,67 +240,25 @@ def main() -> None:
         bank.load_all()
 
         ids = store.case_ids()
-        contexts, ctx_times = {}, []
-        for cid in ids:
-            t = time.perf_counter()
-            contexts[cid] = context_from_store(store, cid)
-            ctx_times.append(time.perf_counter() - t)
-        truth_fgt = {cid: (store.read_array(cid, "tissue") == 2) if "tissue" in store.array_names(cid) else None
-                     for cid in ids}
-        accepted, tries, failures, in_fgt, in_breast, in_true_fgt, voxels = 0, 0, 0, [], [], [], []
-        rows = []
-        t_place = 0.0
-        i = 0
-        while accepted < args.placements and i < 5 * args.placements:
-            cid = ids[i % len(ids)]
-            ctx = contexts[cid]
-            rng = case_generator(args.seed, i, "placement")
-            i += 1
-            t = time.perf_counter()
-            try:
-                mask, record = place_tumor(rng, bank, ctx)
-            except PlacementError:
-                failures += 1
-                t_place += time.perf_counter() - t
-                continue
-            t_place += time.perf_counter() - t
-            accepted += 1
-            tries += record.tries
-            in_fgt.append(record.in_fgt_fraction)
-            in_breast.append(record.in_breast_fraction)
-            voxels.append(record.voxels)
-            if truth_fgt[cid] is not None:
-                m = mask > 0
-                in_true_fgt.append(float((truth_fgt[cid] & m).sum() / m.sum()))
-            if len(rows) < 4 and cid not in {r["case"] for r in rows}:
-                arrays, _ = store.read_case(cid, ("image", "mask"))
-                rows.append({"case": cid, "title": f"{cid} in-breast {record.in_breast_fraction:.0%} "
-                                                   f"in-FGT {record.in_fgt_fraction:.0%}",
-                             "image": arrays["image"], "mask": arrays["mask"], "breast": ctx.breast,
-                             "fgt": ctx.fgt, "new": mask})
-        png = RESULTS_DIR / "placements.png"
-        placement_figure(rows, png, title="bank placements (cyan) in FGT (green), breast (yellow), real tumor (red)")
-        fgt_source = sorted({c.notes.get("fgt_source", "?") for c in contexts.values()})
-        figures.update({
-            "cases": len(ids),
-            "fov": list(store.read_array(ids[0], "mask").shape),
-            "fgt_source": fgt_source,
-            "placements": accepted,
-            "placement_errors": failures,
-            "acceptance_rate": accepted / max(1, tries),
-            "mean_tries_per_placement": tries / max(1, accepted),
-            "placements_per_second": accepted / max(t_place, 1e-9),
-            "context_build_seconds_mean": float(np.mean(ctx_times)),
-            "in_fgt_fraction_mean": float(np.mean(in_fgt)),
-            "in_fgt_fraction_median": float(np.median(in_fgt)),
-            "in_true_fgt_fraction_mean": float(np.mean(in_true_fgt)) if in_true_fgt else None,
-            "in_breast_fraction_mean": float(np.mean(in_breast)),
-            "in_breast_fraction_min": float(np.min(in_breast)),
-            "tumor_voxels_median": float(np.median(voxels)),
-            "png": str(png),
-            "peak_rss_mb": peak_rss_mb(),
-        })
-        save_result("placement", figures)
+        names = set(store.array_names(ids[0]))
+        sources = [src for src, need in (("labels", "tissue"), ("pred", "tissue_pred")) if need in names]
+        figures.update({"cases": len(ids), "fov": list(store.read_array(ids[0], "mask").shape),
+                        "by_fgt_source": {}})
+        for source in sources or ["auto"]:
+            stats, rows = run_placements(store, bank, ids, source=source, n=args.placements, seed=args.seed)
+            figures["by_fgt_source"][source] = stats
+            print(source, stats, flush=True)
+            if source == (sources or ["auto"])[-1]:
+                png = RESULTS_DIR / "placements.png"
+                placement_figure(rows, png, title=f"bank placements (cyan) in FGT from {source} (green), "
+                                                  "breast (yellow), real tumor (red)")
+                figures["png"] = str(png)
+        figures["peak_rss_mb"] = peak_rss_mb()
+        command = (f"python -m bench.placement_bench --cases {args.cases} --placements {args.placements} "
+                   f"--phantom-size {args.phantom_size} --tissue-steps {args.tissue_steps} "
+                   f"--tissue-preset {args.tissue_preset} --tissue-patch {args.tissue_patch} "
+                   f"--tissue-clusters {args.tissue_clusters}" + (" --tissue-resume" if args.tissue_resume else ""))
+        save_result("placement", figures, command=command)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

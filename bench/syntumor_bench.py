@@ -142,7 +142,7 @@ def main() -> None:
         for k, size_class in enumerate(SIZE_CLASSES):
             times, voxels = [], []
             for r in range(args.repeat):
-                bg = backgrounds[r % len(backgrounds)]
+                bg = backgrounds[(r + k) % len(backgrounds)]
                 rng = case_generator(args.seed, 1000 * k + r, "syntumor-bench")
                 t = time.perf_counter()
                 new, tumor, record = syntumor_insert(bg["image"], None, rng, stats, size_class, region=bg["region"],
@@ -204,7 +204,8 @@ def main() -> None:
             "png": str(png),
             "bench_peak_rss_mb": peak_rss_mb(),
         }
-        save_result("syntumor", figures)
+        save_result("syntumor", figures, command=f"python -m bench.syntumor_bench --cases {args.cases} "
+                                                 f"--repeat {args.repeat} --phantom-size {args.phantom_size}")
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -479,28 +479,43 @@ def apply_placement(record: PlacementRecord, bank: TumorBank, shape: tuple[int, 
     return paste(bank.render(record.template), record.offset, shape)  # type: ignore[arg-type]
 
 
-def context_from_store(store: Any, case_id: str, config: PlacementConfig | None = None) -> PlacementContext:
+def context_from_store(
+    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
+) -> PlacementContext:
     """A :class:`PlacementContext` for one prepared case.
 
-    FGT: ``tissue_pred`` (the tissue model's, written by ``synbt data tissue``), else the
-    ``tissue`` label map's class 2. Breast: ``breast_pred``, else ``breast``, else from intensity.
+    Args:
+        store: an open :class:`~synbt_factory.store.CaseStore`.
+        case_id: the background case.
+        config: placement rules.
+        source: ``"auto"`` — FGT from ``tissue_pred`` (the tissue model's, written by ``synbt data
+            tissue``) else the ``tissue`` label map's class 2, breast from ``breast_pred`` else
+            ``breast`` else intensity; ``"pred"`` — only the model's arrays; ``"labels"`` — only
+            the label maps (e.g. to compare placement on true and predicted tissue).
+
+    Raises:
+        PlacementError: if ``source`` asks for arrays the case does not have.
     """
-    names = store.array_names(case_id)
+    if source not in ("auto", "pred", "labels"):
+        raise ValueError(f"source must be 'auto', 'pred' or 'labels', got {source!r}")
+    names = set(store.array_names(case_id))
+    order = {"auto": (("tissue_pred", "breast_pred"), ("tissue", "breast")),
+             "pred": (("tissue_pred", "breast_pred"),), "labels": (("tissue", "breast"),)}[source]
+    fgt_name = next((f for f, _ in order if f in names), None)
+    breast_name = next((b for _, b in order if b in names), None)
+    if source != "auto" and fgt_name is None:
+        raise PlacementError(f"case {case_id} has no {order[0][0]!r} array (placement source {source!r})")
     arrays, _ = store.read_case(case_id, ("image", "mask"))
     image = arrays["image"].astype(np.float32)
-    if "tissue_pred" in names:
+    fgt = None
+    if fgt_name == "tissue_pred":
         fgt = store.read_array(case_id, "tissue_pred") > 0
-    elif "tissue" in names:
+    elif fgt_name == "tissue":
         fgt = store.read_array(case_id, "tissue") == 2
-    else:
-        fgt = None
-    breast = None
-    for name in ("breast_pred", "breast"):
-        if name in names:
-            breast = store.read_array(case_id, name) > 0
-            break
+    breast = store.read_array(case_id, breast_name) > 0 if breast_name else None
     ctx = PlacementContext.build(image, mask=arrays["mask"], fgt=fgt, breast=breast, config=config)
-    ctx.notes["fgt_source"] = "tissue_pred" if "tissue_pred" in names else ("tissue" if "tissue" in names else "none")
+    ctx.notes["fgt_source"] = fgt_name or "none"
+    ctx.notes["breast_source"] = breast_name or "intensity"
     return ctx
 
 

@@ -4,7 +4,8 @@ Label maps (tissue 0/1/2 + breast mask) are read from a prepared store's ``tissu
 arrays or from NIfTI files ``<dir>/tissue/labels/<ID>.nii.gz`` and ``<dir>/tissue/breast/<ID>.nii.gz``
 (resampled to 1 mm RAS, nearest). Each training patch is a new random-contrast pre/post image
 drawn from its labels (:mod:`synbt_factory.synthesis.tissue_synth`): the real images are never
-needed for training. Validation runs the model on real prepared images (held-out cases) and
+needed for training (when present they only shape the k-means clusters outside the breast, the
+paper's recipe; their intensities never reach the network). Validation runs the model on real prepared images (held-out cases) and
 scores FGT Dice against their ``tissue`` labels.
 
 Run folder::
@@ -14,9 +15,10 @@ Run folder::
     <out>/history.jsonl  one JSON object per log / validation event
 
 Inference: :func:`predict_tissue` (sliding window, then post-processing: breast = classes ≥ 1,
-large components, holes filled; FGT = class 3 inside the breast eroded by a skin/chest-wall
-margin, small components dropped). :func:`add_tissue_to_store` writes ``tissue_pred`` and
-``breast_pred`` into every case of a prepared store for placement to read.
+the largest components that reach the body's anterior skin (so never the heart), holes filled;
+FGT = class 3 inside the breast eroded by a skin/chest-wall margin, small components dropped).
+:func:`add_tissue_to_store` writes ``tissue_pred`` and ``breast_pred`` into every case of a
+prepared store for placement to read.
 """
 
 from __future__ import annotations
@@ -76,12 +78,18 @@ class TissuePostConfig:
         max_breasts: at most this many breast components are kept.
         margin_mm: FGT is kept only farther than this from the breast boundary (skin, chest wall).
         min_fgt_voxels: FGT components smaller than this are dropped.
+        skin_contact_mm: with the image known, a breast component must come this close to the
+            body's anterior surface (else it is not a breast: heart, mediastinum).
+        anterior_axis / anterior_sign: index axis and direction pointing anterior (RAS: 1, +1).
     """
 
     breast_min_fraction: float = 0.1
     max_breasts: int = 2
     margin_mm: float = 3.0
     min_fgt_voxels: int = 20
+    skin_contact_mm: float = 8.0
+    anterior_axis: int = 1
+    anterior_sign: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.breast_min_fraction <= 1:
@@ -92,6 +100,12 @@ class TissuePostConfig:
             raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
         if self.min_fgt_voxels < 0:
             raise ValueError(f"min_fgt_voxels must be >= 0, got {self.min_fgt_voxels}")
+        if self.skin_contact_mm <= 0:
+            raise ValueError(f"skin_contact_mm must be > 0, got {self.skin_contact_mm}")
+        if self.anterior_axis not in (0, 1, 2):
+            raise ValueError(f"anterior_axis must be 0, 1 or 2, got {self.anterior_axis}")
+        if self.anterior_sign not in (-1, 1):
+            raise ValueError(f"anterior_sign must be -1 or 1, got {self.anterior_sign}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,14 +358,46 @@ def segment_tissue(
     return labels.to(torch.uint8).cpu().numpy()
 
 
-def postprocess_tissue(labels: np.ndarray, config: TissuePostConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(fgt, breast) uint8 masks from raw tissue classes; see the module docstring."""
+def _skin_depth(image: np.ndarray, anterior_axis: int, anterior_sign: int) -> np.ndarray:
+    """(X, Y, Z) float32: distance in voxels from each voxel to the body's anterior surface along
+    the anterior axis (inf in columns without body)."""
+    from synbt_factory.synthesis.placement import body_mask
+
+    body = np.moveaxis(body_mask(image), anterior_axis, 1)
+    if anterior_sign < 0:
+        body = body[:, ::-1]
+    ny = body.shape[1]
+    has = body.any(axis=1)
+    front = np.where(has, ny - 1 - np.argmax(body[:, ::-1], axis=1), -1).astype(np.float32)  # (X, Z)
+    depth = np.where(has[:, None, :], front[:, None, :] - np.arange(ny, dtype=np.float32)[None, :, None], np.inf)
+    if anterior_sign < 0:
+        depth = depth[:, ::-1]
+    return np.ascontiguousarray(np.moveaxis(depth, 1, anterior_axis), dtype=np.float32)
+
+
+def postprocess_tissue(
+    labels: np.ndarray, config: TissuePostConfig | None = None, *, image: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fgt, breast) uint8 masks from raw tissue classes; see the module docstring.
+
+    Args:
+        labels: (X, Y, Z) classes of :func:`segment_tissue`.
+        config: post-processing rules.
+        image: (2, X, Y, Z) the image segmented; when given, breast components that do not reach
+            within ``skin_contact_mm`` of the body's anterior surface are dropped (a breast lies
+            under the anterior skin; the heart or mediastinum never does).
+    """
     config = config or TissuePostConfig()
     breast = labels >= 1
     lab, n = ndimage.label(breast)
     if n:
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
+        if image is not None:
+            depth = _skin_depth(image, config.anterior_axis, config.anterior_sign)
+            closest = ndimage.minimum(depth, lab, index=np.arange(1, n + 1))
+            far = np.flatnonzero(np.asarray(closest) > config.skin_contact_mm) + 1
+            sizes[far] = 0
         order = np.argsort(-sizes)[: config.max_breasts]
         keep = [int(i) for i in order if sizes[i] > 0 and sizes[i] >= config.breast_min_fraction * sizes.max()]
         breast = np.isin(lab, keep)
@@ -383,7 +429,7 @@ def predict_tissue(
     The breast mask comes from the model (classes ≥ 1), not from intensity thresholds.
     """
     labels = segment_tissue(model, image, roi=roi, sw_batch_size=sw_batch_size, overlap=overlap, device=device)
-    return postprocess_tissue(labels, post)
+    return postprocess_tissue(labels, post, image=image)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -414,7 +460,7 @@ def evaluate_tissue(
         if image is None:
             raise ValueError(f"case {case.case_id} has no image to evaluate on")
         labels = segment_tissue(model, image, roi=roi, sw_batch_size=sw_batch_size)
-        fgt, breast = postprocess_tissue(labels, post)
+        fgt, breast = postprocess_tissue(labels, post, image=image)
         truth_fgt = case.tissue == 2
         margin = (post or TissuePostConfig()).margin_mm
         truth_inner = truth_fgt & (ndimage.distance_transform_edt(case.breast > 0) > margin)
@@ -452,7 +498,8 @@ def _checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return payload
 
 
-_RESUMABLE_CHANGES = frozenset({"steps", "val_every", "val_cases", "workers", "log_every"})
+# may differ between a run and its continuation (``post`` only shapes inference)
+_RESUMABLE_CHANGES = frozenset({"steps", "val_every", "val_cases", "workers", "log_every", "post"})
 
 
 def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -482,8 +529,8 @@ def train_tissue(
             it is a prepared store).
         device: ``auto`` | ``cpu`` | ``cuda``.
         resume: continue from ``out_dir/last.pt`` when it exists and its config differs at most
-            in ``steps``, ``val_every``, ``val_cases``, ``workers`` or ``log_every`` (so a run can be
-            extended with more steps).
+            in ``steps``, ``val_every``, ``val_cases``, ``workers``, ``log_every`` or ``post`` (so a
+            run can be extended with more steps).
         progress: ``(step, steps, {"loss": …, "val_dice": …})``.
     """
     config = config or TissueTrainConfig()

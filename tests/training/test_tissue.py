@@ -130,6 +130,19 @@ def test_postprocessing_keeps_fgt_inside_the_breast_away_from_its_edge() -> None
     assert fgt[20, 20, 15] == 1 and fgt[12, 20, 15] == 0  # 3 mm margin to the breast boundary
 
 
+def test_postprocessing_drops_breast_like_blobs_away_from_the_anterior_skin() -> None:
+    _, breast, image = _labels(0)
+    labels = np.where(breast > 0, 1, 0).astype(np.uint8)
+    heart = np.zeros(SHAPE, bool)
+    heart[10:38, 3:9, 4:28] = True  # deep in the chest block, >= 9 mm from the anterior surface
+    labels[heart] = 3
+    _, kept_without_image = postprocess_tissue(labels)
+    assert kept_without_image[heart].all()  # it is one of the two largest components
+    fgt, kept = postprocess_tissue(labels, image=image)
+    assert not kept[heart].any() and not fgt[heart].any()
+    assert kept[breast > 0].mean() > 0.99
+
+
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="patch"):
         TissueTrainConfig(model=tissue_preset("small"), patch=20)
