@@ -1,5 +1,7 @@
 """Do synthetic tumors enhance like real ones? Mean post/pre ratio inside synthetic masks (SynBT and
 SynTumor) next to inside real tumors, over N generated cases each, and a PNG grid (pre, post, subtraction).
+Also the ratio inside real tumors after a VQ-VAE encode-decode: SynBT cannot enhance more than its
+autoencoder can represent.
 
     python -m bench.realism_bench --prepared P.zarr --bank BANK.zarr --vqvae VQ.pt --diffusion DIFF.pt [--n 20]
 
@@ -35,6 +37,33 @@ def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
     return float(post.mean() / pre.mean())
 
 
+def _reconstruction_ratios(prepared: CaseStore, vqvae: Path, n: int, device: str) -> list[float]:
+    """post/pre inside real tumors after a VQ-VAE encode-decode: the ceiling of SynBT's enhancement."""
+    import torch
+
+    from synbt_factory.training.vqvae import load_vqvae
+    from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
+
+    model, _, _ = load_vqvae(vqvae, device)
+    values = []
+    for case_id in prepared.case_ids():
+        if len(values) >= n:
+            break
+        arrays, _ = prepared.read_case(case_id, ("image", "mask"))
+        image = np.asarray(arrays["image"][:2], dtype=np.float32)
+        recon, _ = reconstruct_volume(model, image, config=VQVAEEvalConfig(), device=torch.device(device))
+        r = _ratio(recon, arrays["mask"])
+        if r is not None:
+            values.append(r)
+    return values
+
+
+def _checkpoint_steps(path: Path) -> int | None:
+    from synbt_factory.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).get("step")
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
     return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)),
@@ -61,6 +90,7 @@ def main() -> None:
                 real.append(r)
                 if len(real_views) < 4:
                     real_views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
+        recon = _reconstruction_ratios(prepared, args.vqvae, args.n, args.device)
         ratios, views = {}, list(real_views)
         for name, method in (("synbt", SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)),
                              ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
@@ -80,9 +110,11 @@ def main() -> None:
         png = case_montage(views, RESULTS / "realism.png", title="real tumors (red) vs synthetic (cyan)")
         figures = {
             "post_over_pre_inside_real_tumors": _summary(real),
+            "post_over_pre_inside_real_tumors_after_vqvae": _summary(recon),
             "post_over_pre_inside_synthetic_masks": ratios,
             "samples_per_method": args.n,
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},
+            "training_steps": {"vqvae": _checkpoint_steps(args.vqvae), "diffusion": _checkpoint_steps(args.diffusion)},
             "png": str(png.relative_to(RESULTS.parent.parent)),
         }
         save_result("realism", figures, command="python -m bench.realism_bench --prepared P --bank B --vqvae VQ "

@@ -82,22 +82,35 @@ def channel_quality(
 
 
 def grid_artifact_score(
-    volume: np.ndarray | torch.Tensor, *, patch: int = 64, offset: Sequence[int] = (0, 0, 0), band: int | None = 4
+    volume: np.ndarray | torch.Tensor,
+    *,
+    patch: int = 64,
+    offset: Sequence[int] = (0, 0, 0),
+    band: int | None = 4,
+    cell: int = 1,
 ) -> float:
     """Mean |step| across patch boundaries ÷ mean |step| away from them (1.0 = no grid).
 
     A "step" is the absolute difference of two face-neighbouring voxels; it is a boundary step
     when the two voxels lie in different patches of the grid with edge ``patch`` starting at
-    ``offset``. The reference steps are the non-boundary steps within ``band`` voxels of a
+    ``offset``. The reference steps are the non-boundary steps within ``band`` cells of a
     boundary (parallel to it, on either side), so smooth intensity trends across the volume do
     not bias the ratio; ``band=None`` uses every non-boundary step. All three axes and all
     channels are pooled.
+
+    ``cell`` is the decoder's compression factor (4 in the paper). A decoder that upsamples by
+    ``cell`` leaves a faint ``cell``-periodic pattern everywhere (transposed-convolution
+    checkerboard, one latent vector per cell), and patch boundaries always fall on cell
+    boundaries; with ``cell > 1`` the reference steps are only those at the same position within
+    a cell (cell boundaries that are not patch boundaries), so the score measures the patch seams
+    alone and not that pattern.
 
     Args:
         volume: (X, Y, Z) or (C, X, Y, Z).
         patch: patch edge of the encoder grid.
         offset: grid origin per axis (0 for :meth:`PatchVolumeVQVAE.encode`).
-        band: reference steps at most this many positions from a boundary step (>= 1), or ``None``.
+        band: reference steps at most ``band × cell`` positions from a boundary step (>= 1), or ``None``.
+        cell: compression factor; must divide ``patch``.
 
     Raises:
         ValueError: the volume spans no patch boundary, or has no non-boundary variation.
@@ -111,6 +124,8 @@ def grid_artifact_score(
         raise ValueError(f"patch must be >= 2, got {patch}")
     if band is not None and band < 1:
         raise ValueError(f"band must be >= 1 or None, got {band}")
+    if cell < 1 or patch % cell:
+        raise ValueError(f"cell must be a positive divisor of patch {patch}, got {cell}")
     b_sum = b_n = o_sum = o_n = 0.0
     for axis in range(3):
         dim = 1 + axis
@@ -123,10 +138,10 @@ def grid_artifact_score(
         boundary = ((idx + 1 - int(offset[axis])) % patch) == 0
         if not boundary.any():
             continue
-        reference = ~boundary
+        reference = ~boundary & (((idx + 1 - int(offset[axis])) % cell) == 0)
         if band is not None:
             pos = idx[boundary]
-            near = ((idx[:, None] - pos[None, :]).abs() <= band).any(dim=1)
+            near = ((idx[:, None] - pos[None, :]).abs() <= band * cell).any(dim=1)
             reference &= near
         moved = steps.movedim(dim, 0)
         b_sum += float(moved[boundary].sum())

@@ -93,6 +93,8 @@ class VQVAETrainConfig:
         perceptual_weights_path: local weights file for the backbone (nothing is downloaded).
         perceptual_slice_ratio: fraction of slices per axis used by the 2.5-D perceptual loss.
         volume_crop: volume stage only: random crop (X, Y, Z) instead of the whole volume (``None``).
+        tumor_patch_fraction: patch stage: fraction of patches drawn to contain a tumor voxel (0 = the
+            paper's uniform patches; small datasets need some, or no code learns enhancing tissue).
         patch_batch: volume stage: patches per encoder call (memory knob).
         grad_clip: max gradient norm for the VQ-VAE parameters (``None``: no clipping).
         save_every: checkpoint every N steps (and at the end).
@@ -122,6 +124,7 @@ class VQVAETrainConfig:
     perceptual_weights_path: str | None = None
     perceptual_slice_ratio: float = 0.25
     volume_crop: tuple[int, int, int] | None = None
+    tumor_patch_fraction: float = 0.0
     patch_batch: int = 4
     grad_clip: float | None = None
     save_every: int = 5000
@@ -171,6 +174,8 @@ class VQVAETrainConfig:
             raise ValueError(f"volume_crop must be three positive ints or None, got {self.volume_crop}")
         if self.stage == "volume" and self.volume_crop is None and self.batch_size != 1:
             raise ValueError("whole-volume training (volume_crop None) needs batch_size 1")
+        if not 0.0 <= self.tumor_patch_fraction <= 1.0:
+            raise ValueError(f"tumor_patch_fraction must be in [0, 1], got {self.tumor_patch_fraction}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
@@ -410,7 +415,8 @@ def _sample(
     volumes: PreparedVolumes, rng: np.random.Generator, cfg: VQVAETrainConfig, model_cfg: VQVAEConfig
 ) -> np.ndarray:
     if cfg.stage == "patch":
-        return sample_patch_batch(volumes, rng, batch_size=cfg.batch_size, size=(model_cfg.patch_size,) * 3)
+        size = (model_cfg.patch_size,) * 3
+        return sample_patch_batch(volumes, rng, batch_size=cfg.batch_size, size=size, tumor_fraction=cfg.tumor_patch_fraction)
     return sample_volume_batch(
         volumes, rng, batch_size=cfg.batch_size, crop=cfg.volume_crop, multiple=model_cfg.downsample_factor
     )

@@ -58,6 +58,7 @@ class PreparedVolumes:
         self._arrays: dict[tuple[str, str], Any] = {}
         self._shapes: dict[str, tuple[int, int, int]] = {}
         self._num_phases: dict[str, int] = {}
+        self._tumor_voxels: dict[str, np.ndarray] = {}
 
     def _array(self, case_id: str, name: str) -> Any:
         key = (case_id, name)
@@ -77,6 +78,18 @@ class PreparedVolumes:
             names = self.store.array_names(case_id)
             self._num_phases[case_id] = int(self._array(case_id, "phases").shape[0]) if "phases" in names else 1
         return self._num_phases[case_id]
+
+    def tumor_voxels(self, case_id: str) -> np.ndarray:
+        """(N, 3) int coordinates of the case's tumor voxels (``mask`` > 0; empty without a tumor). Cached."""
+        if case_id not in self._tumor_voxels:
+            has_mask = "mask" in self.store.array_names(case_id)
+            mask = np.asarray(self._array(case_id, "mask")[...]) if has_mask else np.zeros((0, 0, 0), np.uint8)
+            self._tumor_voxels[case_id] = np.argwhere(mask > 0).astype(np.int32)
+        return self._tumor_voxels[case_id]
+
+    def tumor_cases(self) -> list[str]:
+        """The cases with at least one tumor voxel (reads every mask once)."""
+        return [c for c in self.case_ids if len(self.tumor_voxels(c))]
 
     def read(
         self, case_id: str, *, phase: int = 0, start: Sequence[int] | None = None, size: Sequence[int] | None = None
@@ -104,18 +117,42 @@ class PreparedVolumes:
 
 
 def sample_patch_batch(
-    volumes: PreparedVolumes, rng: np.random.Generator, *, batch_size: int, size: Sequence[int]
+    volumes: PreparedVolumes,
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    size: Sequence[int],
+    tumor_fraction: float = 0.0,
 ) -> np.ndarray:
     """A batch of random crops (B, 2, *size), each from a random case with a random post-contrast phase.
 
     Draws, per sample and in this order: case, phase, start per axis (uniform over valid starts).
+    With ``tumor_fraction`` > 0 each sample first draws u ~ U[0, 1); when u < ``tumor_fraction`` the
+    crop comes from a tumor-bearing case and contains one of its tumor voxels, drawn uniformly
+    (case, phase, voxel, then a start per axis uniform over the starts that keep the voxel inside).
+    Tumors fill well under 1 % of a breast MRI, so a small dataset sampled uniformly may leave the
+    codebook without codes for enhancing tissue.
     """
+    if not 0.0 <= tumor_fraction <= 1.0:
+        raise ValueError(f"tumor_fraction must be in [0, 1], got {tumor_fraction}")
+    tumor_cases = volumes.tumor_cases() if tumor_fraction > 0 else []
     out = np.empty((batch_size, 2, *size), dtype=np.float32)
     for b in range(batch_size):
-        case = volumes.case_ids[int(rng.integers(len(volumes.case_ids)))]
-        phase = int(rng.integers(volumes.num_phases(case)))
-        shape = volumes.shape(case)
-        start = [int(rng.integers(max(d - n, 0) + 1)) for d, n in zip(shape, size, strict=True)]
+        if tumor_cases and rng.random() < tumor_fraction:
+            case = tumor_cases[int(rng.integers(len(tumor_cases)))]
+            phase = int(rng.integers(volumes.num_phases(case)))
+            voxels = volumes.tumor_voxels(case)
+            centre = voxels[int(rng.integers(len(voxels)))]
+            shape = volumes.shape(case)
+            start = []
+            for c, d, n in zip(centre, shape, size, strict=True):
+                low, high = max(int(c) - n + 1, 0), min(int(c), max(d - n, 0))
+                start.append(int(rng.integers(low, max(high, low) + 1)))
+        else:
+            case = volumes.case_ids[int(rng.integers(len(volumes.case_ids)))]
+            phase = int(rng.integers(volumes.num_phases(case)))
+            shape = volumes.shape(case)
+            start = [int(rng.integers(max(d - n, 0) + 1)) for d, n in zip(shape, size, strict=True)]
         out[b] = volumes.read(case, phase=phase, start=start, size=size)
     return out
 

@@ -66,3 +66,17 @@ def test_channel_quality_reports_each_channel() -> None:
     q = channel_quality(pred, target)
     assert len(q["psnr"]) == 2 and math.isinf(q["psnr"][0]) and math.isfinite(q["psnr"][1])
     assert q["ssim"][0] == pytest.approx(1.0, abs=1e-5) and q["ssim"][1] < 1.0
+
+
+def test_grid_score_with_cell_ignores_a_cell_periodic_texture_but_sees_seams() -> None:
+    """A 4-periodic pattern (a decoder's upsampling texture) raises the plain score, not the cell-matched one."""
+    vol = _smooth_volume()
+    x = np.arange(vol.shape[0])[:, None, None]
+    textured = vol + 0.05 * ((x % 4) == 0)  # a step up at every 4th voxel: every patch boundary is one
+    assert grid_artifact_score(textured, patch=64) > 1.1
+    assert 0.95 < grid_artifact_score(textured, patch=64, cell=4) < 1.05
+    seamed = textured.copy()
+    seamed[64:] += 0.2
+    assert grid_artifact_score(seamed, patch=64, cell=4) > 1.5
+    with pytest.raises(ValueError, match="cell"):
+        grid_artifact_score(vol, patch=64, cell=6)

@@ -72,6 +72,34 @@ def test_patch_sampler_uses_random_post_phases(store_path: Path) -> None:
     assert all(np.allclose(b[0], store.read_array("CASE_000", "image")[0].astype(np.float32)) for b in batch)
 
 
+def test_tumor_patches_contain_tumor_and_uniform_patches_often_do_not(store_path: Path) -> None:
+    store = CaseStore.open(store_path)
+    ids = ["CASE_000", "CASE_001"]
+    volumes = PreparedVolumes(store, ids)
+    masks = {c: store.read_array(c, "mask") > 0 for c in ids}
+    reads: list[tuple[str, tuple[int, ...]]] = []
+    original_read = volumes.read
+
+    def recording_read(case_id: str, **kwargs: object) -> np.ndarray:
+        reads.append((case_id, tuple(kwargs["start"])))  # type: ignore[arg-type]
+        return original_read(case_id, **kwargs)  # type: ignore[arg-type]
+
+    volumes.read = recording_read  # type: ignore[method-assign]
+
+    def tumor_hits(batch: np.ndarray) -> int:
+        n = batch.shape[2:]
+        hits = [masks[c][x : x + n[0], y : y + n[1], z : z + n[2]].any() for c, (x, y, z) in reads[-len(batch) :]]
+        return int(sum(hits))
+
+    size = (12, 12, 12)
+    focused = sample_patch_batch(volumes, np.random.default_rng(0), batch_size=16, size=size, tumor_fraction=1.0)
+    assert tumor_hits(focused) == 16
+    uniform = sample_patch_batch(volumes, np.random.default_rng(0), batch_size=16, size=size)
+    assert tumor_hits(uniform) < 16
+    with pytest.raises(ValueError, match="tumor_fraction"):
+        sample_patch_batch(volumes, np.random.default_rng(0), batch_size=1, size=size, tumor_fraction=1.5)
+
+
 def test_patch_stage_writes_checkpoints_logs_and_latent_norm(patch_run: Path) -> None:
     names = {p.name for p in patch_run.iterdir()}
     assert {"final.pt", "last.pt", "step_6.pt", "metrics.jsonl", "metrics.csv", "config.json"} <= names
