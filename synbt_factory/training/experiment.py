@@ -327,8 +327,10 @@ def table1(config: Table1Config, out_dir: Path, *, progress: ProgressFn | None =
     notes = [
         f"preset {config.preset}; patch crop {tuple(config.patch_crop)}, volume crop {tuple(config.volume_crop)} "
         f"(X, Y, Z voxels at 1 mm); {config.epochs} epochs"
+        + (f" × {config.samples_per_epoch} samples" if config.samples_per_epoch else "")
+        + f", batch {config.batch_size}, lr {config.lr:g}"
         + (f", at most {config.max_steps} steps" if config.max_steps else "")
-        + f"; synthetic fraction {config.mix}; seed {config.seed}.",
+        + f"; best validation checkpoint; synthetic fraction {config.mix}; seed {config.seed}.",
         "Empty masks: both empty → DSC 1, distances 0; one empty → DSC 0, distances = "
         + ("the image diagonal (mm)." if config.empty_penalty == "diagonal" else "NaN, left out of the means."),
     ]
