@@ -6,7 +6,8 @@ the reconstruction (and of the real image, as the reference level), and the code
 ``grid_score`` compares the steps across patch boundaries with the steps across the other
 latent-cell boundaries (:func:`~synbt_factory.evaluate.quality.grid_artifact_score` with
 ``cell`` = the compression), so the decoder's cell-periodic texture does not count as a seam;
-``grid_score_all_steps`` is the same against every nearby step.
+``grid_score_all_steps`` is the same against every nearby step. A seam can be a step (score > 1) or
+a blurred band (score < 1); ``grid_departure`` = |grid_score − 1| is the artifact's size either way.
 With a patch-stage checkpoint as well, the same is done with the patch-only model, and a PNG
 like Fig. 4a is drawn: real | patch-only | patch-to-volume, post-contrast top, pre-contrast bottom.
 """
@@ -101,6 +102,7 @@ def _case_metrics(recon: np.ndarray, image: np.ndarray, patch: int, cell: int, s
         out[f"psnr_{name}"] = q["psnr"][c]
         out[f"ssim_{name}"] = q["ssim"][c]
     out["grid_score"] = _safe_grid(recon, patch, cell)
+    out["grid_departure"] = abs(out["grid_score"] - 1.0)
     out["grid_score_all_steps"] = _safe_grid(recon, patch, 1)
     return out
 

@@ -220,6 +220,8 @@ def test_evaluation_writes_metrics_json_and_figure(store_path: Path, patch_run: 
     mean = summary["mean"]
     for key in ("psnr_pre", "psnr_post", "ssim_pre", "ssim_post", "grid_score", "patch_only_grid_score"):
         assert np.isfinite(mean[key]), key
+    case = summary["cases"][0]
+    assert case["grid_departure"] == pytest.approx(abs(case["grid_score"] - 1.0))
     assert 0 < summary["codebook"]["used_fraction"] <= 1
     assert json.loads((tmp_path / "eval" / "vqvae_metrics.json").read_text())["num_cases"] == 1
     png = (tmp_path / "eval" / "vqvae_reconstruction.png").read_bytes()
