@@ -1,7 +1,8 @@
 """Do synthetic tumors enhance like real ones? Mean post/pre ratio inside synthetic masks (SynBT and
 SynTumor) next to inside real tumors, over N generated cases each, and a PNG grid (pre, post, subtraction).
-Also the ratio inside real tumors after a VQ-VAE encode-decode: SynBT cannot enhance more than its
-autoencoder can represent.
+Also the ratio inside real tumors after a VQ-VAE encode-decode (SynBT cannot enhance more than its
+autoencoder can represent) and inside real tumors re-synthesised by SynBT at their own mask (the diffusion
+model alone, without placement).
 
     python -m bench.realism_bench --prepared P.zarr --bank BANK.zarr --vqvae VQ.pt --diffusion DIFF.pt [--n 20]
 
@@ -58,6 +59,30 @@ def _reconstruction_ratios(prepared: CaseStore, vqvae: Path, n: int, device: str
     return values
 
 
+def _in_place_ratios(prepared: CaseStore, method: SynBTMethod, n: int) -> list[float]:
+    """post/pre inside real tumors re-synthesised at their own mask: the diffusion model alone, no placement."""
+    import torch
+
+    from synbt_factory.rng import torch_generator
+
+    sampler = method.sampler()
+    values = []
+    for index, case_id in enumerate(prepared.case_ids()):
+        if len(values) >= n:
+            break
+        arrays, _ = prepared.read_case(case_id, ("image", "mask"))
+        mask = np.asarray(arrays["mask"]) > 0
+        if not mask.any():
+            continue
+        image = torch.from_numpy(np.asarray(arrays["image"][:2], dtype=np.float32))[None]
+        with torch.inference_mode():
+            out = sampler.sample(image, torch.from_numpy(mask.astype(np.uint8))[None], [torch_generator(0, index, "ddim")])
+        r = _ratio(out[0].float().numpy(), mask)
+        if r is not None:
+            values.append(r)
+    return values
+
+
 def _checkpoint_steps(path: Path) -> int | None:
     from synbt_factory.checkpoint import load_checkpoint
 
@@ -91,8 +116,10 @@ def main() -> None:
                 if len(real_views) < 4:
                     real_views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
         recon = _reconstruction_ratios(prepared, args.vqvae, args.n, args.device)
+        synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)
+        in_place = _in_place_ratios(prepared, synbt, args.n)
         ratios, views = {}, list(real_views)
-        for name, method in (("synbt", SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)),
+        for name, method in (("synbt", synbt),
                              ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
             out = work / f"{name}.zarr"
             run_generate(GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared,
@@ -111,6 +138,7 @@ def main() -> None:
         figures = {
             "post_over_pre_inside_real_tumors": _summary(real),
             "post_over_pre_inside_real_tumors_after_vqvae": _summary(recon),
+            "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(in_place),
             "post_over_pre_inside_synthetic_masks": ratios,
             "samples_per_method": args.n,
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},
