@@ -66,6 +66,13 @@ def train_vqvae(
         help="Patch stage: fraction of patches drawn to contain a tumor voxel (paper: 0, uniform). Tumors fill "
         "<1 % of an MRI; on a few dozen cases some tumor patches help the codebook learn enhancing tissue.",
     ),
+    tumor_loss_weight: float | None = typer.Option(
+        None,
+        "--tumor-loss-weight",
+        min=0.0,
+        help="Extra L1 weight on tumor voxels (paper: 0). Whole-volume L1 is dominated by background; without it "
+        "the volume stage trades tumor enhancement for background detail.",
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -101,7 +108,13 @@ def train_vqvae(
             model_over, train_over = _load_overrides(config)
             model_cfg = model_config_from_dict(model_over, model_cfg)
             train_cfg = train_config_from_dict({**train_over, "stage": stage}, train_cfg)
-        flags = {"steps": steps, "batch_size": batch_size, "lr": lr, "tumor_patch_fraction": tumor_patches}
+        flags = {
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "tumor_patch_fraction": tumor_patches,
+            "tumor_loss_weight": tumor_loss_weight,
+        }
         changes = {k: v for k, v in flags.items() if v is not None}
         if changes:
             train_cfg = replace(train_cfg, **changes)

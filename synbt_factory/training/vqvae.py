@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
@@ -95,6 +94,8 @@ class VQVAETrainConfig:
         volume_crop: volume stage only: random crop (X, Y, Z) instead of the whole volume (``None``).
         tumor_patch_fraction: patch stage: fraction of patches drawn to contain a tumor voxel (0 = the
             paper's uniform patches; small datasets need some, or no code learns enhancing tissue).
+        tumor_loss_weight: extra L1 weight on tumor voxels, either stage (0 = the paper's plain L1). Whole-volume
+            L1 is dominated by background, and the volume stage otherwise trades tumor enhancement for it.
         patch_batch: volume stage: patches per encoder call (memory knob).
         grad_clip: max gradient norm for the VQ-VAE parameters (``None``: no clipping).
         save_every: checkpoint every N steps (and at the end).
@@ -125,6 +126,7 @@ class VQVAETrainConfig:
     perceptual_slice_ratio: float = 0.25
     volume_crop: tuple[int, int, int] | None = None
     tumor_patch_fraction: float = 0.0
+    tumor_loss_weight: float = 0.0
     patch_batch: int = 4
     grad_clip: float | None = None
     save_every: int = 5000
@@ -152,7 +154,14 @@ class VQVAETrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        for name in ("l1_weight", "quant_weight", "adv_weight", "perceptual_weight", "dead_code_threshold"):
+        for name in (
+            "l1_weight",
+            "quant_weight",
+            "adv_weight",
+            "perceptual_weight",
+            "dead_code_threshold",
+            "tumor_loss_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.adv_start_step < 0:
@@ -337,6 +346,26 @@ def _init_model(config: VQVAEConfig, cfg: VQVAETrainConfig, seed: int) -> tuple[
 
 
 # ---------------------------------------------------------------------------- the loop
+def reconstruction_l1(
+    recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None, tumor_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(plain L1, tumor-weighted L1 or ``None``) of a reconstruction.
+
+    The weighted term is mean((1 + ``tumor_weight``·M) · |x̂ − x|) over every voxel and channel, i.e. the
+    plain L1 plus ``tumor_weight`` times the tumor voxels' share; with weight 0 or no mask it is ``None``.
+
+    Args:
+        recon, x: (B, C, X, Y, Z).
+        mask: (B, X, Y, Z) tumor mask (nonzero = tumor), or ``None``.
+    """
+    err = (recon.float() - x.float()).abs()
+    l1 = err.mean()
+    if mask is None or tumor_weight <= 0:
+        return l1, None
+    weights = 1.0 + tumor_weight * (mask > 0).to(err.dtype)[:, None]
+    return l1, (weights * err).mean()
+
+
 class _Stage:
     """Losses and optimiser steps of one stage (kept small; the loop lives in :func:`train_vqvae`)."""
 
@@ -358,7 +387,7 @@ class _Stage:
         self.opt_g = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas)
         self.opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.adam_betas)
 
-    def step(self, x: torch.Tensor, step_index: int) -> dict[str, float]:
+    def step(self, x: torch.Tensor, step_index: int, mask: torch.Tensor | None = None) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         model.train()
         self.disc.train()
@@ -374,9 +403,11 @@ class _Stage:
                 z_q = model.quantize(model.encode(x, patch_batch=cfg.patch_batch))
             recon = model.decode(z_q)
             q_loss = recon.new_zeros(())
-        l1 = F.l1_loss(recon.float(), x.float())
-        loss = cfg.l1_weight * l1 + cfg.quant_weight * q_loss
+        l1, weighted = reconstruction_l1(recon, x, mask, cfg.tumor_loss_weight)
+        loss = cfg.l1_weight * (weighted if weighted is not None else l1) + cfg.quant_weight * q_loss
         metrics["l1"] = l1.detach()
+        if weighted is not None:
+            metrics["l1_tumor_weighted"] = weighted.detach()
         if self.perceptual is not None:
             p_loss = self.perceptual(recon, x)
             loss = loss + cfg.perceptual_weight * p_loss
@@ -413,13 +444,24 @@ class _Stage:
 
 def _sample(
     volumes: PreparedVolumes, rng: np.random.Generator, cfg: VQVAETrainConfig, model_cfg: VQVAEConfig
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images (B, 2, ...), tumor masks (B, ...) when ``tumor_loss_weight`` > 0 else ``None``)."""
+    masks: list[np.ndarray] | None = [] if cfg.tumor_loss_weight > 0 else None
     if cfg.stage == "patch":
         size = (model_cfg.patch_size,) * 3
-        return sample_patch_batch(volumes, rng, batch_size=cfg.batch_size, size=size, tumor_fraction=cfg.tumor_patch_fraction)
-    return sample_volume_batch(
-        volumes, rng, batch_size=cfg.batch_size, crop=cfg.volume_crop, multiple=model_cfg.downsample_factor
-    )
+        images = sample_patch_batch(
+            volumes, rng, batch_size=cfg.batch_size, size=size, tumor_fraction=cfg.tumor_patch_fraction, masks_out=masks
+        )
+    else:
+        images = sample_volume_batch(
+            volumes,
+            rng,
+            batch_size=cfg.batch_size,
+            crop=cfg.volume_crop,
+            multiple=model_cfg.downsample_factor,
+            masks_out=masks,
+        )
+    return images, (np.stack(masks) if masks is not None else None)
 
 
 def train_vqvae(
@@ -559,8 +601,10 @@ def train_vqvae(
                 final=True,
             )
         for step_index in range(start_step, cfg.steps):
-            x = torch.from_numpy(_sample(volumes, rng, cfg, model_config)).to(device)
-            metrics = stage.step(x, step_index)
+            images, masks = _sample(volumes, rng, cfg, model_config)
+            x = torch.from_numpy(images).to(device)
+            mask = torch.from_numpy(masks).to(device) if masks is not None else None
+            metrics = stage.step(x, step_index, mask)
             done = step_index + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 metric_log.append(done, metrics)

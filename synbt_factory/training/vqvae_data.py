@@ -87,6 +87,17 @@ class PreparedVolumes:
             self._tumor_voxels[case_id] = np.argwhere(mask > 0).astype(np.int32)
         return self._tumor_voxels[case_id]
 
+    def read_mask(self, case_id: str, *, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+        """``size`` uint8 region of the case's tumor mask (zeros without one), clipped and zero-padded like :meth:`read`."""
+        shape = self.shape(case_id)
+        sl = tuple(slice(s, min(s + n, d)) for s, n, d in zip(start, size, shape, strict=True))
+        if "mask" not in self.store.array_names(case_id):
+            return np.zeros(tuple(size), np.uint8)
+        region = (np.asarray(self._array(case_id, "mask")[sl]) > 0).astype(np.uint8)
+        if region.shape != tuple(size):
+            region = np.pad(region, [(0, n - r) for n, r in zip(size, region.shape, strict=True)])
+        return region
+
     def tumor_cases(self) -> list[str]:
         """The cases with at least one tumor voxel (reads every mask once)."""
         return [c for c in self.case_ids if len(self.tumor_voxels(c))]
@@ -123,6 +134,7 @@ def sample_patch_batch(
     batch_size: int,
     size: Sequence[int],
     tumor_fraction: float = 0.0,
+    masks_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """A batch of random crops (B, 2, *size), each from a random case with a random post-contrast phase.
 
@@ -132,6 +144,9 @@ def sample_patch_batch(
     (case, phase, voxel, then a start per axis uniform over the starts that keep the voxel inside).
     Tumors fill well under 1 % of a breast MRI, so a small dataset sampled uniformly may leave the
     codebook without codes for enhancing tissue.
+
+    ``masks_out``, when given, receives the (*size) uint8 tumor mask of each crop, in batch order (reading
+    masks draws nothing, so the images are the same with or without it).
     """
     if not 0.0 <= tumor_fraction <= 1.0:
         raise ValueError(f"tumor_fraction must be in [0, 1], got {tumor_fraction}")
@@ -154,6 +169,8 @@ def sample_patch_batch(
             shape = volumes.shape(case)
             start = [int(rng.integers(max(d - n, 0) + 1)) for d, n in zip(shape, size, strict=True)]
         out[b] = volumes.read(case, phase=phase, start=start, size=size)
+        if masks_out is not None:
+            masks_out.append(volumes.read_mask(case, start=start, size=size))
     return out
 
 
@@ -164,9 +181,17 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def sample_volume_batch(
-    volumes: PreparedVolumes, rng: np.random.Generator, *, batch_size: int, crop: Sequence[int] | None, multiple: int
+    volumes: PreparedVolumes,
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    crop: Sequence[int] | None,
+    multiple: int,
+    masks_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Whole volumes (``crop`` None, batch 1) or random crops of size ``crop``, padded to a multiple of ``multiple``.
+
+    ``masks_out``, when given, receives each sample's tumor mask, padded the same way.
 
     Returns:
         (B, 2, X', Y', Z') float32.
@@ -176,5 +201,11 @@ def sample_volume_batch(
             raise ValueError("whole-volume batches need batch_size 1 (volumes differ in size); set a crop instead")
         case = volumes.case_ids[int(rng.integers(len(volumes.case_ids)))]
         phase = int(rng.integers(volumes.num_phases(case)))
+        if masks_out is not None:
+            masks_out.append(pad_to_multiple(volumes.read_mask(case, start=(0, 0, 0), size=volumes.shape(case)), multiple))
         return pad_to_multiple(volumes.read(case, phase=phase), multiple)[None]
-    return pad_to_multiple(sample_patch_batch(volumes, rng, batch_size=batch_size, size=crop), multiple)
+    masks: list[np.ndarray] = []
+    batch = sample_patch_batch(volumes, rng, batch_size=batch_size, size=crop, masks_out=masks)
+    if masks_out is not None:
+        masks_out.extend(pad_to_multiple(m, multiple) for m in masks)
+    return pad_to_multiple(batch, multiple)

@@ -13,8 +13,8 @@ import torch
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.config import replace
 from synbt_factory.store import CaseStore
-from synbt_factory.training.vqvae import VQVAETrainConfig, load_vqvae, train_presets, train_vqvae
-from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch
+from synbt_factory.training.vqvae import VQVAETrainConfig, load_vqvae, reconstruction_l1, train_presets, train_vqvae
+from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch
 from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 
 SHAPE = (40, 48, 32)
@@ -129,6 +129,40 @@ def test_volume_stage_leaves_encoder_and_codebook_bit_identical(
         assert torch.equal(before[key], after[key]), key
     decoder = [k for k in before if k.startswith("net.decoder.") and k.endswith("weight")]
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
+def test_tumor_weighted_l1_adds_the_tumor_voxels_share() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, recon = torch.rand(2, 2, 4, 4, 4, generator=gen), torch.rand(2, 2, 4, 4, 4, generator=gen)
+    mask = torch.zeros(2, 4, 4, 4, dtype=torch.uint8)
+    mask[0, 1:3, 1:3, 1:3] = 1
+    err = (recon - x).abs()
+    l1, weighted = reconstruction_l1(recon, x, mask, 3.0)
+    assert float(l1) == pytest.approx(float(err.mean()))
+    assert float(weighted) == pytest.approx(float(err.mean() + 3.0 * (err * mask[:, None]).mean()))
+    assert reconstruction_l1(recon, x, mask, 0.0)[1] is None and reconstruction_l1(recon, x, None, 3.0)[1] is None
+
+
+def test_volume_sampler_masks_match_the_images(store_path: Path) -> None:
+    store = CaseStore.open(store_path)
+    volumes = PreparedVolumes(store, ["CASE_000"])
+    masks: list[np.ndarray] = []
+    images = sample_volume_batch(volumes, np.random.default_rng(3), batch_size=1, crop=None, multiple=16, masks_out=masks)
+    plain = sample_volume_batch(volumes, np.random.default_rng(3), batch_size=1, crop=None, multiple=16)
+    assert np.array_equal(images, plain)  # reading masks draws nothing
+    truth = store.read_array("CASE_000", "mask") > 0
+    assert masks[0].shape == images.shape[2:] and truth.any()
+    assert np.array_equal(masks[0][: SHAPE[0], : SHAPE[1], : SHAPE[2]] > 0, truth)
+    assert not masks[0][SHAPE[0] :].any()  # padding carries no tumor
+
+
+def test_volume_stage_with_tumor_weight_logs_the_weighted_loss(
+    store_path: Path, patch_run: Path, tmp_path: Path
+) -> None:
+    _, cfg = _tiny("volume", steps=2, volume_crop=None, adv_start_step=0, tumor_loss_weight=4.0)
+    train_vqvae(store_path, tmp_path / "vol", train_config=cfg, init=patch_run / "final.pt", seed=2)
+    rows = [json.loads(line) for line in (tmp_path / "vol" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["l1_tumor_weighted"] > r["l1"] for r in rows)  # every whole volume holds a tumor
 
 
 class _Interrupt(Exception):
