@@ -22,6 +22,9 @@ def main() -> None:
     args = parser.parse_args()
     failed = []
     for name in args.only:
+        if "REQUIRES_ARGUMENTS = True" in (here / f"{name}_bench.py").read_text():
+            print(f"== {name}: skipped, it needs trained models as arguments (python -m bench.{name}_bench --help)")
+            continue
         cmd = [sys.executable, "-m", f"bench.{name}_bench"]
         if args.device:
             help_text = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=here.parent).stdout

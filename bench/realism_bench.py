@@ -27,6 +27,8 @@ from synbt_factory.preview import CaseView, case_montage
 from synbt_factory.store import CaseStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: ``python -m bench`` (run every bench) skips this one: it needs trained checkpoints.
+REQUIRES_ARGUMENTS = True
 
 
 def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
