@@ -78,7 +78,8 @@ def _in_place_ratios(prepared: CaseStore, method: SynBTMethod, n: int) -> list[f
             continue
         image = torch.from_numpy(np.asarray(arrays["image"][:2], dtype=np.float32))[None]
         with torch.inference_mode():
-            out = sampler.sample(image, torch.from_numpy(mask.astype(np.uint8))[None], [torch_generator(0, index, "ddim")])
+            masks = torch.from_numpy(mask.astype(np.uint8))[None]
+            out = sampler.sample(image, masks, [torch_generator(0, index, "ddim")])
         r = _ratio(out[0].float().numpy(), mask)
         if r is not None:
             values.append(r)

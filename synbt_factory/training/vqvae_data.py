@@ -88,7 +88,7 @@ class PreparedVolumes:
         return self._tumor_voxels[case_id]
 
     def read_mask(self, case_id: str, *, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-        """``size`` uint8 region of the case's tumor mask (zeros without one), clipped and zero-padded like :meth:`read`."""
+        """``size`` uint8 region of the tumor mask (zeros without one), clipped and zero-padded like :meth:`read`."""
         shape = self.shape(case_id)
         sl = tuple(slice(s, min(s + n, d)) for s, n, d in zip(start, size, shape, strict=True))
         if "mask" not in self.store.array_names(case_id):
@@ -202,7 +202,8 @@ def sample_volume_batch(
         case = volumes.case_ids[int(rng.integers(len(volumes.case_ids)))]
         phase = int(rng.integers(volumes.num_phases(case)))
         if masks_out is not None:
-            masks_out.append(pad_to_multiple(volumes.read_mask(case, start=(0, 0, 0), size=volumes.shape(case)), multiple))
+            mask = volumes.read_mask(case, start=(0, 0, 0), size=volumes.shape(case))
+            masks_out.append(pad_to_multiple(mask, multiple))
         return pad_to_multiple(volumes.read(case, phase=phase), multiple)[None]
     masks: list[np.ndarray] = []
     batch = sample_patch_batch(volumes, rng, batch_size=batch_size, size=crop, masks_out=masks)

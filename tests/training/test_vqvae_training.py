@@ -147,7 +147,9 @@ def test_volume_sampler_masks_match_the_images(store_path: Path) -> None:
     store = CaseStore.open(store_path)
     volumes = PreparedVolumes(store, ["CASE_000"])
     masks: list[np.ndarray] = []
-    images = sample_volume_batch(volumes, np.random.default_rng(3), batch_size=1, crop=None, multiple=16, masks_out=masks)
+    images = sample_volume_batch(
+        volumes, np.random.default_rng(3), batch_size=1, crop=None, multiple=16, masks_out=masks
+    )
     plain = sample_volume_batch(volumes, np.random.default_rng(3), batch_size=1, crop=None, multiple=16)
     assert np.array_equal(images, plain)  # reading masks draws nothing
     truth = store.read_array("CASE_000", "mask") > 0
