@@ -94,8 +94,14 @@ def _checkpoint_steps(path: Path) -> int | None:
 
 def _summary(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
-    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)),
-            "p10": float(np.percentile(arr, 10)), "p90": float(np.percentile(arr, 90))}
+    return {
+        "n": int(arr.size),
+        "mean": float(arr.mean()),
+        "std": float(arr.std()),
+        "median": float(np.median(arr)),
+        "p10": float(np.percentile(arr, 10)),
+        "p90": float(np.percentile(arr, 90)),
+    }
 
 
 def main() -> None:
@@ -122,11 +128,15 @@ def main() -> None:
         synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)
         in_place = _in_place_ratios(prepared, synbt, args.n)
         ratios, views = {}, list(real_views)
-        for name, method in (("synbt", synbt),
-                             ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
+        for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
             out = work / f"{name}.zarr"
-            run_generate(GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared,
-                         bank=args.bank, method=method)
+            run_generate(
+                GenerateConfig(n=args.n, seed=0, method=name),
+                out=out,
+                prepared=args.prepared,
+                bank=args.bank,
+                method=method,
+            )
             store = CaseStore.open(out)
             values = []
             for case_id in store.case_ids():
@@ -148,8 +158,11 @@ def main() -> None:
             "training_steps": {"vqvae": _checkpoint_steps(args.vqvae), "diffusion": _checkpoint_steps(args.diffusion)},
             "png": str(png.relative_to(RESULTS.parent.parent)),
         }
-        save_result("realism", figures, command="python -m bench.realism_bench --prepared P --bank B --vqvae VQ "
-                                                "--diffusion D --n " + str(args.n))
+        save_result(
+            "realism",
+            figures,
+            command="python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n " + str(args.n),
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
