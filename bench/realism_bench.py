@@ -40,50 +40,44 @@ def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
     return float(post.mean() / pre.mean())
 
 
-def _reconstruction_ratios(prepared: CaseStore, vqvae: Path, n: int, device: str) -> list[float]:
-    """post/pre inside real tumors after a VQ-VAE encode-decode: the ceiling of SynBT's enhancement."""
-    import torch
-
-    from synbt_factory.training.vqvae import load_vqvae
-    from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
-
-    model, _, _ = load_vqvae(vqvae, device)
-    values = []
-    for case_id in prepared.case_ids():
-        if len(values) >= n:
-            break
-        arrays, _ = prepared.read_case(case_id, ("image", "mask"))
-        image = np.asarray(arrays["image"][:2], dtype=np.float32)
-        recon, _ = reconstruct_volume(model, image, config=VQVAEEvalConfig(), device=torch.device(device))
-        r = _ratio(recon, arrays["mask"])
-        if r is not None:
-            values.append(r)
-    return values
-
-
-def _in_place_ratios(prepared: CaseStore, method: SynBTMethod, n: int) -> list[float]:
-    """post/pre inside real tumors re-synthesised at their own mask: the diffusion model alone, no placement."""
+def _real_tumor_ratios(
+    prepared: CaseStore, method: SynBTMethod, n: int, device: str
+) -> tuple[list[float], list[float], list[float], list[CaseView]]:
+    """post/pre inside every real tumor, and for the first ``n`` also after a VQ-VAE encode-decode (the
+    ceiling of SynBT's enhancement) and re-synthesised by SynBT at their own mask (the diffusion model alone,
+    no placement); each case is read once. Also the first four cases as preview rows.
+    """
     import torch
 
     from synbt_factory.rng import torch_generator
+    from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
 
-    sampler = method.sampler()
-    values = []
+    sampler, eval_config = method.sampler(), VQVAEEvalConfig()
+    real, recon, in_place, views = [], [], [], []
     for index, case_id in enumerate(prepared.case_ids()):
-        if len(values) >= n:
-            break
         arrays, _ = prepared.read_case(case_id, ("image", "mask"))
-        mask = np.asarray(arrays["mask"]) > 0
-        if not mask.any():
+        r = _ratio(arrays["image"], arrays["mask"])
+        if r is None:
             continue
-        image = torch.from_numpy(np.asarray(arrays["image"][:2], dtype=np.float32))[None]
+        real.append(r)
+        if len(views) < 4:
+            views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
+        if len(in_place) >= n:
+            continue
+        image = np.asarray(arrays["image"][:2], dtype=np.float32)
+        mask = np.asarray(arrays["mask"]) > 0
+        decoded, _ = reconstruct_volume(sampler.autoencoder, image, config=eval_config, device=torch.device(device))
         with torch.inference_mode():
-            masks = torch.from_numpy(mask.astype(np.uint8))[None]
-            out = sampler.sample(image, masks, [torch_generator(0, index, "ddim")])
-        r = _ratio(out[0].float().numpy(), mask)
-        if r is not None:
-            values.append(r)
-    return values
+            out = sampler.sample(
+                torch.from_numpy(image)[None],
+                torch.from_numpy(mask.astype(np.uint8))[None],
+                [torch_generator(0, index, "ddim")],
+            )
+        for values, volume in ((recon, decoded), (in_place, out[0].float().cpu().numpy())):
+            ratio = _ratio(volume, mask)
+            if ratio is not None:
+                values.append(ratio)
+    return real, recon, in_place, views
 
 
 def _checkpoint_steps(path: Path) -> int | None:
@@ -116,17 +110,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))
     try:
         prepared = CaseStore.open(args.prepared)
-        real, real_views = [], []
-        for case_id in prepared.case_ids():
-            arrays, _ = prepared.read_case(case_id, ("image", "mask"))
-            r = _ratio(arrays["image"], arrays["mask"])
-            if r is not None:
-                real.append(r)
-                if len(real_views) < 4:
-                    real_views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
-        recon = _reconstruction_ratios(prepared, args.vqvae, args.n, args.device)
         synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)
-        in_place = _in_place_ratios(prepared, synbt, args.n)
+        real, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
         ratios, views = {}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
             out = work / f"{name}.zarr"

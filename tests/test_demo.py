@@ -57,7 +57,7 @@ def test_every_step_runs_and_leaves_a_marker(demo_run) -> None:
         assert not step.skipped, step.name
         marker = read_marker(out, step.name)
         assert marker is not None and marker["step"] == step.name
-        assert marker["seconds"] >= 0
+        assert {"step", "outputs", "seconds"} <= set(marker)  # the documented marker record
         for path in step.outputs.values():
             assert path.exists(), f"{step.name}: {path}"
     for png in ("phantom/phantom_preview.png", "vqvae/eval/vqvae_reconstruction.png", "previews/synbt.png",
@@ -116,7 +116,7 @@ def test_second_run_skips_every_step(demo_run) -> None:
     assert len(before) > len(config.step_names())
     again = run_demo(out, preset=config, device="cpu", seed=0)
     assert all(s.skipped for s in again.steps), [s.name for s in again.steps if not s.skipped]
-    assert [s.seconds for s in again.steps] == [pytest.approx(s.seconds, abs=1e-3) for s in first.steps]
+    assert [s.outputs for s in again.steps] == [s.outputs for s in first.steps]  # skipped steps report their outputs
     assert _snapshot(out) == before  # no marker rewritten, no checkpoint touched
     assert again.table_rows == first.table_rows
 

@@ -87,16 +87,29 @@ class PreparedVolumes:
             self._tumor_voxels[case_id] = np.argwhere(mask > 0).astype(np.int32)
         return self._tumor_voxels[case_id]
 
+    def _region(
+        self, case_id: str, start: Sequence[int] | None, size: Sequence[int] | None
+    ) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        """(spatial slices clipped to the volume, requested size) of a region read."""
+        shape = self.shape(case_id)
+        start = tuple(start) if start is not None else (0, 0, 0)
+        size = tuple(size) if size is not None else shape
+        return tuple(slice(s, min(s + n, d)) for s, n, d in zip(start, size, shape, strict=True)), size
+
+    @staticmethod
+    def _pad_back(region: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """Zero-pad the last three axes of a clipped region back to ``size``."""
+        if region.shape[-3:] == size:
+            return region
+        pad = [(0, 0)] * (region.ndim - 3) + [(0, n - r) for n, r in zip(size, region.shape[-3:], strict=True)]
+        return np.pad(region, pad)
+
     def read_mask(self, case_id: str, *, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
         """``size`` uint8 region of the tumor mask (zeros without one), clipped and zero-padded like :meth:`read`."""
-        shape = self.shape(case_id)
-        sl = tuple(slice(s, min(s + n, d)) for s, n, d in zip(start, size, shape, strict=True))
+        sl, size = self._region(case_id, start, size)
         if "mask" not in self.store.array_names(case_id):
-            return np.zeros(tuple(size), np.uint8)
-        region = (np.asarray(self._array(case_id, "mask")[sl]) > 0).astype(np.uint8)
-        if region.shape != tuple(size):
-            region = np.pad(region, [(0, n - r) for n, r in zip(size, region.shape, strict=True)])
-        return region
+            return np.zeros(size, np.uint8)
+        return self._pad_back((np.asarray(self._array(case_id, "mask")[sl]) > 0).astype(np.uint8), size)
 
     def tumor_cases(self) -> list[str]:
         """The cases with at least one tumor voxel (reads every mask once)."""
@@ -109,10 +122,7 @@ class PreparedVolumes:
 
         The region is clipped to the volume and zero-padded back to ``size`` (for volumes smaller than a patch).
         """
-        shape = self.shape(case_id)
-        start = tuple(start) if start is not None else (0, 0, 0)
-        size = tuple(size) if size is not None else shape
-        sl = tuple(slice(s, min(s + n, d)) for s, n, d in zip(start, size, shape, strict=True))
+        sl, size = self._region(case_id, start, size)
         pre = self._array(case_id, "image")[(0, *sl)]
         if phase == 0 or self.num_phases(case_id) == 1:
             if phase != 0:
@@ -120,11 +130,7 @@ class PreparedVolumes:
             post = self._array(case_id, "image")[(1, *sl)]
         else:
             post = self._array(case_id, "phases")[(phase, *sl)]
-        region = np.stack([np.asarray(pre), np.asarray(post)]).astype(np.float32)
-        if region.shape[1:] != size:
-            pad = [(0, 0)] + [(0, n - r) for n, r in zip(size, region.shape[1:], strict=True)]
-            region = np.pad(region, pad)
-        return region
+        return self._pad_back(np.stack([np.asarray(pre), np.asarray(post)]).astype(np.float32), size)
 
 
 def sample_patch_batch(
