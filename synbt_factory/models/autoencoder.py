@@ -51,16 +51,28 @@ class LatentAutoencoder(Protocol):
 class LatentNorm:
     """Affine map between raw latents and the diffusion model's normalised latents.
 
-    ``normalised = (raw - shift) / scale``; with shift/scale from the codebook's min/max this maps
-    every code into [-1, 1]. Stored inside VQ-VAE and diffusion checkpoints.
+    ``normalised = (raw - shift) / scale``. Two constructions:
+
+    - :meth:`from_codebook`: the codebook's value range → [-1, 1];
+    - :meth:`standardised`: zero mean and unit variance over training latents, the "scale factor"
+      of latent diffusion (Rombach et al. 2022, Sec. 4.3.2). The forward process (Eq. 1) adds unit-variance
+      noise, so latents with a spread far below 1 are drowned by it at every timestep but the last few.
+
+    ``clip`` is the normalised value range of the codebook, the only values the decoder ever sees: the
+    DDIM sampler clips its predicted z₀ to it. Stored inside VQ-VAE and diffusion checkpoints.
     """
 
     shift: float = 0.0
     scale: float = 1.0
+    clip: tuple[float, float] = (-1.0, 1.0)
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
+        clip = tuple(float(v) for v in self.clip)  # a checkpoint stores it as a list
+        if len(clip) != 2 or not clip[0] < clip[1]:
+            raise ValueError(f"clip must be (low, high) with low < high, got {self.clip}")
+        object.__setattr__(self, "clip", clip)
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.shift) / self.scale
@@ -73,3 +85,14 @@ class LatentNorm:
         """Map the codebook's value range (K, D) to [-1, 1]."""
         lo, hi = float(codebook.min()), float(codebook.max())
         return cls(shift=(hi + lo) / 2.0, scale=max((hi - lo) / 2.0, 1e-6))
+
+    def standardised(self, mean: float, std: float) -> LatentNorm:
+        """The norm whose output is this norm's output standardised: ``(normalise(z) - mean) / std``.
+
+        Args:
+            mean, std: statistics of latents normalised by ``self`` (std > 0).
+        """
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        return LatentNorm(shift=self.shift + mean * self.scale, scale=self.scale * std,
+                          clip=((self.clip[0] - mean) / std, (self.clip[1] - mean) / std))

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _FILLS = ("smooth", "zeros")
 _MASK_DOWN = ("mean", "max")
+_LATENT_SCALES = ("std", "codebook")
 _SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
 
 
@@ -77,6 +78,10 @@ class DiffusionConfig:
             or ``"zeros"``.
         mask_down: ``down(M)``: ``"mean"`` (tumor fraction of each latent cell, keeps sub-cell shape)
             or ``"max"`` (1 where any voxel of the cell is tumor).
+        latent_scale: how latents are normalised for the diffusion model: ``"std"`` (zero mean, unit
+            variance over the training latents, :meth:`~synbt_factory.models.autoencoder.LatentNorm.standardised`)
+            or ``"codebook"`` (the codebook's range → [-1, 1]; the latents' spread is then about 0.1, and
+            most of the noise schedule carries no signal).
     """
 
     latent_channels: int = 8
@@ -92,6 +97,7 @@ class DiffusionConfig:
     mask_dilation: int = 2
     fill: str = "smooth"
     mask_down: str = "mean"
+    latent_scale: str = "std"
 
     def __post_init__(self) -> None:
         if self.latent_channels < 1:
@@ -128,6 +134,8 @@ class DiffusionConfig:
             raise ValueError(f"fill must be one of {', '.join(_FILLS)}, got {self.fill!r}")
         if self.mask_down not in _MASK_DOWN:
             raise ValueError(f"mask_down must be one of {', '.join(_MASK_DOWN)}, got {self.mask_down!r}")
+        if self.latent_scale not in _LATENT_SCALES:
+            raise ValueError(f"latent_scale must be one of {', '.join(_LATENT_SCALES)}, got {self.latent_scale!r}")
 
     @property
     def in_channels(self) -> int:
@@ -229,13 +237,15 @@ def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
                          **_schedule_args(config))
 
 
-def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: bool = True) -> DDIMScheduler:
+def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: bool = True,
+                        clip_range: tuple[float, float] = (-1.0, 1.0)) -> DDIMScheduler:
     """MONAI DDIM scheduler with ``steps`` inference steps and "trailing" spacing.
 
     MONAI's ``step`` moves from ``t`` to ``t - T // steps`` while ``set_timesteps`` spaces the
     timesteps by ``linspace(T - 1 - offset, 0, steps)``; ``steps_offset = T // steps - 1`` makes the
     two agree exactly when ``steps`` divides T (timesteps 999, 899, …, 99 for T=1000, 10 steps): every
-    model call then sees a sample at the noise level it is told.
+    model call then sees a sample at the noise level it is told. With ``clip_sample`` the predicted z₀
+    is clipped to ``clip_range`` (:attr:`~synbt_factory.models.autoencoder.LatentNorm.clip`).
     """
     t_total = config.num_train_timesteps
     if not 1 <= steps <= t_total:
@@ -243,7 +253,8 @@ def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: boo
     if t_total % steps:
         log.warning("DDIM steps %d does not divide T=%d: timesteps and step targets differ slightly", steps, t_total)
     sched = DDIMScheduler(num_train_timesteps=t_total, schedule=config.schedule, clip_sample=clip_sample,
-                          set_alpha_to_one=True, steps_offset=t_total // steps - 1, **_schedule_args(config))
+                          set_alpha_to_one=True, steps_offset=t_total // steps - 1,
+                          clip_sample_min=clip_range[0], clip_sample_max=clip_range[1], **_schedule_args(config))
     sched.set_timesteps(steps)
     return sched
 

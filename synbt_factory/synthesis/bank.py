@@ -29,11 +29,17 @@ from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError
 from synbt_factory.synthesis.augment import STRUCTURE_26, AugmentConfig, AugmentRecord, apply_augment, draw_augment
 
-__all__ = ["BankConfig", "TemplateMeta", "TemplateRecord", "TumorBank", "build_bank", "breast_size_mm"]
+__all__ = ["BREAST_SOURCES", "BankConfig", "TemplateMeta", "TemplateRecord", "TumorBank", "build_bank",
+           "breast_size_mm"]
 
 log = logging.getLogger(__name__)
 
 BANK_FORMAT = 1
+#: Breast masks in order of preference, the tissue model's first, as placement reads them
+#: (:func:`~synbt_factory.synthesis.placement.context_from_store`): a template's breast size and a
+#: background's are then measured on the same kind of mask. On the phantom the label mask joins both
+#: breasts into one component and the model's does not, so mixing them shrank every tumor to the clip.
+BREAST_SOURCES = ("breast_pred", "breast")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +75,7 @@ class TemplateMeta:
         voxels: template voxel count; volume_mm3: its volume.
         extents_mm: bounding-box size of the component (without margin).
         breast_size_mm: cube root of one breast's volume in the source case (None if unknown).
+        breast_source: the array it was measured on (one of :data:`BREAST_SOURCES`; None if unknown).
         pre_mean / post_mean: mean pre / post intensity inside the component.
     """
 
@@ -84,6 +91,7 @@ class TemplateMeta:
     volume_mm3: float = 1.0
     extents_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
     breast_size_mm: float | None = None
+    breast_source: str | None = None
     pre_mean: float = 0.0
     post_mean: float = 0.0
 
@@ -134,11 +142,11 @@ def breast_size_mm(breast: np.ndarray, spacing: Iterable[float] = (1.0, 1.0, 1.0
     return float((big.mean() * voxel_mm3) ** (1.0 / 3.0))
 
 
-def _case_breast(arrays_available: list[str], store: CaseStore, case_id: str) -> np.ndarray | None:
-    for name in ("breast", "breast_pred"):
+def _case_breast(arrays_available: list[str], store: CaseStore, case_id: str) -> tuple[str | None, np.ndarray | None]:
+    for name in BREAST_SOURCES:
         if name in arrays_available:
-            return store.read_array(case_id, name)
-    return None
+            return name, store.read_array(case_id, name)
+    return None, None
 
 
 def build_bank(
@@ -195,7 +203,7 @@ def build_bank(
         spacing = [float(s) for s in attrs.get("spacing", [1.0, 1.0, 1.0])]
         voxel_mm3 = float(np.prod(spacing))
         affine = np.asarray(attrs.get("affine", np.eye(4).tolist()), dtype=np.float64)
-        breast = _case_breast(names, src, case_id)
+        breast_source, breast = _case_breast(names, src, case_id)
         bsize = breast_size_mm(breast, spacing) if breast is not None else None
         labels, n = ndimage.label(mask, structure=STRUCTURE_26)
         if n == 0:
@@ -233,6 +241,7 @@ def build_bank(
                 volume_mm3=voxels * voxel_mm3,
                 extents_mm=tuple(float((s.stop - s.start) * sp) for s, sp in zip(sl, spacing, strict=True)),  # type: ignore[arg-type]
                 breast_size_mm=bsize,
+                breast_source=breast_source if bsize is not None else None,
                 pre_mean=float(crop_img[0][inside].astype(np.float32).mean()),
                 post_mean=float(crop_img[1][inside].astype(np.float32).mean()),
             )

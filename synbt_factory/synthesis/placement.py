@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from synbt_factory.config import config_from_dict, config_to_dict
-from synbt_factory.synthesis.bank import TemplateRecord, TumorBank, breast_size_mm
+from synbt_factory.synthesis.bank import BREAST_SOURCES, TemplateRecord, TumorBank, breast_size_mm
 
 __all__ = [
     "PlacementConfig",
@@ -73,7 +73,8 @@ class PlacementConfig:
         overlap_margin_mm: minimum distance to a tumor already in the case.
         max_templates: templates drawn before giving up.
         centres_per_template: centres tried per drawn template.
-        size_relative: scale by (background breast size / source breast size) when both known.
+        size_relative: scale by (background breast size / source breast size) when both are known and
+            were measured on the same kind of breast mask (both the tissue model's, or both labels).
         scale_range: clip of that relative scale.
         max_diameter_fraction: cap of the tumor's equivalent diameter as a fraction of the
             background's breast size (cube root of one breast's volume).
@@ -372,7 +373,13 @@ class PlacementContext:
 def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig) -> float:
     meta = bank.meta(record.template_id)
     scale = 1.0
-    if config.size_relative and meta.breast_size_mm and ctx.breast_size_mm:
+    background_source = ctx.notes.get("breast_source")
+    comparable = meta.breast_source is None or background_source not in BREAST_SOURCES or (
+        meta.breast_source == background_source)
+    if not comparable:
+        log.debug("template %s: breast size from %s, background's from %s: not compared", record.template_id,
+                  meta.breast_source, background_source)
+    if config.size_relative and comparable and meta.breast_size_mm and ctx.breast_size_mm:
         scale = float(np.clip(ctx.breast_size_mm / meta.breast_size_mm, *config.scale_range))
     if ctx.breast_size_mm:
         zoom = float(np.prod(record.augment.zoom) ** (1.0 / 3.0))
@@ -499,8 +506,8 @@ def context_from_store(
     if source not in ("auto", "pred", "labels"):
         raise ValueError(f"source must be 'auto', 'pred' or 'labels', got {source!r}")
     names = set(store.array_names(case_id))
-    order = {"auto": (("tissue_pred", "breast_pred"), ("tissue", "breast")),
-             "pred": (("tissue_pred", "breast_pred"),), "labels": (("tissue", "breast"),)}[source]
+    auto = tuple(zip(("tissue_pred", "tissue"), BREAST_SOURCES, strict=True))  # the bank's order of breast masks
+    order = {"auto": auto, "pred": auto[:1], "labels": auto[1:]}[source]
     fgt_name = next((f for f, _ in order if f in names), None)
     breast_name = next((b for _, b in order if b in names), None)
     if source != "auto" and fgt_name is None:

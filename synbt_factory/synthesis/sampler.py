@@ -68,7 +68,7 @@ class SamplerConfig:
         keep_margin: latent cells around the removed region that are generated; all others keep
             the real latent (RePaint replacement).
         blend_ramp: image voxels over which the blend weight falls from 1 to 0 outside the removed region.
-        clip_sample: clip the predicted z₀ to [-1, 1] in each DDIM step (normalised latents lie there).
+        clip_sample: clip the predicted z₀ in each DDIM step to the normalised codebook range (``latent_norm.clip``).
         bf16: bf16 autocast of the denoiser on CUDA (ignored on CPU).
         compile: ``torch.compile`` the denoiser on CUDA (ignored on CPU).
         per_case_calls: run every network one case at a time (bit-identical results whatever the batch);
@@ -181,7 +181,7 @@ class InpaintingSampler:
                              f"the denoiser {self.diffusion_config.latent_channels}")
         self.device = next(denoiser.parameters()).device
         self.scheduler = make_ddim_scheduler(self.diffusion_config, self.config.steps,
-                                             clip_sample=self.config.clip_sample)
+                                             clip_sample=self.config.clip_sample, clip_range=latent_norm.clip)
         self.step_ratio = self.diffusion_config.num_train_timesteps // self.config.steps
         f = autoencoder.downsample_factor
         if self.config.blend_ramp > f * self.config.keep_margin:

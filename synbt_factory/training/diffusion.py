@@ -38,7 +38,9 @@ from synbt_factory.rng import case_generator, case_seed_sequence, torch_generato
 from synbt_factory.training.diffusion_data import (
     LatentCase,
     effective_crop,
+    latent_statistics,
     precompute_latents,
+    renormalise,
     sample_crop_batch,
     select_tumor_cases,
 )
@@ -370,15 +372,17 @@ def train_diffusion_from_store(
 
     out = Path(out)
     device = torch.device(device)
+    saved_norm = None
     if (out / LAST_NAME).exists():
         if not resume:
             raise FileExistsError(
                 f"{out} already holds a run ({LAST_NAME}); pass resume or choose another output folder"
             )
-        saved = config_from_dict(DiffusionConfig, load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND)["config"])
+        last = load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND)
+        saved = config_from_dict(DiffusionConfig, last["config"])
         if saved != model_config:
             log.warning("resuming %s: the model config comes from its checkpoint, not from the preset given", out)
-        model_config = saved
+        model_config, saved_norm = saved, LatentNorm(**last["latent_norm"])
     sha = file_sha256(Path(vqvae))
     autoencoder, norm, _ = load_vqvae(Path(vqvae), device)
     if autoencoder.latent_channels != model_config.latent_channels:
@@ -391,6 +395,15 @@ def train_diffusion_from_store(
     del autoencoder
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    if saved_norm is not None:  # a resumed run keeps the normalisation it started with
+        target = saved_norm
+    elif model_config.latent_scale == "std":
+        target = norm.standardised(*latent_statistics(latents))
+    else:
+        target = norm
+    log.info("latent normalisation: shift %.4g, scale %.4g, codebook range %.3g..%.3g", target.shift, target.scale,
+             *target.clip)
+    latents, norm = renormalise(latents, norm, target), target
     return train_diffusion(latents, out, model_config=model_config, train_config=train_config, latent_norm=norm,
                            vqvae_sha256=sha, resume=resume, device=device, seed=seed,
                            run_info={"data": str(data), "vqvae": str(vqvae)}, progress=progress)

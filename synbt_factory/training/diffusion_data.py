@@ -27,7 +27,8 @@ from synbt_factory.models.diffusion import DiffusionConfig, build_condition
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
 
-__all__ = ["LatentCase", "select_tumor_cases", "precompute_latents", "effective_crop", "sample_crop_batch"]
+__all__ = ["LatentCase", "select_tumor_cases", "precompute_latents", "latent_statistics", "renormalise",
+           "effective_crop", "sample_crop_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,31 @@ def precompute_latents(
         out.append(LatentCase(case_id=case_id, z0=z0, cond=cond))
         report(progress, i + 1, len(case_ids), {})
     return out
+
+
+def latent_statistics(cases: Sequence[LatentCase]) -> tuple[float, float]:
+    """Mean and standard deviation of every value of every case's z0 (float64)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for case in cases:
+        z = case.z0.double()
+        total, total_sq, count = total + float(z.sum()), total_sq + float((z * z).sum()), count + z.numel()
+    mean = total / count
+    return mean, max(total_sq / count - mean * mean, 0.0) ** 0.5
+
+
+def renormalise(cases: Sequence[LatentCase], source: LatentNorm, target: LatentNorm) -> list[LatentCase]:
+    """Latents normalised by ``source`` re-expressed under ``target``: z0 and the Z_masked channels of cond.
+
+    down(M), the last channel of cond, is unchanged.
+    """
+    if source == target:
+        return list(cases)
+
+    def convert(z: torch.Tensor) -> torch.Tensor:
+        return target.normalise(source.denormalise(z.double())).float()
+
+    return [LatentCase(case_id=c.case_id, z0=convert(c.z0), cond=torch.cat([convert(c.cond[:-1]), c.cond[-1:]]))
+            for c in cases]
 
 
 def effective_crop(cases: Sequence[LatentCase], crop: Sequence[int], divisor: int) -> tuple[int, int, int]:

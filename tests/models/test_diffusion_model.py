@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.diffusion import (
     DIFFUSION_PRESETS,
     DiffusionConfig,
@@ -71,6 +72,33 @@ def test_ddim_timesteps_match_step_targets() -> None:
     assert all(a - ratio == b for a, b in zip(ts, ts[1:], strict=False))  # each step lands on the next model call's t
     train = make_train_scheduler(cfg)
     assert torch.allclose(train.alphas_cumprod, sched.alphas_cumprod)
+
+
+def test_standardised_norm_composes_with_its_base_and_moves_the_clip_range() -> None:
+    codebook = torch.tensor([[-3.0, 1.0], [5.0, 0.0]])
+    base = LatentNorm.from_codebook(codebook)
+    assert base.clip == (-1.0, 1.0) and base.normalise(codebook).min() == -1.0 and base.normalise(codebook).max() == 1.0
+    z = torch.linspace(-2.0, 4.0, 7)
+    std = base.standardised(0.25, 0.1)
+    assert torch.allclose(std.normalise(z), (base.normalise(z) - 0.25) / 0.1)
+    assert torch.allclose(std.denormalise(std.normalise(z)), z)
+    assert std.clip == pytest.approx((std.normalise(codebook).min().item(), std.normalise(codebook).max().item()))
+    assert LatentNorm(**{"shift": 0.0, "scale": 1.0, "clip": [-2, 3]}).clip == (-2.0, 3.0)  # as read from a checkpoint
+    with pytest.raises(ValueError, match="clip"):
+        LatentNorm(clip=(1.0, -1.0))
+    with pytest.raises(ValueError, match="std"):
+        base.standardised(0.0, 0.0)
+
+
+def test_ddim_clips_the_predicted_latent_to_the_given_range() -> None:
+    cfg = diffusion_preset("tiny")
+    x = torch.zeros(1, 1, 2, 2, 2)
+    eps = torch.full_like(x, -50.0)  # predicted z0 far above any range
+    for low, high in ((-1.0, 1.0), (-6.0, 4.0)):
+        sched = make_ddim_scheduler(cfg, 10, clip_range=(low, high))
+        t = int(sched.timesteps[-1])  # last step: the output is the clipped z0 itself
+        out, z0 = sched.step(eps, t, x)
+        assert torch.allclose(z0, torch.full_like(x, high)) and torch.allclose(out, z0)
 
 
 def test_removed_region_is_filled_from_its_surroundings_and_rest_kept() -> None:

@@ -174,6 +174,32 @@ def test_context_from_store_prefers_predicted_tissue(bank: TumorBank, tmp_path: 
     assert np.array_equal(ctx.fgt, pred.astype(bool) & ctx.breast)
 
 
+def test_breast_sizes_are_compared_only_on_the_same_kind_of_mask(tmp_path: Path) -> None:
+    image, mask, fgt, breast, _ = _anatomy(0, tumor=True)
+    apart = breast & (np.abs(np.indices(SHAPE)[0] - 32) > 1)  # the model's mask: the two breasts do not touch
+    assert ndimage.label(breast)[1] == 1 and ndimage.label(apart)[1] == 2
+    arrays = {"image": image.astype(np.float16), "mask": mask, "tissue": (fgt * 2).astype(np.uint8),
+              "breast": breast.astype(np.uint8)}
+    predicted = {"tissue_pred": fgt.astype(np.uint8), "breast_pred": apart.astype(np.uint8)}
+    attrs = {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"}
+    labels = CaseStore.create(tmp_path / "labels.zarr", kind="prepared", card={})
+    labels.write_case("P0", arrays, attrs)
+    both = CaseStore.create(tmp_path / "both.zarr", kind="prepared", card={})
+    both.write_case("P0", {**arrays, **predicted}, attrs)
+    ctx = context_from_store(both, "P0")
+    assert ctx.notes["breast_source"] == "breast_pred"
+    config = PlacementConfig(min_in_breast=0.5)
+    same = build_bank(both, tmp_path / "same.zarr")
+    assert {t.breast_source for t in same.templates} == {"breast_pred"}
+    _, record = place_tumor(np.random.default_rng(0), same, ctx, config)
+    assert record.template.scale == pytest.approx(1.0, abs=0.05)  # same case, same kind of mask
+    other = build_bank(labels, tmp_path / "other.zarr")
+    assert {t.breast_source for t in other.templates} == {"breast"}
+    assert other.templates[0].breast_size_mm > 1.2 * ctx.breast_size_mm  # labels measure both breasts as one
+    _, record = place_tumor(np.random.default_rng(0), other, ctx, config)
+    assert record.template.scale == 1.0  # not compared, so not shrunk
+
+
 @pytest.fixture(scope="module")
 def phantom_store(tmp_path_factory) -> CaseStore:
     """Five tiny procedural phantom cases, prepared (the realistic end-to-end input)."""

@@ -19,7 +19,9 @@ from synbt_factory.store import CaseStore
 from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
 from synbt_factory.training.diffusion_data import (
     effective_crop,
+    latent_statistics,
     precompute_latents,
+    renormalise,
     sample_crop_batch,
     select_tumor_cases,
 )
@@ -95,6 +97,21 @@ def test_latents_have_target_and_condition_and_are_cached(latents, store, autoen
     assert torch.equal(recomputed[0].z0, case.z0) and not torch.equal(recomputed[0].cond, case.cond)
 
 
+def test_standardised_latents_have_unit_variance_and_keep_down_m(latents, autoencoder) -> None:
+    cases, _ = latents
+    base = autoencoder.latent_norm()
+    mean, std = latent_statistics(cases)
+    assert std < 0.5  # codebook-range latents are far from unit variance
+    target = base.standardised(mean, std)
+    moved = renormalise(cases, base, target)
+    values = torch.cat([c.z0.flatten() for c in moved])
+    assert abs(float(values.mean())) < 1e-4 and abs(float(values.std(unbiased=False)) - 1.0) < 1e-4
+    for old, new in zip(cases, moved, strict=True):
+        assert torch.equal(new.cond[-1], old.cond[-1])  # down(M) is not a latent
+        assert torch.allclose(target.denormalise(new.cond[:-1]), base.denormalise(old.cond[:-1]), atol=1e-5)
+    assert renormalise(cases, base, base)[0] is cases[0]
+
+
 def test_tumor_crops_contain_the_tumor(latents) -> None:
     cases, _ = latents
     crop = effective_crop(cases, (8, 8, 8), 2)
@@ -160,6 +177,12 @@ def vqvae_ckpt(store: CaseStore, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out / "final.pt"
 
 
+def vqvae_norm(path: Path):
+    from synbt_factory.training.vqvae import load_vqvae
+
+    return load_vqvae(path)[1]
+
+
 def _app() -> Typer:
     from cli.cmd_diffusion import generate_one
     from cli.cmd_diffusion import train_diffusion as train_cmd
@@ -181,6 +204,14 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     again = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
                                 str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
     assert again.exit_code == 2 and "--resume" in again.output
+    _, _, norm, _ = load_diffusion(run / "final.pt")  # standardised: the cached latents have unit variance under it
+    cached = [np.load(p)["z0"] for p in sorted((run / "latents").glob("*.npz"))]
+    raw = vqvae_norm(vqvae_ckpt).denormalise(torch.from_numpy(np.concatenate([c.ravel() for c in cached])).double())
+    assert abs(float(norm.normalise(raw).std()) - 1.0) < 1e-3
+    resumed = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
+                                  str(run), "--preset", "tiny", "--steps", "4", "--resume", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_diffusion(run / "final.pt")[2] == norm and load_checkpoint(run / "final.pt")["step"] == 4
 
     arrays, attrs = store.read_case("CASE_003", ("image",))
     mask = np.zeros(SHAPE, np.uint8)
