@@ -105,12 +105,15 @@ def main() -> None:
     parser.add_argument("--vqvae", type=Path, required=True)
     parser.add_argument("--diffusion", type=Path, required=True)
     parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper's 10)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))
     try:
         prepared = CaseStore.open(args.prepared)
-        synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device)
+        synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
+                                             eta=args.eta)
         real, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
         ratios, views = {}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
@@ -139,6 +142,7 @@ def main() -> None:
             "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(in_place),
             "post_over_pre_inside_synthetic_masks": ratios,
             "samples_per_method": args.n,
+            "ddim": {"steps": args.steps, "eta": args.eta},
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},
             "training_steps": {"vqvae": _checkpoint_steps(args.vqvae), "diffusion": _checkpoint_steps(args.diffusion)},
             "png": str(png.relative_to(RESULTS.parent.parent)),
@@ -146,7 +150,8 @@ def main() -> None:
         save_result(
             "realism",
             figures,
-            command="python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n " + str(args.n),
+            command=(f"python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n {args.n} "
+                     f"--steps {args.steps} --eta {args.eta}"),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -44,6 +44,10 @@ def train_diffusion(
     mask_loss_weight: Optional[float] = typer.Option(None, "--mask-loss-weight", help=(
         "Extra loss weight on latent cells with tumor (0 = plain MSE)."
     )),
+    latent_scale: Optional[str] = typer.Option(None, "--latent-scale", help=(
+        "Latent normalisation: std (zero mean, unit variance over the training latents; default) or codebook "
+        "(the codebook's range to [-1, 1], the setting before std existed)."
+    )),
     resume: bool = typer.Option(False, "--resume", help=(
         "Continue the run in --out from last.pt (model, EMA, optimiser, step, RNG)."
     )),
@@ -73,6 +77,8 @@ def train_diffusion(
         if crop is not None:
             changes["crop"] = _parse_triple(crop, "--crop")
         train_config = dataclasses.replace(train_config, **changes)
+        if latent_scale is not None:
+            model_config = dataclasses.replace(model_config, latent_scale=latent_scale)
         dev = resolve_device(device)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
