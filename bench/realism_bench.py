@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--diffusion", type=Path, required=True)
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper's 10)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))

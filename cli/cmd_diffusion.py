@@ -45,8 +45,8 @@ def train_diffusion(
         "Extra loss weight on latent cells with tumor (0 = plain MSE)."
     )),
     latent_scale: Optional[str] = typer.Option(None, "--latent-scale", help=(
-        "Latent normalisation: std (zero mean, unit variance over the training latents; default) or codebook "
-        "(the codebook's range to [-1, 1], the setting before std existed)."
+        "Latent normalisation: codebook (the codebook's range to [-1, 1]; default) or std (zero mean, unit "
+        "variance over the training latents, as in latent diffusion)."
     )),
     resume: bool = typer.Option(False, "--resume", help=(
         "Continue the run in --out from last.pt (model, EMA, optimiser, step, RNG)."
@@ -116,8 +116,8 @@ def generate_one(
         "Output 4-D NIfTI (X, Y, Z, 2): volume 0 pre-contrast, 1 post-contrast, with the synthetic tumor."
     )),
     steps: int = typer.Option(10, "--steps", help="DDIM steps (paper: 10)."),
-    eta: float = typer.Option(0.0, "--eta", help=(
-        "DDIM eta: 0 deterministic given the seed's initial noise, 1 DDPM-like."
+    eta: float = typer.Option(1.0, "--eta", help=(
+        "DDIM eta: 0 deterministic given the seed's initial noise, 1 DDPM-like (default: keeps more enhancement)."
     )),
     mode: str = typer.Option("window", "--mode", help=(
         "window: diffuse and decode a latent window around the mask; whole: the whole latent (paper)."

@@ -18,7 +18,8 @@ def generate(
     method: str = typer.Option("synbt", "--method", help="synbt (latent diffusion) or syntumor (analytical baseline, no model)."),
     vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="VQ-VAE checkpoint (method synbt)."),
     diffusion: Optional[Path] = typer.Option(None, "--diffusion", help="Diffusion checkpoint (method synbt)."),
-    steps: int = typer.Option(10, "--steps", help="DDIM steps (method synbt)."),
+    steps: int = typer.Option(10, "--steps", help="DDIM steps (method synbt; paper: 10)."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM eta (method synbt): 0 deterministic given the noise, 1 DDPM-like."),
     batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
     workers: int = typer.Option(2, "--workers", help="Dask threads for placement and writing; does not change results."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."),
@@ -62,7 +63,7 @@ def generate(
                      "or use --method syntumor")
             from synbt_factory.generate.synbt_method import SynBTMethod
 
-            tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps)
+            tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps, eta=eta)
         with progress_bar(f"generate ({method})", total=n) as update:
             result = run_generate(config, out=out, prepared=data, bank=bank, method=tumor_method,
                                   scheduler=scheduler, cluster=cluster, progress=update)

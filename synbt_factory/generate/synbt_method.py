@@ -31,7 +31,7 @@ class SynBTMethod:
     name = "synbt"
     batched = True
 
-    def __init__(self, vqvae: Path, diffusion: Path, *, device: str = "auto", steps: int = 10, eta: float = 0.0,
+    def __init__(self, vqvae: Path, diffusion: Path, *, device: str = "auto", steps: int = 10, eta: float = 1.0,
                  mode: str = "window") -> None:
         self.vqvae, self.diffusion = Path(vqvae), Path(diffusion)
         for path, what in ((self.vqvae, "VQ-VAE"), (self.diffusion, "diffusion")):
@@ -44,7 +44,7 @@ class SynBTMethod:
 
     @classmethod
     def from_checkpoints(cls, vqvae: Path, diffusion: Path, *, device: str = "auto", steps: int = 10,
-                         eta: float = 0.0) -> SynBTMethod:
+                         eta: float = 1.0) -> SynBTMethod:
         method = cls(vqvae, diffusion, device=device, steps=steps, eta=eta)
         method.sampler()  # load now: a bad checkpoint fails before any case is started
         return method

@@ -198,7 +198,7 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     app = _app()
     run = tmp_path / "run"
     res = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                              str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
+                              str(run), "--preset", "tiny", "--steps", "3", "--latent-scale", "std", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert (run / "final.pt").is_file() and len(list((run / "latents").glob("*.npz"))) == 3
     again = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
@@ -209,7 +209,8 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     raw = vqvae_norm(vqvae_ckpt).denormalise(torch.from_numpy(np.concatenate([c.ravel() for c in cached])).double())
     assert abs(float(norm.normalise(raw).std()) - 1.0) < 1e-3
     resumed = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                                  str(run), "--preset", "tiny", "--steps", "4", "--resume", "--device", "cpu"])
+                                  str(run), "--preset", "tiny", "--steps", "4", "--latent-scale", "std", "--resume",
+                                  "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
     assert load_diffusion(run / "final.pt")[2] == norm and load_checkpoint(run / "final.pt")["step"] == 4
 
