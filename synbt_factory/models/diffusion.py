@@ -83,7 +83,7 @@ class DiffusionConfig:
             :meth:`~synbt_factory.models.autoencoder.LatentNorm.standardised`). With ``"codebook"`` the
             latents' spread is about 0.1, so most of the noise schedule carries little signal; yet at CPU
             budgets (2.5k–5k steps on the phantom) ``"std"`` models gave weaker placed tumors (post/pre
-            1.28–1.31 vs 1.41–1.59), so ``"codebook"`` stays the default.
+            1.29–1.33 vs 1.47–1.59), so ``"codebook"`` stays the default.
     """
 
     latent_channels: int = 8

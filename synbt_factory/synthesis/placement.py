@@ -77,7 +77,8 @@ class PlacementConfig:
             were measured on the same kind of breast mask (both the tissue model's, or both labels).
         scale_range: clip of that relative scale.
         max_diameter_fraction: cap of the tumor's equivalent diameter as a fraction of the
-            background's breast size (cube root of one breast's volume).
+            background's breast size (cube root of one breast's volume). Real phantom tumors reach 0.58
+            of the tissue model's breast size (p75 0.44), so a lower cap shrinks the largest templates.
         body_threshold: normalised intensity separating body from air (pre ≈ 0..1).
         centre_erosion_mm: the fibroglandular centre region is eroded by this much first
             (kept un-eroded if erosion would empty it).
@@ -92,7 +93,7 @@ class PlacementConfig:
     centres_per_template: int = 12
     size_relative: bool = True
     scale_range: tuple[float, float] = (0.75, 1.33)
-    max_diameter_fraction: float = 0.45
+    max_diameter_fraction: float = 0.6
     body_threshold: float = 0.08
     centre_erosion_mm: float = 1.0
     edge_margin_mm: float = 4.0
