@@ -42,10 +42,11 @@ def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
 
 def _real_tumor_ratios(
     prepared: CaseStore, method: SynBTMethod, n: int, device: str
-) -> tuple[list[float], list[float], list[float], list[CaseView]]:
+) -> tuple[list[float], list[int], list[float], list[float], list[CaseView]]:
     """post/pre inside every real tumor, and for the first ``n`` also after a VQ-VAE encode-decode (the
     ceiling of SynBT's enhancement) and re-synthesised by SynBT at their own mask (the diffusion model alone,
-    no placement); each case is read once. Also the first four cases as preview rows.
+    no placement); each case is read once. Also the real tumors' voxel counts and the first four cases as
+    preview rows.
     """
     import torch
 
@@ -53,13 +54,14 @@ def _real_tumor_ratios(
     from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
 
     sampler, eval_config = method.sampler(), VQVAEEvalConfig()
-    real, recon, in_place, views = [], [], [], []
+    real, real_sizes, recon, in_place, views = [], [], [], [], []
     for index, case_id in enumerate(prepared.case_ids()):
         arrays, _ = prepared.read_case(case_id, ("image", "mask"))
         r = _ratio(arrays["image"], arrays["mask"])
         if r is None:
             continue
         real.append(r)
+        real_sizes.append(int((np.asarray(arrays["mask"]) > 0).sum()))
         if len(views) < 4:
             views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
         if len(in_place) >= n:
@@ -77,7 +79,23 @@ def _real_tumor_ratios(
             ratio = _ratio(volume, mask)
             if ratio is not None:
                 values.append(ratio)
-    return real, recon, in_place, views
+    return real, real_sizes, recon, in_place, views
+
+
+#: Mask-size bins (voxels) for the size-matched comparison: placed templates are drawn, zoomed and rescaled, so
+#: their sizes differ from the real tumors', and small tumors enhance less after blurring by the autoencoder.
+SIZE_BINS = (0, 60, 150, 400)
+
+
+def _by_size(values: list[float], sizes: list[int]) -> dict[str, dict[str, float]]:
+    """Summaries per mask-size bin, keyed ``"lo-hi"`` voxels (the last ``"lo+"``)."""
+    out = {}
+    edges = (*SIZE_BINS, None)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        chosen = [v for v, n in zip(values, sizes, strict=True) if n >= lo and (hi is None or n < hi)]
+        if chosen:
+            out[f"{lo}-{hi}" if hi is not None else f"{lo}+"] = _summary(chosen)
+    return out
 
 
 def _checkpoint_steps(path: Path) -> int | None:
@@ -114,8 +132,8 @@ def main() -> None:
         prepared = CaseStore.open(args.prepared)
         synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
                                              eta=args.eta)
-        real, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
-        ratios, views = {}, list(real_views)
+        real, real_sizes, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
+        ratios, by_size, views = {}, {"real": _by_size(real, real_sizes)}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
             out = work / f"{name}.zarr"
             run_generate(
@@ -126,21 +144,24 @@ def main() -> None:
                 method=method,
             )
             store = CaseStore.open(out)
-            values = []
+            values, sizes = [], []
             for case_id in store.case_ids():
                 arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
                 r = _ratio(arrays["image"], arrays["synthetic_mask"])
                 if r is not None:
                     values.append(r)
+                    sizes.append(int((np.asarray(arrays["synthetic_mask"]) > 0).sum()))
                 if len(views) < len(real_views) + 4 * (1 + (name == "syntumor")):
                     views.append(CaseView(f"{name} {case_id}", arrays["image"], None, arrays["synthetic_mask"]))
             ratios[name] = _summary(values)
+            by_size[name] = _by_size(values, sizes)
         png = case_montage(views, RESULTS / "realism.png", title="real tumors (red) vs synthetic (cyan)")
         figures = {
             "post_over_pre_inside_real_tumors": _summary(real),
             "post_over_pre_inside_real_tumors_after_vqvae": _summary(recon),
             "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(in_place),
             "post_over_pre_inside_synthetic_masks": ratios,
+            "post_over_pre_by_mask_voxels": by_size,
             "samples_per_method": args.n,
             "ddim": {"steps": args.steps, "eta": args.eta},
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},

@@ -345,9 +345,20 @@ class TumorBank:
         for t in self._drawable:
             self.template(t)
 
-    def draw(self, rng: np.random.Generator, *, scale: float = 1.0) -> TemplateRecord:
-        """Draw a template id (uniform) and its augmentation; no mask is computed."""
-        template_id = self._drawable[int(rng.integers(0, len(self._drawable)))]
+    def draw(self, rng: np.random.Generator, *, scale: float = 1.0, min_voxels: int = 1) -> TemplateRecord:
+        """Draw a template id (uniform over those with ≥ ``min_voxels`` voxels) and its augmentation; no mask
+        is computed.
+
+        Raises:
+            StoreError: if no drawable template has ``min_voxels`` voxels.
+        """
+        drawable = self._drawable if min_voxels <= 1 else [
+            t for t in self._drawable if self._by_id[t].voxels >= min_voxels]
+        if not drawable:
+            largest = max(self._by_id[t].voxels for t in self._drawable)
+            raise StoreError(f"bank {self.location} has no template with >= {min_voxels} voxels (largest {largest}); "
+                             "lower the minimum (placement min_template_voxels)")
+        template_id = drawable[int(rng.integers(0, len(drawable)))]
         return TemplateRecord(template_id=template_id, augment=draw_augment(rng, self.augment), scale=scale)
 
     def render(self, record: TemplateRecord) -> np.ndarray:

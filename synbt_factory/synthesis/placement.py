@@ -72,6 +72,10 @@ class PlacementConfig:
             inside breast tissue; 0.8).
         overlap_margin_mm: minimum distance to a tumor already in the case.
         max_templates: templates drawn before giving up.
+        min_template_voxels: only bank templates of at least this many voxels (mm³ at the prepared 1 mm
+            spacing) are drawn. The bank keeps every component of a mask, and satellites (median 22 voxels on
+            the phantom) placed alone become specks smaller than any real tumor mask (the smallest of the
+            phantom's has 69); 1 draws them all.
         centres_per_template: centres tried per drawn template.
         size_relative: scale by (background breast size / source breast size) when both are known and
             were measured on the same kind of breast mask (both the tissue model's, or both labels).
@@ -90,6 +94,7 @@ class PlacementConfig:
     min_in_breast: float = 0.8
     overlap_margin_mm: float = 5.0
     max_templates: int = 12
+    min_template_voxels: int = 50
     centres_per_template: int = 12
     size_relative: bool = True
     scale_range: tuple[float, float] = (0.75, 1.33)
@@ -105,6 +110,8 @@ class PlacementConfig:
             raise ValueError(f"min_in_breast must be in (0, 1], got {self.min_in_breast}")
         if self.overlap_margin_mm < 0:
             raise ValueError(f"overlap_margin_mm must be >= 0, got {self.overlap_margin_mm}")
+        if self.min_template_voxels < 1:
+            raise ValueError(f"min_template_voxels must be >= 1, got {self.min_template_voxels}")
         if self.max_templates < 1:
             raise ValueError(f"max_templates must be >= 1, got {self.max_templates}")
         if self.centres_per_template < 1:
@@ -431,7 +438,7 @@ def place_tumor(
     reasons: Counter[str] = Counter()
     tries = 0
     for _ in range(config.max_templates):
-        record = bank.draw(rng)
+        record = bank.draw(rng, min_voxels=config.min_template_voxels)
         record = TemplateRecord(template_id=record.template_id, augment=record.augment,
                                 scale=_scale_for(bank, record, ctx, config))
         tumor = bank.render(record).astype(bool)

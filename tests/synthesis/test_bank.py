@@ -114,3 +114,13 @@ def test_build_fails_clearly_without_tumors(tmp_path: Path) -> None:
                      {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
     with pytest.raises(StoreError, match="no tumor component"):
         build_bank(store, tmp_path / "b.zarr")
+
+
+def test_draw_skips_templates_below_the_minimum_size(bank: TumorBank) -> None:
+    rng = np.random.default_rng(0)
+    every = {bank.meta(bank.draw(rng).template_id).component for _ in range(40)}
+    assert every == {1, 2}  # main tumors and satellites
+    big = {bank.meta(bank.draw(rng, min_voxels=100).template_id).component for _ in range(40)}
+    assert big == {1}
+    with pytest.raises(StoreError, match="min_template_voxels"):
+        bank.draw(rng, min_voxels=10**6)
