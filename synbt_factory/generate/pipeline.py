@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from synbt_factory import __version__
-from synbt_factory.config import config_to_dict
+from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.generate.jobs import CaseJob, GenerateConfig, plan_jobs
 from synbt_factory.generate.methods import Synthesized, TumorMethod
 from synbt_factory.generate.placing import PlacedCase, Placer
@@ -97,9 +97,9 @@ def _place_synthesize_write(placer: Placer, method: TumorMethod, location: str, 
 
 
 def _open_or_create(out: str, config: GenerateConfig, method: TumorMethod, prepared: CaseStore, bank: str,
-                    layout: StoreLayout | None) -> CaseStore:
+                    layout: StoreLayout | None, placement: dict[str, Any]) -> CaseStore:
     identity = {**config.identity(), "method_card": method.card(), "prepared": str(prepared.location),
-                "bank": str(bank)}
+                "bank": str(bank), "placement_config": placement}
     card = {
         "synthetic": True,
         "generator_version": __version__,
@@ -114,7 +114,7 @@ def _open_or_create(out: str, config: GenerateConfig, method: TumorMethod, prepa
     store = CaseStore.create(out, kind="synthetic", card=card, layout=layout, exist_ok=True)
     if store.attrs.get("run_identity") != identity:
         raise StoreError(
-            f"{out} was generated with other settings (seed, method, models, source or bank differ); "
+            f"{out} was generated with other settings (seed, method, models, source, bank or placement differ); "
             "rerun with the same options to resume, or choose a new --out"
         )
     return store
@@ -155,7 +155,10 @@ def run_generate(
     t_start = time.perf_counter()
     out, prepared_loc, bank_loc = str(out), str(prepared), str(bank)
     source = CaseStore.open(prepared_loc)
-    store = _open_or_create(out, config, method, source, bank_loc, layout)
+    from synbt_factory.synthesis.placement import PlacementConfig
+
+    placement = config_to_dict(config_from_dict(PlacementConfig, placement_config or {}))  # defaults resolved
+    store = _open_or_create(out, config, method, source, bank_loc, layout, placement)
     result = GenerateResult(removed_incomplete=store.remove_incomplete())
     backgrounds = [c for c in source.case_ids()
                    if config.background_split is None or source.case_attrs(c).get("split") == config.background_split]

@@ -20,9 +20,10 @@ from synbt_factory.store.verify import verify_store
 
 
 def _generate(inputs: dict[str, str], out: Path, **kw) -> object:
+    placement = kw.pop("placement_config", None)
     config = GenerateConfig(n=kw.pop("n", 4), seed=kw.pop("seed", 11), method="syntumor", **kw)
     return run_generate(config, out=out, prepared=inputs["prepared"], bank=inputs["bank"],
-                        method=SynTumorMethod.from_prepared(inputs["prepared"]))
+                        method=SynTumorMethod.from_prepared(inputs["prepared"]), placement_config=placement)
 
 
 def _contents(path: Path) -> dict[str, tuple[bytes, bytes, bytes]]:
@@ -65,6 +66,9 @@ def test_other_settings_are_refused(factory_inputs: dict[str, str], tmp_path: Pa
     _generate(factory_inputs, out, n=1)
     with pytest.raises(StoreError, match="other settings"):
         _generate(factory_inputs, out, n=1, seed=99)
+    with pytest.raises(StoreError, match="placement"):  # placements of a resumed run follow the same rules
+        _generate(factory_inputs, out, n=2, placement_config={"min_template_voxels": 1})
+    assert len(_generate(factory_inputs, out, n=2, placement_config={"min_template_voxels": 50}).written) == 1
     with pytest.raises(StoreError, match="prepared"):
         _generate(factory_inputs, Path(factory_inputs["prepared"]), n=1)
 
