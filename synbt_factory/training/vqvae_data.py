@@ -211,8 +211,8 @@ def sample_volume_batch(
             mask = volumes.read_mask(case, start=(0, 0, 0), size=volumes.shape(case))
             masks_out.append(pad_to_multiple(mask, multiple))
         return pad_to_multiple(volumes.read(case, phase=phase), multiple)[None]
-    masks: list[np.ndarray] = []
+    masks: list[np.ndarray] | None = [] if masks_out is not None else None  # read masks only when asked
     batch = sample_patch_batch(volumes, rng, batch_size=batch_size, size=crop, masks_out=masks)
-    if masks_out is not None:
+    if masks_out is not None and masks is not None:
         masks_out.extend(pad_to_multiple(m, multiple) for m in masks)
     return pad_to_multiple(batch, multiple)
