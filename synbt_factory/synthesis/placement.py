@@ -279,7 +279,8 @@ class PlacementContext:
             wall; ``avoid`` = existing tumors dilated by the overlap margin.
         centres: flat indices of candidate centre voxels.
         centre_region: ``"fgt"`` or ``"breast"``.
-        breast_size_mm: cube root of one breast's volume (None if the breast mask is empty).
+        breast_size_mm: cube root of one breast's volume, measured on the breast mask as given (before the
+            anatomical trim), as the bank measures its templates' source breasts (None if empty).
     """
 
     shape: tuple[int, int, int]
@@ -321,12 +322,14 @@ class PlacementContext:
         if body is None:
             body = body_mask(image, threshold=config.body_threshold)
         body = np.asarray(body, dtype=bool)
-        notes: dict[str, Any] = {}
-        if breast is None or not np.any(breast):
+        given = breast is not None and np.any(breast)
+        if not given:
             breast = intensity_breast_mask(body, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
-            notes["breast_source"] = "intensity"
-        else:
-            notes["breast_source"] = "given"
+        notes: dict[str, Any] = {"breast_source": "given" if given else "intensity"}
+        # Sized on the mask as given, as the bank sizes its templates' source breasts; the anatomical trim
+        # below makes it ~5 % smaller per axis, which shrank every placed tumor by ~15 % in volume.
+        size_mm = breast_size_mm(breast)
+        if given:
             # Anatomical prior: a given (e.g. predicted) breast mask may only extend a little posterior to
             # the sternum line, so a poor tissue model can never send tumors into the heart or lungs.
             anatomical = intensity_breast_mask(body, anterior_axis=config.anterior_axis,
@@ -372,7 +375,7 @@ class PlacementContext:
             avoid=avoid,
             centres=np.flatnonzero(region),
             centre_region=name,
-            breast_size_mm=breast_size_mm(breast),
+            breast_size_mm=size_mm,
             notes=notes,
         )
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from synbt_factory.store import CaseStore
-from synbt_factory.synthesis.bank import TumorBank, build_bank
+from synbt_factory.synthesis.bank import TumorBank, breast_size_mm, build_bank
 from synbt_factory.synthesis.placement import (
     PlacementConfig,
     PlacementContext,
@@ -192,12 +192,21 @@ def test_breast_sizes_are_compared_only_on_the_same_kind_of_mask(tmp_path: Path)
     same = build_bank(both, tmp_path / "same.zarr")
     assert {t.breast_source for t in same.templates} == {"breast_pred"}
     _, record = place_tumor(np.random.default_rng(0), same, ctx, config)
-    assert record.template.scale == pytest.approx(1.0, abs=0.05)  # same case, same kind of mask
+    assert ctx.breast_size_mm == same.templates[0].breast_size_mm  # same case, same mask, same measure
+    assert record.template.scale == pytest.approx(1.0, abs=1e-9)
     other = build_bank(labels, tmp_path / "other.zarr")
     assert {t.breast_source for t in other.templates} == {"breast"}
     assert other.templates[0].breast_size_mm > 1.2 * ctx.breast_size_mm  # labels measure both breasts as one
     _, record = place_tumor(np.random.default_rng(0), other, ctx, config)
     assert record.template.scale == 1.0  # not compared, so not shrunk
+
+
+def test_breast_is_sized_as_given_even_where_the_anatomical_prior_trims_it() -> None:
+    image, _, _, breast, body = _anatomy(0, tumor=False)
+    given = breast | (body & (np.indices(SHAPE)[1] >= 6))  # a poor model's mask reaching deep into the chest
+    ctx = PlacementContext.build(image, breast=given)
+    assert ctx.breast.sum() < 0.9 * given.sum()  # the prior keeps tumors out of the chest
+    assert ctx.breast_size_mm == breast_size_mm(given)  # but the size is the bank's measure of the same mask
 
 
 @pytest.fixture(scope="module")
