@@ -73,9 +73,10 @@ class PlacementConfig:
         overlap_margin_mm: minimum distance to a tumor already in the case.
         max_templates: templates drawn before giving up.
         min_template_voxels: only bank templates of at least this many voxels (mm³ at the prepared 1 mm
-            spacing) are drawn. The bank keeps every component of a mask, and satellites (median 22 voxels on
-            the phantom) placed alone become specks smaller than any real tumor mask (the smallest of the
-            phantom's has 69); 1 draws them all.
+            spacing) are drawn, and a drawn template that zoom and the size rule shrink below it is drawn
+            again. The bank keeps every component of a mask, and satellites (median 22 voxels on the phantom)
+            placed alone become specks smaller than any real tumor mask (the smallest of the phantom's has
+            69); 1 draws them all.
         centres_per_template: centres tried per drawn template.
         size_relative: scale by (background breast size / source breast size) when both are known and
             were measured on the same kind of breast mask (both the tissue model's, or both labels).
@@ -445,6 +446,9 @@ def place_tumor(
         record = TemplateRecord(template_id=record.template_id, augment=record.augment,
                                 scale=_scale_for(bank, record, ctx, config))
         tumor = bank.render(record).astype(bool)
+        if tumor.sum() < config.min_template_voxels:
+            reasons[f"under {config.min_template_voxels} voxels once zoomed and scaled"] += 1
+            continue
         half = np.asarray(tumor.shape) // 2
         for _ in range(config.centres_per_template):
             tries += 1

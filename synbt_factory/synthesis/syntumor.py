@@ -119,7 +119,9 @@ class SynTumorRecord:
         sigma_a, sigma_b, prob_scale, prob_base, u0, texture_seed: the texture.
         edge_sigma: blur of the mask at blending.
         ratio, pre_factor: target post/pre ratio and pre tumor/ring factor.
-        amp_pre, amp_post: additive amplitudes written (per channel).
+        amp_pre, amp_post: additive amplitudes written (per channel). Either may be negative: with a drawn
+            pre factor < 1 over enhancing tissue, the tumor is darker than its background in both phases,
+            and the drawn ratio still holds.
         bbox_start / bbox_stop: the box the texture lives in.
         measured_ratio: mean post / mean pre inside the tumor after insertion.
     """
@@ -430,7 +432,7 @@ def _apply(image: np.ndarray, tumor: np.ndarray, params: dict[str, Any], ratio: 
     target_pre = pre_factor * pre_bg
     target_post = ratio * target_pre
     amp_pre = (target_pre - pre_bg) / max(m, 1e-6)
-    amp_post = max(0.0, (target_post - post_bg) / max(m, 1e-6))
+    amp_post = (target_post - post_bg) / max(m, 1e-6)
     out = np.array(image, dtype=np.float32, copy=True)
     touched = mod > 0
     for c, amp in ((0, amp_pre), (1, amp_post)):

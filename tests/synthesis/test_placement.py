@@ -141,7 +141,8 @@ def test_impossible_placement_raises_with_reasons(bank: TumorBank) -> None:
     image, _, _, _, body = _anatomy(0, tumor=False)
     breast = np.zeros(SHAPE, bool)
     breast[18, 30:32, 20] = True  # two voxels: no template fits 80 % inside
-    config = PlacementConfig(max_templates=3, centres_per_template=4, max_diameter_fraction=2.0, size_relative=False)
+    config = PlacementConfig(max_templates=3, centres_per_template=4, max_diameter_fraction=2.0, size_relative=False,
+                             min_template_voxels=1)
     ctx = PlacementContext.build(image, fgt=breast, breast=breast, body=body, config=config)
     with pytest.raises(PlacementError, match=r"no acceptable placement in 12 tries \(12× "):
         place_tumor(np.random.default_rng(0), bank, ctx, config)
@@ -149,7 +150,7 @@ def test_impossible_placement_raises_with_reasons(bank: TumorBank) -> None:
 
 def test_size_is_capped_by_breast_size(bank: TumorBank) -> None:
     image, mask, fgt, breast, body = _anatomy(1, tumor=False)
-    config = PlacementConfig(max_diameter_fraction=0.1, min_in_breast=0.5)
+    config = PlacementConfig(max_diameter_fraction=0.1, min_in_breast=0.5, min_template_voxels=1)
     ctx = PlacementContext.build(image, fgt=fgt, breast=breast, body=body, config=config)
     rng = np.random.default_rng(0)
     cap = 0.1 * ctx.breast_size_mm
@@ -157,6 +158,23 @@ def test_size_is_capped_by_breast_size(bank: TumorBank) -> None:
         placed, _ = place_tumor(rng, bank, ctx, config)
         diameter = (6 * placed.sum() / np.pi) ** (1 / 3)
         assert diameter < cap + 2.5  # voxelisation of a tiny shape adds at most a couple of mm
+
+
+def test_templates_zoomed_below_the_minimum_size_are_drawn_again(bank: TumorBank) -> None:
+    image, _, fgt, breast, body = _anatomy(1, tumor=False)
+    smallest = min(t.voxels for t in bank.templates)
+    config = PlacementConfig(min_in_breast=0.5, min_template_voxels=smallest, max_templates=40)
+    ctx = PlacementContext.build(image, fgt=fgt, breast=breast, body=body, config=config)
+    rng = np.random.default_rng(0)
+    records = [place_tumor(rng, bank, ctx, config)[1] for _ in range(12)]
+    assert min(r.voxels for r in records) >= smallest
+    any_size = PlacementConfig(min_in_breast=0.5, min_template_voxels=1)
+    sizes = [place_tumor(rng, bank, ctx, any_size)[1].voxels for _ in range(12)]
+    assert min(sizes) < smallest  # without the rule, zoom makes some smaller than any template
+    huge = PlacementConfig(min_in_breast=0.5, min_template_voxels=smallest, max_templates=2, max_diameter_fraction=0.05)
+    ctx_huge = PlacementContext.build(image, fgt=fgt, breast=breast, body=body, config=huge)
+    with pytest.raises(PlacementError, match="once zoomed and scaled"):
+        place_tumor(rng, bank, ctx_huge, huge)
 
 
 def test_context_from_store_prefers_predicted_tissue(bank: TumorBank, tmp_path: Path) -> None:
