@@ -20,6 +20,16 @@ def _parse_triple(text: str, option: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _parse_axes(text: str) -> tuple[int, ...]:
+    """'0,2' → (0, 2); '' or 'none' → () (the config's validation names bad axes)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        fail(f"--flip-axes must be image axes like 0,2 (0 = X, 1 = Y, 2 = Z) or none, got {text!r}")
+
+
 def train_diffusion(
     vqvae: Path = typer.Option(..., "--vqvae", help=(
         "Trained VQ-VAE checkpoint (synbt train vqvae); its encoder and codebook make the latents."
@@ -43,6 +53,12 @@ def train_diffusion(
     )),
     mask_loss_weight: Optional[float] = typer.Option(None, "--mask-loss-weight", help=(
         "Extra loss weight on latent cells with tumor (0 = plain MSE)."
+    )),
+    flip_axes: Optional[str] = typer.Option(None, "--flip-axes", help=(
+        "Also train on every case mirrored along these image axes, e.g. 0,2 (left-right and superior-inferior: "
+        "four versions per case; paper: none). The mirrored volumes are encoded, so every version is a latent "
+        "the VQ-VAE really produces. On a few dozen cases it keeps the denoiser from learning the training "
+        "tumors' surroundings."
     )),
     latent_scale: Optional[str] = typer.Option(None, "--latent-scale", help=(
         "Latent normalisation: codebook (the codebook's range to [-1, 1]; default) or std (zero mean, unit "
@@ -76,6 +92,8 @@ def train_diffusion(
                                      "mask_loss_weight": mask_loss_weight}.items() if v is not None}
         if crop is not None:
             changes["crop"] = _parse_triple(crop, "--crop")
+        if flip_axes is not None:
+            changes["flip_axes"] = _parse_axes(flip_axes)
         train_config = dataclasses.replace(train_config, **changes)
         if latent_scale is not None:
             model_config = dataclasses.replace(model_config, latent_scale=latent_scale)

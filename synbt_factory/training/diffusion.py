@@ -82,6 +82,10 @@ class DiffusionTrainConfig:
             the denoiser's size multiple. (48, 48, 32) = the paper's 192×192×128 field of view.
         tumor_crop_fraction: probability that a crop is placed to contain the tumor (else uniform).
         mask_loss_weight: extra loss weight on latent cells with tumor (0 = plain MSE).
+        flip_axes: image axes (X, Y, Z = 0, 1, 2) along which every training case is also encoded mirrored, in
+            every combination: (0, 2) gives four versions per case (the paper: none). On a few dozen cases the
+            denoiser learns the training tumors' surroundings: re-synthesised at their own masks, training
+            tumors kept more enhancement than held-out ones (post/pre 1.99 vs 1.77 on the phantom recipe).
         ema_decay: decay of the weight EMA used for sampling.
         grad_clip: max gradient norm (0 = no clipping).
         bf16: bf16 autocast of the denoiser on CUDA (ignored on CPU).
@@ -99,6 +103,7 @@ class DiffusionTrainConfig:
     crop: tuple[int, int, int] = (48, 48, 32)
     tumor_crop_fraction: float = 0.8
     mask_loss_weight: float = 0.0
+    flip_axes: tuple[int, ...] = ()
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     bf16: bool = True
@@ -122,6 +127,8 @@ class DiffusionTrainConfig:
             raise ValueError(f"tumor_crop_fraction must be in [0, 1], got {self.tumor_crop_fraction}")
         if self.mask_loss_weight < 0:
             raise ValueError(f"mask_loss_weight must be >= 0, got {self.mask_loss_weight}")
+        if len(set(self.flip_axes)) != len(self.flip_axes) or not set(self.flip_axes) <= {0, 1, 2}:
+            raise ValueError(f"flip_axes must be distinct image axes 0, 1, 2, got {self.flip_axes}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.grad_clip < 0:
@@ -391,7 +398,8 @@ def train_diffusion_from_store(
     store = CaseStore.open(data)
     case_ids = select_tumor_cases(store, splits=train_config.splits, case_ids=train_config.case_ids or None)
     latents = precompute_latents(store, case_ids, autoencoder, norm, model_config, autoencoder_id=sha, device=device,
-                                 cache_dir=out / "latents", progress=encode_progress)
+                                 cache_dir=out / "latents", flip_axes=train_config.flip_axes,
+                                 progress=encode_progress)
     del autoencoder
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -7,6 +7,9 @@ with Z_masked the latent of the volume with the dilated tumor region removed
 training and in a small ``.npz`` cache per case in the run folder, keyed by the autoencoder's
 identity, the latent normalisation, the conditioning settings and the case's array checksums,
 so training steps only run the denoiser and a resumed run skips the encoding.
+
+A case can also be encoded mirrored (:func:`flip_variants`): the mirrored image goes through the
+encoder, so each version is a latent the autoencoder really produces, not a mirrored latent.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from synbt_factory.models.diffusion import DiffusionConfig, build_condition
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
 
-__all__ = ["LatentCase", "select_tumor_cases", "precompute_latents", "latent_statistics", "renormalise",
-           "effective_crop", "sample_crop_batch"]
+__all__ = ["LatentCase", "select_tumor_cases", "flip_variants", "precompute_latents", "latent_statistics",
+           "renormalise", "effective_crop", "sample_crop_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,13 @@ class LatentCase:
         case_id: the prepared case.
         z0: (C, x, y, z) normalised latent of the whole volume (the diffusion target).
         cond: (C + 1, x, y, z) = cat(Z_masked, down(M)).
+        flip: image axes (X, Y, Z = 0, 1, 2) the case was mirrored along before encoding.
     """
 
     case_id: str
     z0: torch.Tensor
     cond: torch.Tensor
+    flip: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -86,9 +91,19 @@ def select_tumor_cases(
     return with_tumor
 
 
-def _cache_key(store: CaseStore, case_id: str, autoencoder_id: str, norm: LatentNorm, config: DiffusionConfig) -> str:
+def flip_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes``, the empty one (the case as stored) first: (0, 2) → [(), (0,), (2,), (0, 2)]."""
+    axes = sorted(set(int(a) for a in axes))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"flip axes must be image axes 0, 1 or 2, got {axes}")
+    return [tuple(a for i, a in enumerate(axes) if bits >> i & 1) for bits in range(2 ** len(axes))]
+
+
+def _cache_key(store: CaseStore, case_id: str, autoencoder_id: str, norm: LatentNorm, config: DiffusionConfig,
+               flip: tuple[int, ...] = ()) -> str:
     sha = store.case_attrs(case_id).get("sha256", {})
     return json.dumps({
+        "flip": list(flip),
         "autoencoder": autoencoder_id,
         "latent_norm": [norm.shift, norm.scale],
         "mask_dilation": config.mask_dilation,
@@ -139,39 +154,53 @@ def precompute_latents(
     autoencoder_id: str,
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
+    flip_axes: Sequence[int] = (),
     progress: ProgressFn | None = None,
 ) -> list[LatentCase]:
-    """Encode every case once (or read it from ``cache_dir``).
+    """Encode every case once (or read it from ``cache_dir``), and once more per mirrored version.
 
-    Volumes are zero-padded at the far end of each axis to a multiple of the latent factor.
-    The image is (pre-contrast, first post-contrast) = ``image`` of the prepared case.
+    Volumes are mirrored first (when asked), then zero-padded at the far end of each axis to a multiple of
+    the latent factor. The image is (pre-contrast, first post-contrast) = ``image`` of the prepared case.
 
     Args:
         autoencoder: frozen, in eval mode, on ``device``.
         autoencoder_id: identity of the autoencoder for the cache key (the VQ-VAE checkpoint's sha256).
-        cache_dir: folder of ``<case_id>.npz`` files; None keeps latents in memory only.
+        cache_dir: folder of ``<case_id>[.flip<axes>].npz`` files; None keeps latents in memory only.
+        flip_axes: each case is also encoded mirrored along every non-empty subset of these image axes
+            (:func:`flip_variants`); () = the cases as stored.
+
+    Returns:
+        ``len(case_ids) × len(flip_variants(flip_axes))`` cases, each case's versions together.
     """
     device = torch.device(device)
     f = autoencoder.downsample_factor
+    variants = flip_variants(flip_axes)
     out: list[LatentCase] = []
-    for i, case_id in enumerate(case_ids):
-        key = _cache_key(store, case_id, autoencoder_id, norm, config)
-        path = Path(cache_dir) / f"{case_id}.npz" if cache_dir is not None else None
-        cached = _load_cached(path, key) if path is not None else None
-        if cached is None:
-            arrays, _ = store.read_case(case_id, ("image", "mask"))
-            image = torch.from_numpy(_pad_to(arrays["image"].astype(np.float32), f))[None].to(device)
-            mask = torch.from_numpy(_pad_to(arrays["mask"].astype(np.uint8), f))[None].to(device)
-            with torch.inference_mode():
-                z0, cond = build_condition(autoencoder, norm, image, mask, config)
-            z0, cond = z0[0].float().cpu().clone(), cond[0].float().cpu().clone()
-            if path is not None:
-                _save_cached(path, key, z0, cond)
-            log.debug("encoded %s → latent %s", case_id, tuple(z0.shape))
-        else:
-            z0, cond = cached
-        out.append(LatentCase(case_id=case_id, z0=z0, cond=cond))
-        report(progress, i + 1, len(case_ids), {})
+    total = len(case_ids) * len(variants)
+    for case_id in case_ids:
+        arrays: dict[str, np.ndarray] | None = None
+        for flip in variants:
+            key = _cache_key(store, case_id, autoencoder_id, norm, config, flip)
+            name = case_id + (".flip" + "".join(str(a) for a in flip) if flip else "")
+            path = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
+            cached = _load_cached(path, key) if path is not None else None
+            if cached is None:
+                if arrays is None:
+                    arrays, _ = store.read_case(case_id, ("image", "mask"))
+                image = np.flip(arrays["image"].astype(np.float32), [1 + a for a in flip])
+                mask = np.flip(arrays["mask"].astype(np.uint8), list(flip))
+                image_t = torch.from_numpy(_pad_to(np.ascontiguousarray(image), f))[None].to(device)
+                mask_t = torch.from_numpy(_pad_to(np.ascontiguousarray(mask), f))[None].to(device)
+                with torch.inference_mode():
+                    z0, cond = build_condition(autoencoder, norm, image_t, mask_t, config)
+                z0, cond = z0[0].float().cpu().clone(), cond[0].float().cpu().clone()
+                if path is not None:
+                    _save_cached(path, key, z0, cond)
+                log.debug("encoded %s → latent %s", name, tuple(z0.shape))
+            else:
+                z0, cond = cached
+            out.append(LatentCase(case_id=case_id, z0=z0, cond=cond, flip=flip))
+            report(progress, len(out), total, {})
     return out
 
 
@@ -196,8 +225,8 @@ def renormalise(cases: Sequence[LatentCase], source: LatentNorm, target: LatentN
     def convert(z: torch.Tensor) -> torch.Tensor:
         return target.normalise(source.denormalise(z.double())).float()
 
-    return [LatentCase(case_id=c.case_id, z0=convert(c.z0), cond=torch.cat([convert(c.cond[:-1]), c.cond[-1:]]))
-            for c in cases]
+    return [LatentCase(case_id=c.case_id, z0=convert(c.z0), cond=torch.cat([convert(c.cond[:-1]), c.cond[-1:]]),
+                       flip=c.flip) for c in cases]
 
 
 def effective_crop(cases: Sequence[LatentCase], crop: Sequence[int], divisor: int) -> tuple[int, int, int]:

@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.config import replace
+from synbt_factory.models.diffusion import build_condition
 from synbt_factory.store import CaseStore
 from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
 from synbt_factory.training.diffusion_data import (
     effective_crop,
+    flip_variants,
     latent_statistics,
     precompute_latents,
     renormalise,
@@ -95,6 +97,43 @@ def test_latents_have_target_and_condition_and_are_cached(latents, store, autoen
     recomputed = precompute_latents(store, [case.case_id], autoencoder, autoencoder.latent_norm(), other,
                                     autoencoder_id="tiny-ae", cache_dir=cache)
     assert torch.equal(recomputed[0].z0, case.z0) and not torch.equal(recomputed[0].cond, case.cond)
+
+
+def test_flip_variants_are_every_subset_of_the_axes() -> None:
+    assert flip_variants(()) == [()]
+    assert flip_variants((2, 0)) == [(), (0,), (2,), (0, 2)]
+    with pytest.raises(ValueError, match="image axes"):
+        flip_variants((3,))
+    for bad in ((0, 0), (1, 3)):
+        with pytest.raises(ValueError, match="flip_axes"):
+            replace(diffusion_train_preset("tiny")[1], flip_axes=bad)
+
+
+def test_mirrored_cases_are_encoded_from_the_mirrored_volume(latents, store, autoencoder) -> None:
+    cases, _ = latents
+    model_cfg, _ = diffusion_train_preset("tiny")
+    cache = latents[1].parent / "flip-cache"
+    case_id = cases[0].case_id
+    versions = precompute_latents(store, [case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
+                                  autoencoder_id="tiny-ae", cache_dir=cache, flip_axes=(0, 2))
+    assert [v.flip for v in versions] == [(), (0,), (2,), (0, 2)] and {v.case_id for v in versions} == {case_id}
+    assert torch.equal(versions[0].z0, cases[0].z0) and torch.equal(versions[0].cond, cases[0].cond)
+    assert sorted(p.name for p in cache.glob("*.npz")) == sorted(
+        f"{case_id}{suffix}.npz" for suffix in ("", ".flip0", ".flip2", ".flip02"))
+    arrays, _ = store.read_case(case_id, ("image", "mask"))
+    for version in versions[1:]:
+        axes = list(version.flip)
+        # down(M) is computed per latent cell, and the shape is a multiple of the cell: it mirrors exactly
+        assert torch.equal(version.cond[-1], torch.flip(cases[0].cond[-1], axes))
+        image = torch.from_numpy(np.flip(arrays["image"].astype(np.float32), [1 + a for a in axes]).copy())[None]
+        mask = torch.from_numpy(np.flip(arrays["mask"], axes).copy())[None]
+        with torch.inference_mode():
+            z0, cond = build_condition(autoencoder, autoencoder.latent_norm(), image, mask, model_cfg)
+        assert torch.equal(version.z0, z0[0].float()) and torch.equal(version.cond, cond[0].float())
+    assert not torch.equal(versions[1].z0, torch.flip(cases[0].z0, [1]))  # not merely the mirrored latent
+    again = precompute_latents(store, [case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
+                               autoencoder_id="tiny-ae", cache_dir=cache, flip_axes=(0, 2))
+    assert all(torch.equal(a.z0, b.z0) and torch.equal(a.cond, b.cond) for a, b in zip(again, versions, strict=True))
 
 
 def test_standardised_latents_have_unit_variance_and_keep_down_m(latents, autoencoder) -> None:
@@ -198,9 +237,11 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     app = _app()
     run = tmp_path / "run"
     res = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                              str(run), "--preset", "tiny", "--steps", "3", "--latent-scale", "std", "--device", "cpu"])
+                              str(run), "--preset", "tiny", "--steps", "3", "--latent-scale", "std", "--flip-axes", "0",
+                              "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert (run / "final.pt").is_file() and len(list((run / "latents").glob("*.npz"))) == 3
+    assert (run / "final.pt").is_file() and len(list((run / "latents").glob("*.npz"))) == 6  # 3 cases, 2 versions
+    assert json.loads((run / "config.json").read_text())["train"]["flip_axes"] == [0]
     again = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
                                 str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
     assert again.exit_code == 2 and "--resume" in again.output
@@ -209,8 +250,8 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     raw = vqvae_norm(vqvae_ckpt).denormalise(torch.from_numpy(np.concatenate([c.ravel() for c in cached])).double())
     assert abs(float(norm.normalise(raw).std()) - 1.0) < 1e-3
     resumed = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                                  str(run), "--preset", "tiny", "--steps", "4", "--latent-scale", "std", "--resume",
-                                  "--device", "cpu"])
+                                  str(run), "--preset", "tiny", "--steps", "4", "--latent-scale", "std", "--flip-axes",
+                                  "0", "--resume", "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
     assert load_diffusion(run / "final.pt")[2] == norm and load_checkpoint(run / "final.pt")["step"] == 4
 
