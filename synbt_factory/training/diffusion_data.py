@@ -173,7 +173,6 @@ def precompute_latents(
         ``len(case_ids) × len(flip_variants(flip_axes))`` cases, each case's versions together.
     """
     device = torch.device(device)
-    f = autoencoder.downsample_factor
     variants = flip_variants(flip_axes)
     out: list[LatentCase] = []
     total = len(case_ids) * len(variants)
@@ -187,13 +186,7 @@ def precompute_latents(
             if cached is None:
                 if arrays is None:
                     arrays, _ = store.read_case(case_id, ("image", "mask"))
-                image = np.flip(arrays["image"].astype(np.float32), [1 + a for a in flip])
-                mask = np.flip(arrays["mask"].astype(np.uint8), list(flip))
-                image_t = torch.from_numpy(_pad_to(np.ascontiguousarray(image), f))[None].to(device)
-                mask_t = torch.from_numpy(_pad_to(np.ascontiguousarray(mask), f))[None].to(device)
-                with torch.inference_mode():
-                    z0, cond = build_condition(autoencoder, norm, image_t, mask_t, config)
-                z0, cond = z0[0].float().cpu().clone(), cond[0].float().cpu().clone()
+                z0, cond = _encode(autoencoder, norm, config, arrays, flip, device)
                 if path is not None:
                     _save_cached(path, key, z0, cond)
                 log.debug("encoded %s → latent %s", name, tuple(z0.shape))
@@ -202,6 +195,19 @@ def precompute_latents(
             out.append(LatentCase(case_id=case_id, z0=z0, cond=cond, flip=flip))
             report(progress, len(out), total, {})
     return out
+
+
+def _encode(autoencoder: LatentAutoencoder, norm: LatentNorm, config: DiffusionConfig, arrays: dict[str, np.ndarray],
+            flip: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z0 (C, x, y, z), cond (C + 1, x, y, z)) of one case mirrored along ``flip``, on the CPU."""
+    f = autoencoder.downsample_factor
+    image = np.ascontiguousarray(np.flip(arrays["image"].astype(np.float32), [1 + a for a in flip]))
+    mask = np.ascontiguousarray(np.flip(arrays["mask"].astype(np.uint8), list(flip)))
+    image_t = torch.from_numpy(_pad_to(image, f))[None].to(device)
+    mask_t = torch.from_numpy(_pad_to(mask, f))[None].to(device)
+    with torch.inference_mode():
+        z0, cond = build_condition(autoencoder, norm, image_t, mask_t, config)
+    return z0[0].float().cpu().clone(), cond[0].float().cpu().clone()
 
 
 def latent_statistics(cases: Sequence[LatentCase]) -> tuple[float, float]:
