@@ -282,6 +282,7 @@ class TumorBank:
         if not self._drawable:
             raise StoreError(f"bank {location} has no template with >= {min_voxels} voxels")
         self._cache: dict[str, np.ndarray] = {}
+        self._drawable_at_least: dict[int, list[str]] = {}  # min_voxels → drawable ids, filtered once per minimum
         self._store: CaseStore | None = None
 
     @classmethod
@@ -352,8 +353,10 @@ class TumorBank:
         Raises:
             StoreError: if no drawable template has ``min_voxels`` voxels.
         """
-        drawable = self._drawable if min_voxels <= 1 else [
-            t for t in self._drawable if self._by_id[t].voxels >= min_voxels]
+        drawable = self._drawable_at_least.get(min_voxels)
+        if drawable is None:
+            drawable = [t for t in self._drawable if self._by_id[t].voxels >= min_voxels]
+            self._drawable_at_least[min_voxels] = drawable
         if not drawable:
             largest = max(self._by_id[t].voxels for t in self._drawable)
             raise StoreError(f"bank {self.location} has no template with >= {min_voxels} voxels (largest {largest}); "
