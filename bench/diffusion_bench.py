@@ -18,7 +18,8 @@ Figures (``bench/results/diffusion.json``):
   (``torch.utils.flop_counter.FlopCounterMode``), achieved FLOP/s and its ratio to the matmul peak.
 * ``batch_invariance``: max |Δ| between a case's denoiser output alone and inside a batch of 4.
 * ``per_case``: full time per synthetic case (encode + 10 DDIM steps + decode + blend) with the
-  ``--preset`` denoiser and VQ-VAE (random weights: speed only), whole vs window mode, and how far
+  ``--preset`` denoiser and VQ-VAE (random weights: speed only), whole vs window mode, window mode with
+  mask guidance 1.5 (two denoiser evaluations per step, one call on the doubled batch), and how far
   the window mode's autoencoder passes differ from the whole-volume ones inside the mask.
 """
 
@@ -158,8 +159,9 @@ def per_case(
     warmed: set[str] = set()
     for batch in batches:
         images, masks = _case(fov, batch, gen)
-        for mode in ("whole", "window"):
-            sampler = InpaintingSampler(vq, den, norm, SamplerConfig(mode=mode))
+        for mode, guidance in (("whole", 1.0), ("window", 1.0), ("window", 1.5)):
+            sampler = InpaintingSampler(vq, den, norm, SamplerConfig(mode=mode, guidance=guidance))
+            key = f"{mode}_batch{batch}" if guidance == 1.0 else f"{mode}_guidance{guidance}_batch{batch}"
             gens = lambda n=batch: [torch_generator(0, i, "ddim") for i in range(n)]  # noqa: E731
             if mode not in warmed:
                 sampler.sample(images[:1], masks[:1], gens(1))  # warm-up
@@ -171,12 +173,12 @@ def per_case(
                 times.append(time.perf_counter() - t0)
                 stages.append(dict(sampler.last_timings))
             best = min(range(repeat), key=lambda i: times[i])
-            result[f"{mode}_batch{batch}"] = {
+            result[key] = {
                 "seconds_per_case": times[best] / batch,
                 "stage_seconds_per_case": {k: v / batch for k, v in stages[best].items()},
                 "per_case_calls": sampler.per_case_calls,
             }
-            print(mode, batch, result[f"{mode}_batch{batch}"], flush=True)
+            print(key, result[key], flush=True)
     for batch in batches:
         result[f"window_speedup_batch{batch}"] = (result[f"whole_batch{batch}"]["seconds_per_case"]
                                                   / result[f"window_batch{batch}"]["seconds_per_case"])

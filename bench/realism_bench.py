@@ -16,6 +16,7 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,12 +42,13 @@ def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 def _real_tumor_ratios(
-    prepared: CaseStore, method: SynBTMethod, n: int, device: str
-) -> tuple[list[float], list[int], list[float], list[float], list[CaseView]]:
+    prepared: CaseStore, method: SynBTMethod, n: int, device: str, *, with_recon: bool = True
+) -> tuple[list[float], list[int], list[float], dict[str, list[float]], list[CaseView]]:
     """post/pre inside every real tumor, and for the first ``n`` also after a VQ-VAE encode-decode (the
     ceiling of SynBT's enhancement) and re-synthesised by SynBT at their own mask (the diffusion model alone,
-    no placement); each case is read once. Also the real tumors' voxel counts and the first four cases as
-    preview rows.
+    no placement), the latter keyed by the case's split (``train``: a tumor the denoiser was trained on;
+    ``held_out``: any other split); each case is read once. Also the real tumors' voxel counts and the
+    first four cases as preview rows. ``with_recon=False`` skips the encode-decode (its list stays empty).
     """
     import torch
 
@@ -54,7 +56,9 @@ def _real_tumor_ratios(
     from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
 
     sampler, eval_config = method.sampler(), VQVAEEvalConfig()
-    real, real_sizes, recon, in_place, views = [], [], [], [], []
+    real, real_sizes, recon, views = [], [], [], []
+    in_place: dict[str, list[float]] = {"train": [], "held_out": []}
+    done = 0
     for index, case_id in enumerate(prepared.case_ids()):
         arrays, _ = prepared.read_case(case_id, ("image", "mask"))
         r = _ratio(arrays["image"], arrays["mask"])
@@ -64,22 +68,64 @@ def _real_tumor_ratios(
         real_sizes.append(int((np.asarray(arrays["mask"]) > 0).sum()))
         if len(views) < 4:
             views.append(CaseView(f"real {case_id}", arrays["image"], arrays["mask"]))
-        if len(in_place) >= n:
+        if done >= n:
             continue
+        done += 1
+        split = "train" if prepared.case_attrs(case_id).get("split") in ("train", None) else "held_out"
         image = np.asarray(arrays["image"][:2], dtype=np.float32)
         mask = np.asarray(arrays["mask"]) > 0
-        decoded, _ = reconstruct_volume(sampler.autoencoder, image, config=eval_config, device=torch.device(device))
+        if with_recon:
+            decoded, _ = reconstruct_volume(sampler.autoencoder, image, config=eval_config, device=torch.device(device))
+            _append_ratio(recon, decoded, mask)
         with torch.inference_mode():
             out = sampler.sample(
                 torch.from_numpy(image)[None],
                 torch.from_numpy(mask.astype(np.uint8))[None],
                 [torch_generator(0, index, "ddim")],
             )
-        for values, volume in ((recon, decoded), (in_place, out[0].float().cpu().numpy())):
-            ratio = _ratio(volume, mask)
-            if ratio is not None:
-                values.append(ratio)
+        _append_ratio(in_place[split], out[0].float().cpu().numpy(), mask)
     return real, real_sizes, recon, in_place, views
+
+
+def _append_ratio(values: list[float], image: np.ndarray, mask: np.ndarray) -> None:
+    ratio = _ratio(image, mask)
+    if ratio is not None:
+        values.append(ratio)
+
+
+def _placed_ratios(
+    name: str, method: Any, args: argparse.Namespace, out: Path, views: list[CaseView] | None = None, n_views: int = 0
+) -> tuple[list[float], list[int]]:
+    """Generate ``args.n`` cases (seed 0) with ``method`` into ``out``; post/pre and voxels of each synthetic mask.
+    The first ``n_views`` cases are appended to ``views`` as preview rows."""
+    run_generate(GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared, bank=args.bank,
+                 method=method)
+    store = CaseStore.open(out)
+    values, sizes = [], []
+    for i, case_id in enumerate(store.case_ids()):
+        arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
+        r = _ratio(arrays["image"], arrays["synthetic_mask"])
+        if r is not None:
+            values.append(r)
+            sizes.append(int((np.asarray(arrays["synthetic_mask"]) > 0).sum()))
+        if views is not None and i < n_views:
+            views.append(CaseView(f"{name} {case_id}", arrays["image"], None, arrays["synthetic_mask"]))
+    return values, sizes
+
+
+def _guidance_sweep(args: argparse.Namespace, prepared: CaseStore, scales: list[float], work: Path) -> dict[str, Any]:
+    """Per mask guidance scale: placed SynBT tumors (the same placements as the main run) and real tumors
+    re-synthesised at their own mask, by split."""
+    sweep = {}
+    for scale in scales:
+        method = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
+                                              eta=args.eta, guidance=scale)
+        _, _, _, in_place, _ = _real_tumor_ratios(prepared, method, args.n, args.device, with_recon=False)
+        placed, _ = _placed_ratios("synbt", method, args, work / f"sweep_{scale}.zarr")
+        sweep[str(scale)] = {"placed": _summary(placed),
+                             **{f"in_place_{split}": _summary(v) for split, v in in_place.items() if v}}
+        print("guidance", scale, {k: round(v["mean"], 3) for k, v in sweep[str(scale)].items()}, flush=True)
+    return sweep
 
 
 #: Mask-size bins (voxels) for the size-matched comparison: placed templates are drawn, zoomed and rescaled, so
@@ -125,54 +171,48 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper's 10)")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
+    parser.add_argument("--guidance", type=float, default=1.0, help="mask guidance scale (1 = the paper's sampler)")
+    parser.add_argument("--sweep-guidance", default="", help="also these guidance scales, e.g. 0,1,1.5,2: placed "
+                        "tumors and in-place re-synthesis per scale (about a minute per scale on the phantom)")
+    parser.add_argument("--name", default="realism", help="results name: bench/results/NAME.json and NAME.png")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))
     try:
         prepared = CaseStore.open(args.prepared)
         synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
-                                             eta=args.eta)
+                                             eta=args.eta, guidance=args.guidance)
         real, real_sizes, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
         ratios, by_size, views = {}, {"real": _by_size(real, real_sizes)}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
-            out = work / f"{name}.zarr"
-            run_generate(
-                GenerateConfig(n=args.n, seed=0, method=name),
-                out=out,
-                prepared=args.prepared,
-                bank=args.bank,
-                method=method,
-            )
-            store = CaseStore.open(out)
-            values, sizes = [], []
-            for case_id in store.case_ids():
-                arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
-                r = _ratio(arrays["image"], arrays["synthetic_mask"])
-                if r is not None:
-                    values.append(r)
-                    sizes.append(int((np.asarray(arrays["synthetic_mask"]) > 0).sum()))
-                if len(views) < len(real_views) + 4 * (1 + (name == "syntumor")):
-                    views.append(CaseView(f"{name} {case_id}", arrays["image"], None, arrays["synthetic_mask"]))
+            values, sizes = _placed_ratios(name, method, args, work / f"{name}.zarr", views, 4)
             ratios[name] = _summary(values)
             by_size[name] = _by_size(values, sizes)
-        png = case_montage(views, RESULTS / "realism.png", title="real tumors (red) vs synthetic (cyan)")
+        png = case_montage(views, RESULTS / f"{args.name}.png", title="real tumors (red) vs synthetic (cyan)")
         figures = {
             "post_over_pre_inside_real_tumors": _summary(real),
             "post_over_pre_inside_real_tumors_after_vqvae": _summary(recon),
-            "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(in_place),
+            "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(sum(in_place.values(), [])),
+            "post_over_pre_inside_real_tumors_resynthesised_in_place_by_split": {
+                split: _summary(values) for split, values in in_place.items() if values
+            },
             "post_over_pre_inside_synthetic_masks": ratios,
             "post_over_pre_by_mask_voxels": by_size,
             "samples_per_method": args.n,
-            "ddim": {"steps": args.steps, "eta": args.eta},
+            "ddim": {"steps": args.steps, "eta": args.eta, "guidance": args.guidance},
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},
             "training_steps": {"vqvae": _checkpoint_steps(args.vqvae), "diffusion": _checkpoint_steps(args.diffusion)},
             "png": str(png.relative_to(RESULTS.parent.parent)),
         }
+        if args.sweep_guidance:
+            scales = [float(v) for v in args.sweep_guidance.split(",")]
+            figures["guidance_sweep"] = _guidance_sweep(args, prepared, scales, work)
         save_result(
-            "realism",
+            args.name,
             figures,
             command=(f"python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n {args.n} "
-                     f"--steps {args.steps} --eta {args.eta}"),
+                     f"--steps {args.steps} --eta {args.eta} --guidance {args.guidance} --name {args.name}"
+                     + (f" --sweep-guidance {args.sweep_guidance}" if args.sweep_guidance else "")),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

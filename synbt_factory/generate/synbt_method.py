@@ -22,36 +22,36 @@ __all__ = ["SynBTMethod"]
 
 log = logging.getLogger(__name__)
 
-_MODEL_CACHE: dict[tuple[str, str, str, int, float, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str, str, int, float, float, str], Any] = {}
 
 
 class SynBTMethod:
-    """Mask-conditioned latent diffusion (paper Sec. 2.2), DDIM with ``steps`` steps."""
+    """Mask-conditioned latent diffusion (paper Sec. 2.2), DDIM with ``steps`` steps and mask ``guidance`` (1 = off)."""
 
     name = "synbt"
     batched = True
 
     def __init__(self, vqvae: Path, diffusion: Path, *, device: str = "auto", steps: int = 10, eta: float = 1.0,
-                 mode: str = "window") -> None:
+                 guidance: float = 1.0, mode: str = "window") -> None:
         self.vqvae, self.diffusion = Path(vqvae), Path(diffusion)
         for path, what in ((self.vqvae, "VQ-VAE"), (self.diffusion, "diffusion")):
             if not path.is_file():
                 raise CheckpointError(f"{what} checkpoint {path} does not exist; train it first "
                                       f"(synbt train {'vqvae' if what == 'VQ-VAE' else 'diffusion'})")
-        self.device, self.steps, self.eta, self.mode = device, steps, eta, mode
+        self.device, self.steps, self.eta, self.guidance, self.mode = device, steps, eta, guidance, mode
         self.vqvae_sha256 = file_sha256(self.vqvae)
         self.diffusion_sha256 = file_sha256(self.diffusion)
 
     @classmethod
     def from_checkpoints(cls, vqvae: Path, diffusion: Path, *, device: str = "auto", steps: int = 10,
-                         eta: float = 1.0) -> SynBTMethod:
-        method = cls(vqvae, diffusion, device=device, steps=steps, eta=eta)
+                         eta: float = 1.0, guidance: float = 1.0) -> SynBTMethod:
+        method = cls(vqvae, diffusion, device=device, steps=steps, eta=eta, guidance=guidance)
         method.sampler()  # load now: a bad checkpoint fails before any case is started
         return method
 
     def card(self) -> dict[str, Any]:
         return {"method": self.name, "vqvae_sha256": self.vqvae_sha256, "diffusion_sha256": self.diffusion_sha256,
-                "ddim_steps": self.steps, "eta": self.eta, "mode": self.mode}
+                "ddim_steps": self.steps, "eta": self.eta, "guidance": self.guidance, "mode": self.mode}
 
     def sampler(self) -> Any:
         from synbt_factory.device import resolve_device
@@ -59,7 +59,7 @@ class SynBTMethod:
         from synbt_factory.training.diffusion import load_diffusion
         from synbt_factory.training.vqvae import load_vqvae
 
-        key = (self.vqvae_sha256, self.diffusion_sha256, self.device, self.steps, self.eta, self.mode)
+        key = (self.vqvae_sha256, self.diffusion_sha256, self.device, self.steps, self.eta, self.guidance, self.mode)
         if key not in _MODEL_CACHE:
             device = resolve_device(self.device)
             autoencoder, _, _ = load_vqvae(self.vqvae, device)
@@ -68,7 +68,8 @@ class SynBTMethod:
             if vq_sha and vq_sha != self.vqvae_sha256:
                 log.warning("the diffusion model was trained on a different VQ-VAE checkpoint (sha256 %s…)", vq_sha[:12])
             _MODEL_CACHE[key] = InpaintingSampler(autoencoder, denoiser, latent_norm,
-                                                  SamplerConfig(steps=self.steps, eta=self.eta, mode=self.mode))
+                                                  SamplerConfig(steps=self.steps, eta=self.eta,
+                                                                guidance=self.guidance, mode=self.mode))
         return _MODEL_CACHE[key]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,5 +87,6 @@ class SynBTMethod:
             out = sampler.sample(images, masks, generators).float().cpu().numpy()
         per_case = (time.perf_counter() - t0) / len(cases)
         timings = {f"sampler_{k}": v / len(cases) for k, v in sampler.last_timings.items()}
-        record = {"ddim_steps": self.steps, "eta": self.eta, "mode": self.mode, "margin_voxels": sampler.margin}
+        record = {"ddim_steps": self.steps, "eta": self.eta, "guidance": self.guidance, "mode": self.mode,
+                  "margin_voxels": sampler.margin}
         return [(out[i], dict(record), {"synthesis": per_case, **timings}) for i in range(len(cases))]

@@ -47,6 +47,8 @@ __all__ = [
     "downsample_mask",
     "encode_normalised",
     "build_condition",
+    "null_condition",
+    "guided_noise",
 ]
 
 log = logging.getLogger(__name__)
@@ -365,3 +367,41 @@ def build_condition(
     if down.shape[2:] != z_masked.shape[2:]:
         raise ValueError(f"down(M) {tuple(down.shape[2:])} does not match the latent grid {tuple(z_masked.shape[2:])}")
     return z0, torch.cat([z_masked, down], dim=1)
+
+
+def null_condition(cond: torch.Tensor) -> torch.Tensor:
+    """The condition without the mask: ``cat(Z_masked, 0)``, (B, C + 1, x, y, z) → same shape.
+
+    The tumor-removed latent stays; only the mask channel is zeroed. Under it the denoiser no longer
+    knows the tumor's shape, only that a region was removed: on the phantom recipe it then fills the
+    hole with a fainter, shapeless lesion (post/pre 1.52 inside placed masks, 1.85 with the mask). It is
+    the reference that :func:`guided_noise` extrapolates away from. It is met in training wherever a
+    crop holds no tumor (mask channel 0), so the denoiser must train on crops smaller than the volume.
+    """
+    return torch.cat([cond[:, :-1], torch.zeros_like(cond[:, -1:])], dim=1)
+
+
+def guided_noise(
+    denoiser: nn.Module, z_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Mask-guided noise prediction: ε_∅ + s · (ε_M − ε_∅) (classifier-free guidance, Ho & Salimans 2022).
+
+    ε_M = ε_θ(z_t, t, Z_cond) is the paper's prediction (Eq. 2); ε_∅ uses :func:`null_condition`.
+    ``scale`` = 1 is the paper's sampler and makes one denoiser call; any other scale makes one call
+    on the doubled batch ``cat(conditional, null)``, so each case's two predictions come from the
+    same call whatever else is in the batch. Not part of the paper: an option for denoisers whose
+    tumors come out fainter than real ones (see ``bench/realism_bench.py``).
+
+    Args:
+        denoiser: ε_θ, called as ``denoiser(z_t, timesteps, cond)``.
+        z_t: (B, C, x, y, z); timesteps: (B,); cond: (B, C + 1, x, y, z).
+        scale: guidance scale s (≥ 0).
+
+    Returns:
+        (B, C, x, y, z) guided ε.
+    """
+    if scale == 1.0:
+        return denoiser(z_t, timesteps, cond)
+    both = denoiser(torch.cat([z_t, z_t]), torch.cat([timesteps, timesteps]), torch.cat([cond, null_condition(cond)]))
+    eps_mask, eps_null = both.chunk(2)
+    return eps_null + scale * (eps_mask - eps_null)

@@ -16,7 +16,7 @@ def test_synbt_cases_identical_across_batch_size_and_workers(
     factory_inputs: dict[str, str], tiny_checkpoints: tuple[Path, Path], tmp_path: Path
 ) -> None:
     vq, diff = tiny_checkpoints
-    method = SynBTMethod.from_checkpoints(vq, diff, device="cpu", steps=3)
+    method = SynBTMethod.from_checkpoints(vq, diff, device="cpu", steps=3, guidance=1.5)
     outs = []
     for batch_size, workers in ((1, 1), (3, 2)):
         out = tmp_path / f"b{batch_size}w{workers}.zarr"
@@ -29,6 +29,7 @@ def test_synbt_cases_identical_across_batch_size_and_workers(
         assert np.array_equal(a.read_array(case_id, "image"), b.read_array(case_id, "image"))
         attrs = a.case_attrs(case_id)
         assert attrs["method"] == "synbt" and attrs["synthesis"]["ddim_steps"] == 3
+        assert attrs["synthesis"]["guidance"] == 1.5
         # voxels beyond the sampler's margin are the background's own voxels
         source = CaseStore.open(factory_inputs["prepared"]).read_array(attrs["source_case"], "image")
         synthetic = a.read_array(case_id, "synthetic_mask") > 0
@@ -38,4 +39,5 @@ def test_synbt_cases_identical_across_batch_size_and_workers(
         assert np.array_equal(a.read_array(case_id, "image")[:, ~near], source[:, ~near])
     card = a.attrs
     assert len(card["run_identity"]["method_card"]["vqvae_sha256"]) == 64
+    assert card["run_identity"]["method_card"]["guidance"] == 1.5
     assert verify_store(a.location).ok

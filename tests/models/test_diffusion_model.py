@@ -14,8 +14,10 @@ from synbt_factory.models.diffusion import (
     diffusion_preset,
     dilate,
     downsample_mask,
+    guided_noise,
     make_ddim_scheduler,
     make_train_scheduler,
+    null_condition,
     remove_region,
     smooth_fill,
 )
@@ -32,6 +34,27 @@ def test_denoiser_maps_17_channels_to_8() -> None:
     with torch.no_grad():
         eps = net(z, torch.tensor([0, 999]), cond)
     assert eps.shape == (2, 8, 8, 6, 4)
+
+
+def test_guided_noise_extrapolates_from_the_no_tumor_prediction() -> None:
+    torch.manual_seed(0)
+    net = MaskConditionedDenoiser(diffusion_preset("tiny")).eval()
+    for p in net.parameters():  # MONAI zero-initialises the output layers: give them weights
+        if p.dim() > 1 and not bool(p.any()):
+            torch.nn.init.normal_(p, std=0.05)
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 8, 8, 6, 4, generator=g)
+    cond = torch.rand(2, 9, 8, 6, 4, generator=g)
+    t = torch.tensor([999, 99])
+    null = null_condition(cond)
+    assert torch.equal(null[:, :8], cond[:, :8]) and not bool(null[:, 8].any())
+    with torch.no_grad():
+        eps_mask, eps_null = net(z, t, cond), net(z, t, null)
+        assert not torch.allclose(eps_mask, eps_null)  # the mask channel matters
+        assert torch.equal(guided_noise(net, z, t, cond, 1.0), eps_mask)
+        for scale in (0.0, 2.5):
+            expected = eps_null + scale * (eps_mask - eps_null)
+            assert torch.allclose(guided_noise(net, z, t, cond, scale), expected, atol=1e-5)
 
 
 def test_paper_preset_is_difftumor_sized() -> None:

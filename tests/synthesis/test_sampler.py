@@ -63,10 +63,10 @@ def test_tiny_autoencoder_satisfies_protocol(models) -> None:
     assert isinstance(models[0], LatentAutoencoder)
 
 
-@pytest.mark.parametrize("mode,eta", [("window", 0.0), ("whole", 1.0)])
-def test_same_case_and_seed_identical_for_batch_sizes_1_and_4(models, mode: str, eta: float) -> None:
+@pytest.mark.parametrize("mode,eta,guidance", [("window", 0.0, 1.0), ("whole", 1.0, 1.0), ("window", 1.0, 1.5)])
+def test_same_case_and_seed_identical_for_batch_sizes_1_and_4(models, mode: str, eta: float, guidance: float) -> None:
     images, masks = _cases()
-    sampler = _sampler(models, mode=mode, eta=eta)
+    sampler = _sampler(models, mode=mode, eta=eta, guidance=guidance)
     batch = sampler.sample(images, masks, _gens(7, [0, 1, 2, 3]))
     for i in range(4):
         single = sampler.sample(images[i : i + 1], masks[i : i + 1], _gens(7, [i]))
@@ -77,11 +77,11 @@ def test_same_case_and_seed_identical_for_batch_sizes_1_and_4(models, mode: str,
     assert not torch.equal(other_seed[0], batch[0])
 
 
-@pytest.mark.parametrize("mode", ["window", "whole"])
-def test_voxels_beyond_margin_are_bit_identical_and_mask_changes(models, mode: str) -> None:
+@pytest.mark.parametrize("mode,guidance", [("window", 1.0), ("whole", 1.0), ("window", 2.0)])
+def test_voxels_beyond_margin_are_bit_identical_and_mask_changes(models, mode: str, guidance: float) -> None:
     images, masks = _cases()
     images = images.to(torch.float16)  # the store's dtype: no round trip may touch the background
-    sampler = _sampler(models, mode=mode)
+    sampler = _sampler(models, mode=mode, guidance=guidance)
     out = sampler.sample(images, masks, _gens(1, [0, 1, 2, 3]))
     assert out.dtype == images.dtype and out.shape == images.shape
     for i in range(4):
@@ -129,7 +129,19 @@ def test_batched_calls_agree_with_per_case_calls_to_float_tolerance(models) -> N
     assert torch.allclose(batched, exact, atol=1e-4, rtol=0)
 
 
+def test_guidance_changes_the_tumor_and_scale_one_is_the_plain_sampler(models) -> None:
+    images, masks = _cases(2)
+    plain = _sampler(models).sample(images, masks, _gens(5, [0, 1]))
+    one = _sampler(models, guidance=1.0).sample(images, masks, _gens(5, [0, 1]))
+    guided = _sampler(models, guidance=2.0).sample(images, masks, _gens(5, [0, 1]))
+    assert torch.equal(plain, one)
+    inside = masks.bool().unsqueeze(1).expand_as(images)
+    assert not torch.equal(guided[inside], plain[inside])  # the guided prediction was used
+
+
 def test_config_validation_names_field() -> None:
+    with pytest.raises(ValueError, match="guidance"):
+        SamplerConfig(guidance=-0.5)
     with pytest.raises(ValueError, match="mode"):
         SamplerConfig(mode="tiles")
     with pytest.raises(ValueError, match="eta"):

@@ -284,6 +284,11 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.asarray(nib.load(str(out2)).dataobj), result)
 
+    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(mask_path),
+                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out),
+                              "--guidance", "-1"])
+    assert res.exit_code == 2 and "guidance" in res.output
+
     bad = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(mask[:-4], affine), str(bad))
     res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(bad),
