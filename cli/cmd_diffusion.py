@@ -141,8 +141,8 @@ def generate_one(
         "DDIM eta: 0 deterministic given the seed's initial noise, 1 DDPM-like (default: keeps more enhancement)."
     )),
     guidance: float = typer.Option(1.0, "--guidance", help=(
-        "Mask guidance scale: 1 = the paper's sampler; above 1 pushes the tumor away from the "
-        "no-tumor prediction (classifier-free guidance on the mask; two denoiser calls per step). Needs a "
+        "Mask guidance scale: 1 = the paper's sampler; above 1 pushes the tumor away from what "
+        "the denoiser predicts without the mask (classifier-free guidance; twice the denoiser work per step). Needs a "
         "denoiser trained on latent crops smaller than the volume, so that some hold no tumor (the recipe's "
         "--crop 8,8,8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
     )),

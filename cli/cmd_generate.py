@@ -21,8 +21,8 @@ def generate(
     steps: int = typer.Option(10, "--steps", help="DDIM steps (method synbt; paper: 10)."),
     eta: float = typer.Option(1.0, "--eta", help="DDIM eta (method synbt): 0 deterministic given the noise, 1 DDPM-like."),
     guidance: float = typer.Option(1.0, "--guidance", help=(
-        "Mask guidance scale (method synbt): 1 = the paper's sampler; above 1 pushes the tumor away from the "
-        "no-tumor prediction (classifier-free guidance on the mask; two denoiser calls per step). Needs a "
+        "Mask guidance scale (method synbt): 1 = the paper's sampler; above 1 pushes the tumor away from what "
+        "the denoiser predicts without the mask (classifier-free guidance; twice the denoiser work per step). Needs a "
         "denoiser trained on latent crops smaller than the volume, so that some hold no tumor (the recipe's "
         "--crop 8,8,8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
     )),
