@@ -50,8 +50,13 @@ class SynBTMethod:
         return method
 
     def card(self) -> dict[str, Any]:
-        return {"method": self.name, "vqvae_sha256": self.vqvae_sha256, "diffusion_sha256": self.diffusion_sha256,
-                "ddim_steps": self.steps, "eta": self.eta, "guidance": self.guidance, "mode": self.mode}
+        """The method's part of a store's run identity. ``guidance`` appears only when it is on, so stores begun
+        before the option existed keep their identity and still resume."""
+        card = {"method": self.name, "vqvae_sha256": self.vqvae_sha256, "diffusion_sha256": self.diffusion_sha256,
+                "ddim_steps": self.steps, "eta": self.eta, "mode": self.mode}
+        if self.guidance != 1.0:
+            card["guidance"] = self.guidance
+        return card
 
     def sampler(self) -> Any:
         from synbt_factory.device import resolve_device
