@@ -71,8 +71,8 @@ class SamplerConfig:
         eta: DDIM η (0 = deterministic given the initial noise; 1 = DDPM-like, the default: the paper gives
             no η, and on the phantom η = 1 keeps more of the tumors' enhancement, ``bench/realism_bench.py``).
         guidance: mask guidance scale s of :func:`~synbt_factory.models.diffusion.guided_noise`: 1 = the
-            paper's sampler (one denoiser call per step); s > 1 pushes the tumor away from plain tissue,
-            at two denoiser evaluations per step.
+            paper's sampler (one denoiser call per step); s > 1 pushes the tumor away from what the denoiser
+            predicts without the mask, at two denoiser evaluations per step.
         mode: ``"window"`` (diffuse and decode a latent window around each mask) or ``"whole"``.
         window: smallest latent window (x, y, z) in window mode.
         context: latent cells of context added around the generated region in window mode.
