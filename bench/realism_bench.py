@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import save_result
+from synbt_factory.evaluate.realism_figures import by_size, post_over_pre, summary
 from synbt_factory.generate import GenerateConfig, run_generate
 from synbt_factory.generate.methods import SynTumorMethod
 from synbt_factory.generate.synbt_method import SynBTMethod
@@ -30,15 +31,6 @@ from synbt_factory.store import CaseStore
 RESULTS = Path(__file__).resolve().parent / "results"
 #: ``python -m bench`` (run every bench) skips this one: it needs trained checkpoints.
 REQUIRES_ARGUMENTS = True
-
-
-def _ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
-    inside = mask > 0
-    pre = image[0].astype(np.float64)[inside]
-    post = image[1].astype(np.float64)[inside]
-    if inside.sum() == 0 or pre.mean() <= 1e-6:
-        return None
-    return float(post.mean() / pre.mean())
 
 
 def _real_tumor_ratios(
@@ -61,7 +53,7 @@ def _real_tumor_ratios(
     done = 0
     for index, case_id in enumerate(prepared.case_ids()):
         arrays, _ = prepared.read_case(case_id, ("image", "mask"))
-        r = _ratio(arrays["image"], arrays["mask"])
+        r = post_over_pre(arrays["image"], arrays["mask"])
         if r is None:
             continue
         real.append(r)
@@ -88,7 +80,7 @@ def _real_tumor_ratios(
 
 
 def _append_ratio(values: list[float], image: np.ndarray, mask: np.ndarray) -> None:
-    ratio = _ratio(image, mask)
+    ratio = post_over_pre(image, mask)
     if ratio is not None:
         values.append(ratio)
 
@@ -104,7 +96,7 @@ def _placed_ratios(
     values, sizes = [], []
     for i, case_id in enumerate(store.case_ids()):
         arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
-        r = _ratio(arrays["image"], arrays["synthetic_mask"])
+        r = post_over_pre(arrays["image"], arrays["synthetic_mask"])
         if r is not None:
             values.append(r)
             sizes.append(int((np.asarray(arrays["synthetic_mask"]) > 0).sum()))
@@ -122,44 +114,16 @@ def _guidance_sweep(args: argparse.Namespace, prepared: CaseStore, scales: list[
                                               eta=args.eta, guidance=scale)
         _, _, _, in_place, _ = _real_tumor_ratios(prepared, method, args.n, args.device, with_recon=False)
         placed, _ = _placed_ratios("synbt", method, args, work / f"sweep_{scale}.zarr")
-        sweep[str(scale)] = {"placed": _summary(placed),
-                             **{f"in_place_{split}": _summary(v) for split, v in in_place.items() if v}}
+        sweep[str(scale)] = {"placed": summary(placed),
+                             **{f"in_place_{split}": summary(v) for split, v in in_place.items() if v}}
         print("guidance", scale, {k: round(v["mean"], 3) for k, v in sweep[str(scale)].items()}, flush=True)
     return sweep
-
-
-#: Mask-size bins (voxels) for the size-matched comparison: placed templates are drawn, zoomed and rescaled, so
-#: their sizes differ from the real tumors', and small tumors enhance less after blurring by the autoencoder.
-SIZE_BINS = (0, 60, 150, 400)
-
-
-def _by_size(values: list[float], sizes: list[int]) -> dict[str, dict[str, float]]:
-    """Summaries per mask-size bin, keyed ``"lo-hi"`` voxels (the last ``"lo+"``)."""
-    out = {}
-    edges = (*SIZE_BINS, None)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        chosen = [v for v, n in zip(values, sizes, strict=True) if n >= lo and (hi is None or n < hi)]
-        if chosen:
-            out[f"{lo}-{hi}" if hi is not None else f"{lo}+"] = _summary(chosen)
-    return out
 
 
 def _checkpoint_steps(path: Path) -> int | None:
     from synbt_factory.checkpoint import load_checkpoint
 
     return load_checkpoint(path).get("step")
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values)
-    return {
-        "n": int(arr.size),
-        "mean": float(arr.mean()),
-        "std": float(arr.std()),
-        "median": float(np.median(arr)),
-        "p10": float(np.percentile(arr, 10)),
-        "p90": float(np.percentile(arr, 90)),
-    }
 
 
 def main() -> None:
@@ -183,21 +147,21 @@ def main() -> None:
         synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
                                              eta=args.eta, guidance=args.guidance)
         real, real_sizes, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
-        ratios, by_size, views = {}, {"real": _by_size(real, real_sizes)}, list(real_views)
+        ratios, sizes_table, views = {}, {"real": by_size(real, real_sizes)}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
             values, sizes = _placed_ratios(name, method, args, work / f"{name}.zarr", views, 4)
-            ratios[name] = _summary(values)
-            by_size[name] = _by_size(values, sizes)
+            ratios[name] = summary(values)
+            sizes_table[name] = by_size(values, sizes)
         png = case_montage(views, RESULTS / f"{args.name}.png", title="real tumors (red) vs synthetic (cyan)")
         figures = {
-            "post_over_pre_inside_real_tumors": _summary(real),
-            "post_over_pre_inside_real_tumors_after_vqvae": _summary(recon),
-            "post_over_pre_inside_real_tumors_resynthesised_in_place": _summary(sum(in_place.values(), [])),
+            "post_over_pre_inside_real_tumors": summary(real),
+            "post_over_pre_inside_real_tumors_after_vqvae": summary(recon),
+            "post_over_pre_inside_real_tumors_resynthesised_in_place": summary(sum(in_place.values(), [])),
             "post_over_pre_inside_real_tumors_resynthesised_in_place_by_split": {
-                split: _summary(values) for split, values in in_place.items() if values
+                split: summary(values) for split, values in in_place.items() if values
             },
             "post_over_pre_inside_synthetic_masks": ratios,
-            "post_over_pre_by_mask_voxels": by_size,
+            "post_over_pre_by_mask_voxels": sizes_table,
             "samples_per_method": args.n,
             "ddim": {"steps": args.steps, "eta": args.eta, "guidance": args.guidance},
             "checkpoints": {"vqvae": str(args.vqvae), "diffusion": str(args.diffusion)},

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import console, err_console, fail, progress_bar, setup_logging
 
 
 def data_phantom(
     out: Path = typer.Option(Path("datasets/phantom"), "--out", help="Folder to write the phantom dataset into."),
     n: int = typer.Option(12, "--n", help="Number of cases.", min=1),
     seed: int = typer.Option(0, "--seed", help="Run seed: same seed and options give byte-identical files.", min=0),
-    size: str = typer.Option("small", "--size", help="Preset: tiny (tests), small (demo), default (paper-like field of view)."),
+    size: str = typer.Option("small", "--size",
+                             help="Preset: tiny (tests), small (demo), default (paper-like field of view)."),
     healthy_fraction: float = typer.Option(0.1, "--healthy-fraction", help="Fraction of cases without a tumor."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a PNG preview of a few cases here."),
+    preview: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview of a few cases here."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     """Write a procedural breast DCE-MRI PHANTOM in MAMA-MIA's exact layout.
@@ -53,13 +54,16 @@ def data_index(
     ordered by their number (_0000 = pre-contrast).
     """
     setup_logging(verbose)
-    from synbt_factory.data.check import check_dataset
+    from synbt_factory.data.check import check_dataset, dataset_problems
     from synbt_factory.data.mamamia import DatasetLayoutError, index_dataset
 
     try:
         index = index_dataset(dataset)
     except DatasetLayoutError as exc:
         fail(str(exc))
+    for problem in dataset_problems(index):
+        err_console.print(f"[yellow]{problem.severity}[/] {escape(problem.file)}: {escape(problem.message)} "
+                          f"(see synbt data check)")
     reports = check_dataset(index, read_data=True)
     rows = [
         {"case_id": r.case_id, "n_phases": r.n_phases, "shape": list(r.shape) if r.shape else None,
@@ -75,9 +79,11 @@ def data_index(
     table = Table(title=f"{len(rows)} cases in {dataset}")
     for col in ("case_id", "n_phases", "shape", "spacing", "split", "tumor_voxels"):
         table.add_column(col)
+    def cell(value: object) -> str:
+        return "-" if value is None else "×".join(map(str, value)) if isinstance(value, list) else str(value)
+
     for row in rows:
-        table.add_row(*[("-" if row[c] is None else "×".join(map(str, row[c])) if isinstance(row[c], list) else str(row[c]))
-                        for c in ("case_id", "n_phases", "shape", "spacing", "split", "tumor_voxels")])
+        table.add_row(*[cell(row[c]) for c in ("case_id", "n_phases", "shape", "spacing", "split", "tumor_voxels")])
     console.print(table)
 
 
@@ -89,12 +95,16 @@ def data_check(
 ) -> None:
     """Report every problem of every case in one run; exit 1 if any case is unusable.
 
-    Checks: missing pre- or post-contrast phase, phases on different grids, expert masks whose
-    shape or affine differs from the image, NaN/Inf voxels, truncated or corrupt .nii.gz (every
-    file is read completely), empty expert masks (warning; error with --strict), unsafe case ids.
+    Checks: missing pre- or post-contrast phase, a gap in the phase numbers, phases on different
+    grids, 4D series, zero/negative/NaN voxel sizes and singular affines, expert masks (and tissue
+    labels) whose shape or affine differs from the image, NaN/Inf voxels, a constant pre-contrast
+    phase, truncated or corrupt .nii.gz, links and folders named like NIfTI files (every file is
+    read completely), empty expert masks (warning; error with --strict), unsafe case ids, a case
+    in two splits, and an unreadable splits file (reported once, for the whole dataset).
+    'synbt data prepare' runs the same per-case checks and refuses every case they reject.
     """
     setup_logging(verbose)
-    from synbt_factory.data.check import check_dataset
+    from synbt_factory.data.check import check_dataset, dataset_problems
     from synbt_factory.data.mamamia import DatasetLayoutError, index_dataset
 
     try:
@@ -103,19 +113,20 @@ def data_check(
         fail(str(exc))
     with progress_bar("check", total=len(index)) as update:
         reports = check_dataset(index, strict=strict, workers=workers, progress=update)
+    general = dataset_problems(index)
     n_err = n_warn = 0
-    for r in reports:
-        for p in r.problems:
-            colour = "red" if p.severity == "error" else "yellow"
-            console.print(f"[{colour}]{p.severity:7s}[/] [bold]{p.case_id}[/] {p.file}: {p.message} — {p.fix}")
-            n_err += p.severity == "error"
-            n_warn += p.severity == "warning"
+    for p in [*general, *(p for r in reports for p in r.problems)]:
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"[{colour}]{p.severity:7s}[/] [bold]{escape(p.case_id)}[/] {escape(p.file)}: "
+                      f"{escape(p.message)} — {escape(p.fix)}")
+        n_err += p.severity == "error"
+        n_warn += p.severity == "warning"
     for note in index.notes:
-        console.print(f"[yellow]note[/] {note}")
+        console.print(f"[yellow]note[/] {escape(note)}")
     unusable = [r.case_id for r in reports if not r.usable]
     console.print(f"{len(reports)} cases: {len(reports) - len(unusable)} usable, {len(unusable)} unusable, "
                   f"{n_err} errors, {n_warn} warnings")
-    if unusable:
+    if unusable or any(p.severity == "error" for p in general):
         raise typer.Exit(1)
 
 
@@ -123,7 +134,8 @@ def data_prepare(
     dataset: Path = typer.Argument(..., help="Dataset root in MAMA-MIA layout."),
     out: Path = typer.Option(..., "--out", help="Prepared Zarr store to write (resumes if it exists)."),
     fov: tuple[int, int, int] = typer.Option((192, 192, 128), "--fov", help="Field of view X Y Z in mm (RAS order)."),
-    first_post_only: bool = typer.Option(False, "--first-post-only", help="Do not keep the other post-contrast phases."),
+    first_post_only: bool = typer.Option(False, "--first-post-only",
+                                         help="Do not keep the other post-contrast phases."),
     workers: int = typer.Option(2, "--workers", help="Cases prepared in parallel (Dask threads).", min=1),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
@@ -131,7 +143,9 @@ def data_prepare(
 
     One intensity scale (pre-contrast 99.5th percentile) is shared by all phases so enhancement
     keeps its sign and size. Channel 0 = pre-contrast, 1 = first post-contrast; all post phases
-    are also kept as 'phases' unless --first-post-only. Re-running resumes.
+    are also kept as 'phases' unless --first-post-only. Re-running resumes. Every case is first
+    checked as 'synbt data check' does; a case with an error is refused (named with its file and
+    cause, exit 1) and never written.
     """
     setup_logging(verbose)
     from synbt_factory.data.mamamia import DatasetLayoutError, index_dataset
@@ -143,11 +157,11 @@ def data_prepare(
         n = len(index_dataset(dataset))
         with progress_bar("prepare", total=n) as update:
             result = prepare_dataset(dataset, out, config=config, workers=workers, progress=update)
-    except (DatasetLayoutError, StoreError, ValueError) as exc:
+    except (DatasetLayoutError, StoreError, ValueError, OSError) as exc:
         fail(str(exc))
     console.print(f"[green]prepared {len(result.prepared)}[/], skipped {len(result.skipped)} already complete, "
-                  f"failed {len(result.failed)} → {out}")
+                  f"failed {len(result.failed)} → {escape(str(out))}")
     for case_id, message in sorted(result.failed.items()):
-        console.print(f"[red]failed[/] {case_id}: {message}")
+        console.print(f"[red]failed[/] [bold]{escape(case_id)}[/] {escape(message.removeprefix(f'{case_id}: '))}")
     if result.failed:
         raise typer.Exit(1)

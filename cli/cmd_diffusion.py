@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 
 def _parse_triple(text: str, option: str) -> tuple[int, int, int]:
@@ -105,6 +105,7 @@ def train_diffusion(
         fail(str(exc))
     if not vqvae.is_file():
         fail(f"VQ-VAE checkpoint {vqvae} does not exist; train one with 'synbt train vqvae' or fix --vqvae")
+    check_writable(out, "--out")
     try:
         with progress_bar("diffusion (encode cases, then train)") as update:
             result = train_diffusion_from_store(vqvae, data, out, model_config=model_config, train_config=train_config,
@@ -191,6 +192,7 @@ def generate_one(
              f"(mask affine {np.round(mask_geometry.affine, 3).tolist()}, case {np.round(affine, 3).tolist()})")
     if not np.any(mask_data > 0):
         fail(f"mask {mask} is empty: nothing to synthesise")
+    check_writable(out, "--out", folder=False)
     try:
         autoencoder, _, _ = load_vqvae(vqvae, dev)
         denoiser, _, norm, vq_sha = load_diffusion(diffusion, dev)
@@ -210,7 +212,7 @@ def generate_one(
     _write_4d(out, result[0].float().numpy(), affine)
     t = sampler.last_timings
     console.print(f"[green]wrote[/] {out}: case {label}, {int(masks.sum())} tumor voxels, voxels ≥ {sampler.margin} "
-                  f"(Chebyshev) from the mask unchanged; encode {t['encode']:.2f}s, denoise {t['denoise']:.2f}s, "
+                  f"(Euclidean) from the mask unchanged; encode {t['encode']:.2f}s, denoise {t['denoise']:.2f}s, "
                   f"decode {t['decode']:.2f}s")
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 
 def generate(
@@ -32,6 +32,10 @@ def generate(
     cluster: str = typer.Option("threads", "--cluster", help="threads: one process, Dask threads; local: a LocalCluster of --workers processes (one per GPU with dask-cuda)."),
     seed: int = typer.Option(0, "--seed", help="Run seed; per-case streams derive from (seed, case index)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (sampler device)."),
+    no_quality_gate: bool = typer.Option(False, "--no-quality-gate", help=(
+        "Method synbt: do not stop when the first batch's tumors are far from real ones (post/pre, change outside "
+        "the mask; thresholds in synbt_factory/generate/quality_gate.py). The card records that the gate was off."
+    )),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     """Place tumors from the bank in fibroglandular tissue of real backgrounds and synthesise their texture.
@@ -40,6 +44,10 @@ def generate(
     checkpoint hashes, array checksums) and a completion marker last. Kill it at any time and
     rerun the same command: exactly the missing cases are produced. Same seed, same cases,
     whatever --workers and --batch-size.
+
+    With --method synbt, the first batch is checked against the real tumors (the quality gate of
+    `synbt store report`); when it is far from real, the run stops (exit 1) naming the figure, and the
+    finished cases are kept. --no-quality-gate skips the check.
     """
     setup_logging(verbose)
     from synbt_factory.generate import GenerateConfig, run_generate
@@ -50,30 +58,28 @@ def generate(
         config = GenerateConfig(n=n, seed=seed, method=method, batch_size=batch_size, workers=workers)
     except ValueError as exc:
         fail(str(exc))
+    if method != "syntumor" and (vqvae is None or diffusion is None):
+        fail("--method synbt needs --vqvae and --diffusion checkpoints (synbt train vqvae / train diffusion), "
+             "or use --method syntumor")
+    if "://" not in out:
+        check_writable(out, "--out")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
-        out_parent = Path(out).parent if "://" not in out else None
-        if out_parent is not None:
-            try:
-                out_parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                fail(f"cannot create the folder of --out {out} ({exc.strerror}: {exc.filename}); choose a writable --out")
-            if not _writable(out_parent):
-                fail(f"cannot write to {out_parent}; choose a writable --out")
         if method == "syntumor":
             from synbt_factory.generate.methods import SynTumorMethod
 
             tumor_method = SynTumorMethod.from_prepared(data)
         else:
-            if vqvae is None or diffusion is None:
-                fail("--method synbt needs --vqvae and --diffusion checkpoints (synbt train vqvae / train diffusion), "
-                     "or use --method syntumor")
             from synbt_factory.generate.synbt_method import SynBTMethod
 
             tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps, eta=eta,
                                                        guidance=guidance)
         with progress_bar(f"generate ({method})", total=n) as update:
+            from synbt_factory.generate.quality_gate import QualityGate
+
             result = run_generate(config, out=out, prepared=data, bank=bank, method=tumor_method,
-                                  scheduler=scheduler, cluster=cluster, progress=update)
+                                  scheduler=scheduler, cluster=cluster, progress=update,
+                                  quality_gate=None if no_quality_gate else QualityGate())
     except GenerateError as exc:
         fail(str(exc), code=1)
     except (StoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -81,9 +87,3 @@ def generate(
     console.print(f"[green]wrote {len(result.written)}[/] cases, {len(result.skipped)} already complete, "
                   f"{len(result.removed_incomplete)} incomplete removed → {out} ({result.wall_seconds:.1f} s)")
     console.print(f"check it: synbt store verify {out}   look at it: synbt store preview {out} --out preview.png")
-
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK)

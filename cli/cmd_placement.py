@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 
 def bank_build(
@@ -17,17 +17,24 @@ def bank_build(
                                     help="Case splits to take templates from (repeatable); 'all' takes every case."),
     min_voxels: int = typer.Option(8, "--min-voxels", min=1,
                                    help="Skip tumor components smaller than this (annotation specks)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bank at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing bank at --out (only a synbt bank store is deleted)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     """Build the tumor-mask template bank (paper Sec. 2.3): every connected component of the
     training cases' expert masks, cropped to its bounding box, with volume, extents and source."""
     setup_logging(verbose)
     from synbt_factory.store import StoreError
+    from synbt_factory.store.outputs import OutputError, check_output_vs_inputs
     from synbt_factory.synthesis.bank import BankConfig, build_bank
 
+    try:
+        check_output_vs_inputs(out, [data])
+    except OutputError as exc:
+        fail(str(exc))
     if "://" not in out and Path(out).exists() and not overwrite:
-        fail(f"{out} already exists; pass --overwrite to rebuild it or choose another --out")
+        fail(f"{out} already exists; pass --overwrite to rebuild it (only a synbt bank is replaced) "
+             "or choose another --out")
     try:
         from synbt_factory.store import CaseStore
 
@@ -36,7 +43,7 @@ def bank_build(
             splits = None if "all" in split else tuple(split)
             bank = build_bank(data, out, splits=splits, config=BankConfig(min_voxels=min_voxels),
                               overwrite=overwrite, progress=update)
-    except StoreError as exc:
+    except (StoreError, OutputError) as exc:
         fail(f"{exc}")
     summary = bank.summary()
     console.print(f"[green]bank[/] {out}: {summary['templates']} templates from {summary['source_cases']} cases; "
@@ -112,6 +119,7 @@ def train_tissue(
         config = TissueTrainConfig.preset(preset, **changes)
     except ValueError as exc:
         fail(str(exc))
+    check_writable(out, "--out")
     try:
         with progress_bar("tissue", total=config.steps) as update:
             result = run(labels, out, config, val=val, device=device, resume=not no_resume, progress=update)
@@ -164,6 +172,7 @@ def preview_placement(
     from synbt_factory.synthesis.bank import TumorBank
     from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
 
+    check_writable(out, "--out", folder=False)
     try:
         store = CaseStore.open(data)
         tb = TumorBank.open(bank)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -136,6 +136,7 @@ def segment_train(
         )
     except ValueError as exc:
         fail(str(exc))
+    check_writable(out, "--out")
     try:
         with progress_bar(f"train {model}", total=None) as update:
             result = train_segmenter(config, out, device=device, resume=resume, progress=update)
@@ -180,6 +181,8 @@ def segment_eval(
 
     if save_nifti and out is None:
         fail("--save-nifti needs --out DIR")
+    if out is not None:
+        check_writable(out, "--out")
     try:
         config = EvalConfig(
             split=split,
@@ -280,6 +283,7 @@ def experiment_table1(
             cfg = replace(cfg, device=device)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         fail(f"{config}: {exc}")
+    check_writable(out, "--out")
     try:
         with progress_bar("table1 arms", total=len(cfg.models) * len(cfg.arms)) as update:
             result = table1(cfg, out, progress=update)

@@ -27,6 +27,9 @@ def store_info(
         return
     console.print(f"[bold]{summary['location']}[/] ({summary['kind']})")
     console.print(f"complete cases: {summary['complete_cases']}   incomplete: {summary['incomplete_cases']}")
+    if summary["damaged_case_groups"]:
+        console.print(f"[red]damaged case groups: {summary['damaged_case_groups']}[/] "
+                      f"(synbt store verify {store} lists them)")
     if summary["bytes_on_disk"] is not None:
         per_case = summary["bytes_per_case"] or 0
         console.print(f"size on disk: {summary['bytes_on_disk'] / 1e6:.1f} MB ({per_case / 1e6:.2f} MB per case)")
@@ -37,30 +40,40 @@ def store_info(
 
 def store_verify(
     store: str = typer.Argument(..., help="Store path."),
+    source: str = typer.Option(None, "--source", help="Prepared store a synthetic store was made from "
+                               "(default: the one its card records)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
-    """Re-read every array and compare with its recorded sha256; exit 1 naming each bad case.
+    """Check the schema, re-read every array and compare with its recorded sha256; exit 1 naming each bad case.
 
-    Catches deleted chunks (zarr silently returns the fill value), corrupted chunks, missing
-    markers (incomplete cases) and orphan *.partial files.
+    Catches deleted chunks (zarr silently returns the fill value), corrupted chunks, NaN/Inf values,
+    unreadable or unsafely named case groups, shapes, codecs and affines outside the schema, missing
+    markers (incomplete cases), unfinished arrays, orphan *.partial files, and synthetic cases made
+    from a background that has since changed.
     """
     setup_logging(verbose)
-    from synbt_factory.store import CaseStore, StoreError
+    from rich.markup import escape
+
+    from synbt_factory.store import StoreError
     from synbt_factory.store.verify import verify_store
 
     try:
-        n = len(CaseStore.open(store).case_ids())
-        with progress_bar("verify", total=n) as update:
-            result = verify_store(store, progress=update)
-    except StoreError as exc:
+        with progress_bar("verify") as update:
+            result = verify_store(store, source=source, progress=update)
+    except (StoreError, OSError) as exc:
         fail(str(exc))
+    for problem in result.store_problems:
+        console.print(f"[red]bad[/] store {escape(store)}: {escape(problem)}", soft_wrap=True)
     for case_id, problems in sorted(result.bad_cases.items()):
         for p in problems:
-            console.print(f"[red]bad[/] {case_id}: {p}")
+            console.print(f"[red]bad[/] {escape(case_id)}: {escape(p)}", soft_wrap=True)
     for case_id in result.incomplete:
-        console.print(f"[yellow]incomplete[/] {case_id}: no completion marker (rerun the generate/prepare command to finish it)")
+        console.print(f"[yellow]incomplete[/] {escape(case_id)}: no completion marker "
+                      "(rerun the generate/prepare command to finish it)", soft_wrap=True)
     for orphan in result.orphans:
-        console.print(f"[yellow]orphan[/] {orphan}")
+        console.print(f"[yellow]orphan[/] {escape(orphan)}", soft_wrap=True)
+    for note in result.notes:
+        console.print(f"[cyan]note[/] {escape(note)}", soft_wrap=True)
     console.print(f"verified {result.checked} cases: {len(result.bad_cases)} bad, {len(result.incomplete)} incomplete, "
                   f"{len(result.orphans)} orphan files")
     if not result.ok:
@@ -69,12 +82,19 @@ def store_verify(
 
 def store_export(
     store: str = typer.Argument(..., help="Store path."),
-    fmt: str = typer.Option(..., "--format", help="nifti (MAMA-MIA layout), nnunet (DatasetXXX_Name raw layout) or hdf5."),
+    fmt: str = typer.Option(..., "--format",
+                            help="nifti (MAMA-MIA layout), nnunet (DatasetXXX_Name raw layout) or hdf5."),
     out: Path = typer.Option(..., "--out", help="Output folder (nifti, nnunet) or .h5 file (hdf5)."),
     dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net dataset number (1-999)."),
     name: str = typer.Option("SynBT", "--name", help="nnU-Net dataset name."),
+    into_nonempty: bool = typer.Option(False, "--into-nonempty",
+                                       help="Write into a folder that holds other files (none of them is ever "
+                                            "overwritten; an export of another store is still refused)."),
 ) -> None:
-    """Export complete cases so other tools (nnU-Net, NIfTI viewers, HDF5 loaders) read them."""
+    """Export complete cases so other tools (nnU-Net, NIfTI viewers, HDF5 loaders) read them.
+
+    The folder must be new, empty or a previous export of the same store (rerunning updates it and
+    resumes an interrupted export); files the export did not write are never overwritten."""
     from synbt_factory.store import CaseStore, StoreError
     from synbt_factory.store.export import export_store
 
@@ -83,7 +103,8 @@ def store_export(
     try:
         n = len(CaseStore.open(store).case_ids())
         with progress_bar(f"export {fmt}", total=n) as update:
-            path = export_store(store, out, fmt=fmt, dataset_id=dataset_id, dataset_name=name, progress=update)  # type: ignore[arg-type]
+            path = export_store(store, out, fmt=fmt, dataset_id=dataset_id, dataset_name=name,  # type: ignore[arg-type]
+                                into_nonempty=into_nonempty, progress=update)
     except (StoreError, ValueError, OSError) as exc:
         fail(str(exc))
     console.print(f"[green]exported {n} cases[/] → {path}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 __all__ = ["train_vqvae", "eval_vqvae"]
 
@@ -101,6 +101,7 @@ def train_vqvae(
     )
     from synbt_factory.training.vqvae import train_vqvae as run_training
 
+    check_writable(out, "--out")
     try:
         model_cfg, train_cfg = train_presets(preset, stage)
         model_over: dict[str, Any] = {}
@@ -170,6 +171,7 @@ def eval_vqvae(
     from synbt_factory.store import StoreError
     from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 
+    check_writable(out, "--out")
     try:
         cfg = VQVAEEvalConfig(
             splits=(split,),

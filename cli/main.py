@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import Any
 
-from cli import cmd_data, cmd_demo, cmd_diffusion, cmd_generate, cmd_placement, cmd_segment, cmd_store, cmd_vqvae
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from cli import (
+    cmd_data,
+    cmd_demo,
+    cmd_diffusion,
+    cmd_generate,
+    cmd_placement,
+    cmd_report,
+    cmd_segment,
+    cmd_store,
+    cmd_vqvae,
+)
+from cli._console import report_error, report_interrupt, reset_tracebacks, show_tracebacks
+
+__all__ = ["app", "main"]
+
+
+class _ErrorBoundary(TyperGroup):
+    """The root command group: every command runs inside the CLI's error boundary.
+
+    An exception a command did not handle becomes one red line (:func:`cli._console.report_error`), Ctrl-C
+    prints "interrupted" and exits 130; ``typer.Exit``, ``typer.Abort`` and Typer's usage errors pass
+    through. Installed on the group, so the console script and ``typer.testing.CliRunner`` on :data:`app`
+    both get it.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        reset_tracebacks()
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(report_interrupt()) from None
+        except Exception as exc:
+            raise typer.Exit(report_error(exc)) from None
+
 
 app = typer.Typer(
+    cls=_ErrorBoundary,
     name="synbt",
     help=(
         "Synthetic breast tumors in 3D DCE-MRI (SynBT). Typical run: 'synbt demo'; or step by step: "
@@ -24,6 +65,16 @@ bank_app = typer.Typer(help="The tumor-mask template bank: build, inspect, previ
 store_app = typer.Typer(help="Synthetic/prepared Zarr stores: info, verify, export, preview.", no_args_is_help=True)
 segment_app = typer.Typer(help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True)
 experiment_app = typer.Typer(help="Reproduce the paper's experiments (Table 1).", no_args_is_help=True)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Show the traceback of an error (so does a command's own -v, or SYNBT_DEBUG=1)."
+    ),
+) -> None:
+    show_tracebacks(verbose)
+
 
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
@@ -60,10 +111,17 @@ store_app.command("info")(cmd_store.store_info)
 store_app.command("verify")(cmd_store.store_verify)
 store_app.command("export")(cmd_store.store_export)
 store_app.command("preview")(cmd_store.store_preview)
+store_app.command("report")(cmd_report.store_report)
 
 
 def main() -> None:
-    app()
+    """The ``synbt`` console script; errors raised outside any command get the same one-line report."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(report_interrupt())
+    except Exception as exc:
+        sys.exit(report_error(exc))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ during a save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,59 @@ import torch
 
 from synbt_factory import __version__
 
-__all__ = ["save_checkpoint", "load_checkpoint", "file_sha256", "CheckpointError", "prune_checkpoints"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "rebuilding_from",
+    "file_sha256",
+    "CheckpointError",
+    "prune_checkpoints",
+]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or of the wrong kind."""
+    """A checkpoint file is missing, unreadable, of the wrong kind, or its contents cannot rebuild its component."""
+
+
+_MESSAGE_CHARS = 300
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for what went wrong while rebuilding from a checkpoint."""
+    if isinstance(exc, KeyError):
+        return f"it has no entry {exc.args[0]!r}" if exc.args else "an entry is missing"
+    text = " ".join(str(exc).split())
+    if len(text) > _MESSAGE_CHARS:
+        text = text[: _MESSAGE_CHARS - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def rebuilding_from(path: Path, what: str) -> Iterator[None]:
+    """Report a failure to rebuild ``what`` from the loaded checkpoint ``path`` as one :class:`CheckpointError`.
+
+    Wrap the lines that read the checkpoint's entries, rebuild the config and the network and load its
+    weights: a missing entry, a config this version cannot rebuild (missing keys, wrong types) and
+    weights of other names or shapes all mean the file does not match its kind.
+
+    Args:
+        path: the checkpoint file (named in the message).
+        what: the component, e.g. ``"VQ-VAE"``.
+
+    Raises:
+        CheckpointError: naming the file, the cause and the fix.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} cannot rebuild its {what} ({_describe(exc)}); the file is damaged, edited or from "
+            "another synbt version: pass a checkpoint written by this version's 'synbt train', or train a new one"
+        ) from exc
 
 
 def _fsync_dir(path: Path) -> None:

@@ -25,10 +25,13 @@ class CaseView:
         self.title, self.image, self.mask, self.second_mask = title, image, mask, second_mask
 
     def slice_index(self) -> int:
-        """Axial slice through the centroid of the (second, else first) mask, else the middle."""
+        """The axial slice holding most of the (second, else first) mask, else the middle.
+
+        Not the centroid's: a mask of two components (a satellite) can have its centroid on a slice between them.
+        """
         for m in (self.second_mask, self.mask):
             if m is not None and m.any():
-                return int(np.argwhere(m > 0)[:, 2].mean())
+                return int(np.argmax((m > 0).sum(axis=(0, 1))))
         return self.image.shape[-1] // 2
 
 
@@ -37,8 +40,17 @@ def _axial(vol: np.ndarray, z: int) -> np.ndarray:
     return np.rot90(vol[:, :, z])
 
 
-def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = None) -> Path:
-    """Write a montage: one row per view, columns pre | post | post − pre | post + outline."""
+def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = None,
+                 window: tuple[float, float] | None = None) -> Path:
+    """Write a montage: one row per view, columns pre | post | post − pre | post + outline.
+
+    Args:
+        views: the rows.
+        path: PNG to write.
+        title: figure title.
+        window: upper grey limits (image, subtraction) shared by every row, so rows compare by eye;
+            ``None`` = each row's own 99.8th percentiles.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,11 +65,12 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
         z = view.slice_index()
         pre = _axial(view.image[0].astype(np.float32), z)
         post = _axial(view.image[1].astype(np.float32), z)
-        vmax = float(np.percentile(view.image[1], 99.8)) or 1.0
+        vmax = window[0] if window else float(np.percentile(view.image[1], 99.8)) or 1.0
         row[0].imshow(pre, cmap="gray", vmin=0, vmax=vmax)
         row[1].imshow(post, cmap="gray", vmin=0, vmax=vmax)
         sub = post - pre
-        row[2].imshow(sub, cmap="gray", vmin=0, vmax=max(float(np.percentile(sub, 99.8)), 1e-3))
+        sub_max = window[1] if window else max(float(np.percentile(sub, 99.8)), 1e-3)
+        row[2].imshow(sub, cmap="gray", vmin=0, vmax=sub_max)
         row[3].imshow(post, cmap="gray", vmin=0, vmax=vmax)
         for m, colour in ((view.mask, "red"), (view.second_mask, "cyan")):
             if m is not None and m.any():

@@ -1,11 +1,13 @@
 """``synbt data prepare``: MAMA-MIA-layout NIfTI cases → a prepared Zarr store (case schema).
 
-Per case, with MONAI dictionary transforms: load (nibabel, ``scl_slope`` applied) → reorient
-to RAS → resample to 1 mm isotropic (images linear, masks nearest) → one intensity scale shared
-by every phase (divide by the pre-contrast 99.5th percentile, so post/pre ratios and the sign
-of enhancement are kept exactly) → crop/pad to a fixed field of view anchored on the breast
-region → write ``image`` (2, X, Y, Z) = (pre, first post), ``mask`` and optional arrays.
-The affine attribute is MONAI's tracked affine: stored indices → RAS+ mm.
+Per case: run ``check``'s own validation (:func:`~synbt_factory.data.check.check_and_load_case`)
+and refuse the case on any error (so nothing ``check`` rejects is ever written) → from the very
+arrays and affines it read, with MONAI: reorient to RAS → resample to 1 mm isotropic (images
+linear, masks nearest) → one intensity scale shared by every phase (divide by the pre-contrast
+99.5th percentile, so post/pre ratios and the sign of enhancement are kept exactly) → crop/pad to
+a fixed field of view anchored on the breast region → write ``image`` (2, X, Y, Z) = (pre, first
+post), ``mask`` and optional arrays. The affine attribute is MONAI's tracked affine: stored
+indices → RAS+ mm.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ import numpy as np
 
 from synbt_factory import __version__
 from synbt_factory.config import config_to_dict
+from synbt_factory.data.check import (
+    Volume,
+    check_and_load_case,
+    dataset_problems,
+    describe_exception,
+    relative_name,
+)
 from synbt_factory.data.mamamia import CaseRecord, DatasetIndex, index_dataset
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError, StoreLayout
+from synbt_factory.store.lock import writer_lock
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_case", "prepare_dataset", "crop_window"]
 
@@ -113,28 +123,29 @@ def crop_window(
     return [(int(a), int(b)) for a, b in window]
 
 
-def _load_transform(image_keys: list[str], mask_keys: list[str], config: PrepareConfig) -> Any:
-    from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd
+def _to_ras_grid(volume: Volume, *, mask: bool, config: PrepareConfig) -> Any:
+    """One checked volume as a (1, X, Y, Z) MetaTensor in RAS at ``spacing_mm`` (images linear, masks nearest)."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
 
-    keys = image_keys + mask_keys
-    return Compose(
-        [
-            LoadImaged(keys=keys, reader="NibabelReader", image_only=True, ensure_channel_first=True,
-                       dtype=np.float32),
-            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            Spacingd(
-                keys=keys,
-                pixdim=(config.spacing_mm,) * 3,
-                mode=["bilinear"] * len(image_keys) + ["nearest"] * len(mask_keys),
-                padding_mode=["border"] * len(image_keys) + ["zeros"] * len(mask_keys),
-                dtype=np.float32,
-            ),
-        ]
-    )
+    data, geometry = volume
+    array = np.ascontiguousarray(data.reshape(geometry.shape), dtype=np.float32)  # (X, Y, Z, 1) → (X, Y, Z)
+    tensor = MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(geometry.affine, dtype=torch.float64))
+    tensor = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(tensor)
+    return Spacing(pixdim=(config.spacing_mm,) * 3, mode="nearest" if mask else "bilinear",
+                   padding_mode="zeros" if mask else "border", dtype=np.float32)(tensor)
 
 
-def prepare_case(case: CaseRecord, config: PrepareConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Load, reorient, resample, normalise and crop one case.
+def prepare_case(
+    case: CaseRecord, config: PrepareConfig, *, root: Path | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Check, then reorient, resample, normalise and crop one case.
+
+    Args:
+        case: the case's files.
+        config: resampling, normalisation and crop.
+        root: dataset root, for file names in messages (default: two levels above the image folder).
 
     Returns:
         arrays: ``image`` (2, X, Y, Z) float16, ``mask`` (X, Y, Z) uint8, and when available
@@ -142,27 +153,34 @@ def prepare_case(case: CaseRecord, config: PrepareConfig) -> tuple[dict[str, np.
         attrs: ``affine`` (stored indices → RAS+ mm), ``spacing``, ``source_case`` ...
 
     Raises:
-        ValueError: naming the case and file when the case cannot be prepared.
+        ValueError: naming the case, the file and the cause when ``check`` reports an error for the
+            case or the case cannot be prepared.
     """
     from monai.transforms import BorderPad, SpatialCrop
 
-    if 0 not in case.phase_numbers or not any(n > 0 for n in case.phase_numbers):
-        raise ValueError(f"{case.case_id}: needs phase _0000 and at least one post-contrast phase in {case.image_dir}")
-    if case.expert_mask is None:
-        raise ValueError(f"{case.case_id}: no expert segmentation in segmentations/expert/")
+    root = Path(root) if root is not None else case.image_dir.parent.parent
+    report_, volumes = check_and_load_case(case, root)
+    if report_.errors:
+        causes = "; ".join(f"{p.file}: {p.message} — {p.fix}" for p in report_.errors)
+        raise ValueError(f"{case.case_id}: {causes}")
     phase_keys = [f"phase_{n}" for n in case.phase_numbers]
-    data: dict[str, Any] = {k: str(p) for k, p in zip(phase_keys, case.phases)}
+    sources: list[tuple[str, Path, bool]] = [(k, p, False) for k, p in zip(phase_keys, case.phases, strict=True)]
+    if case.expert_mask is None:  # check reports it as an error; kept for type narrowing
+        raise ValueError(f"{case.case_id}: no expert segmentation in segmentations/expert/")
+    sources.append(("mask", case.expert_mask, True))
     mask_keys = ["mask"]
-    data["mask"] = str(case.expert_mask)
     for key, path in (("tissue", case.tissue_labels), ("breast", case.breast_mask)):
         if path is not None:
-            data[key] = str(path)
+            sources.append((key, path, True))
             mask_keys.append(key)
-    try:
-        out = _load_transform(phase_keys, mask_keys, config)(data)
-    except Exception as exc:
-        raise ValueError(f"{case.case_id}: cannot load/resample ({type(exc).__name__}: {exc}); "
-                         f"run 'synbt data check' on the dataset") from exc
+    out: dict[str, Any] = {}
+    for key, path, is_mask in sources:
+        try:
+            out[key] = _to_ras_grid(volumes[path], mask=is_mask, config=config)
+        except Exception as exc:
+            raise ValueError(f"{case.case_id}: {relative_name(path, root)}: cannot reorient/resample "
+                             f"({describe_exception(exc)})") from exc
+    del volumes
 
     pre = out["phase_0"][0].numpy()
     finite = np.isfinite(pre)
@@ -170,20 +188,21 @@ def prepare_case(case: CaseRecord, config: PrepareConfig) -> tuple[dict[str, np.
         raise ValueError(f"{case.case_id}: non-finite voxels in {case.phases[0].name}; run 'synbt data check'")
     scale = float(np.percentile(pre, config.intensity_percentile))
     if not scale > 0:
-        raise ValueError(f"{case.case_id}: pre-contrast image is empty (percentile {config.intensity_percentile} = {scale})")
+        raise ValueError(f"{case.case_id}: {relative_name(case.phases[0], root)}: pre-contrast image is empty "
+                         f"(percentile {config.intensity_percentile} = {scale})")
 
     body = (pre / scale) > config.body_threshold
-    tumor = out["mask"][0].numpy() > 0.5
+    tumor = out["mask"][0].numpy() > 0
     size = config.fov_voxels
     window = crop_window(body, size, anterior_margin=int(round(config.anterior_margin_mm / config.spacing_mm)),
                          tumor=tumor)
     shape = pre.shape
     roi_start = [max(0, s) for s, _ in window]
-    roi_end = [min(d, e) for (_, e), d in zip(window, shape)]
+    roi_end = [min(d, e) for (_, e), d in zip(window, shape, strict=True)]
     border = []
-    for (s, e), d in zip(window, shape):
+    for (s, e), d in zip(window, shape, strict=True):
         border += [max(0, -s), max(0, e - d)]
-    if any(e <= s for s, e in zip(roi_start, roi_end)):
+    if any(e <= s for s, e in zip(roi_start, roi_end, strict=True)):
         raise ValueError(f"{case.case_id}: crop window {window} misses the volume {shape}")
     crop = SpatialCrop(roi_start=roi_start, roi_end=roi_end)
     pad = BorderPad(spatial_border=border, mode="constant")
@@ -199,7 +218,7 @@ def prepare_case(case: CaseRecord, config: PrepareConfig) -> tuple[dict[str, np.
     affine = np.asarray(ref.affine, dtype=np.float64)
     arrays: dict[str, np.ndarray] = {
         "image": np.stack([phases[0], phases[1]]).astype(np.float16),
-        "mask": (fit(out["mask"])[0].numpy() > 0.5).astype(np.uint8),
+        "mask": (fit(out["mask"])[0].numpy() > 0).astype(np.uint8),
     }
     if config.keep_all_phases:
         arrays["phases"] = np.stack(phases[1:]).astype(np.float16)
@@ -241,16 +260,25 @@ def prepare_dataset(
 
     Re-running skips complete cases and redoes incomplete ones. Cases run in parallel with
     Dask (threads: NIfTI decompression and MONAI resampling release the GIL); each case is
-    written by the task that made it. A case that fails is reported in the result, never
-    stops the others.
+    written by the task that made it. A case that fails (any error ``check`` reports for it
+    included) is reported in the result, never written, and never stops the others.
 
     Raises:
         StoreError: if ``out`` holds a store prepared with another config.
+        ValueError: if the dataset as a whole has an error (e.g. an unreadable splits file); nothing is written.
     """
     import dask
 
     config = config or PrepareConfig()
     index: DatasetIndex = index_dataset(Path(dataset_dir))
+    dataset_level = dataset_problems(index)
+    for problem in dataset_level:
+        if problem.severity == "warning":
+            log.warning("%s: %s", problem.file, problem.message)
+    errors = [p for p in dataset_level if p.severity == "error"]
+    if errors:
+        raise ValueError("; ".join(f"{p.file}: {p.message} — {p.fix}" for p in errors)
+                         + "; nothing was prepared (run 'synbt data check')")
     cases = list(index.cases)
     if case_ids is not None:
         wanted = {c.upper() for c in case_ids}
@@ -262,39 +290,44 @@ def prepare_dataset(
         "prepare_config": config_to_dict(config),
         "generator_version": __version__,
     }
-    store = CaseStore.create(out, kind="prepared", card=card, layout=layout, exist_ok=True)
-    if store.attrs.get("prepare_config") != card["prepare_config"]:
-        raise StoreError(f"{out} was prepared with another config {store.attrs.get('prepare_config')}; "
-                         "use a new --out or the same options")
-    store.remove_incomplete()
-    result = PrepareResult()
-    todo = []
-    for case in cases:
-        if store.is_complete(case.case_id):
-            result.skipped.append(case.case_id)
-        else:
-            todo.append(case)
-    lock = threading.Lock()
-    done = [len(result.skipped)]
-    total = len(cases)
-    report(progress, done[0], total)
+    with writer_lock(str(out), command="prepare"):
+        store = CaseStore.create(out, kind="prepared", card=card, layout=layout, exist_ok=True)
+        if store.attrs.get("prepare_config") != card["prepare_config"]:
+            raise StoreError(f"{out} was prepared with another config {store.attrs.get('prepare_config')}; "
+                             "use a new --out or the same options")
+        store.remove_incomplete()
+        result = PrepareResult()
+        todo = []
+        for case in cases:
+            if store.is_complete(case.case_id):
+                result.skipped.append(case.case_id)
+            else:
+                todo.append(case)
+        lock = threading.Lock()
+        done = [len(result.skipped)]
+        total = len(cases)
+        report(progress, done[0], total)
 
-    def run(case: CaseRecord) -> None:
-        try:
-            arrays, attrs = prepare_case(case, config)
-            store.write_case(case.case_id, arrays, attrs)
+        def run(case: CaseRecord) -> None:
+            try:
+                arrays, attrs = prepare_case(case, config, root=index.root)
+                store.write_case(case.case_id, arrays, attrs)
+                with lock:
+                    result.prepared.append(case.case_id)
+            except Exception as exc:  # one bad case never stops the rest
+                expected = isinstance(exc, (ValueError, StoreError))
+                message = str(exc) if expected else f"{case.case_id}: failed unexpectedly ({describe_exception(exc)})"
+                log.warning("case %s failed: %s", case.case_id, message)
+                if not expected:
+                    log.debug("case %s failed", case.case_id, exc_info=True)
+                with lock:
+                    result.failed[case.case_id] = message
             with lock:
-                result.prepared.append(case.case_id)
-        except Exception as exc:  # one bad case never stops the rest
-            log.warning("case %s failed: %s", case.case_id, exc)
-            with lock:
-                result.failed[case.case_id] = str(exc)
-        with lock:
-            done[0] += 1
-            report(progress, done[0], total)
+                done[0] += 1
+                report(progress, done[0], total)
 
-    tasks = [dask.delayed(run)(case) for case in todo]
-    dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers))
-    store.update_card(case_ids=store.case_ids())
+        tasks = [dask.delayed(run)(case) for case in todo]
+        dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers))
+        store.update_card(case_ids=store.case_ids())
     result.prepared.sort()
     return result

@@ -9,12 +9,14 @@ and produces exactly the missing cases.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,10 +25,12 @@ from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.generate.jobs import CaseJob, GenerateConfig, plan_jobs
 from synbt_factory.generate.methods import Synthesized, TumorMethod
 from synbt_factory.generate.placing import PlacedCase, Placer
+from synbt_factory.generate.quality_gate import QualityGate, check_first_batch, gate_applies, gate_off_record
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError, StoreLayout
+from synbt_factory.store.lock import writer_lock
 
-__all__ = ["GenerateError", "GenerateResult", "run_generate", "write_synthetic_case"]
+__all__ = ["GenerateError", "GenerateResult", "QualityGateError", "run_generate", "write_synthetic_case"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,11 @@ LICENCE = (
 
 class GenerateError(RuntimeError):
     """The run could not produce some cases; finished cases are kept."""
+
+
+class QualityGateError(GenerateError):
+    """The quality gate stopped the run after its first batch (:mod:`synbt_factory.generate.quality_gate`);
+    finished cases are kept and the card records the verdict."""
 
 
 @dataclass
@@ -120,6 +129,21 @@ def _open_or_create(out: str, config: GenerateConfig, method: TumorMethod, prepa
     return store
 
 
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def _holding_writer_lock(fn: _Fn) -> _Fn:
+    """Run ``fn`` under the writer lock of its ``out`` store (taken by the driver; workers write without it)."""
+
+    @functools.wraps(fn)
+    def locked(*args: Any, out: str | Path, **kwargs: Any) -> Any:
+        with writer_lock(str(out), command="generate"):
+            return fn(*args, out=out, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+@_holding_writer_lock
 def run_generate(
     config: GenerateConfig,
     *,
@@ -132,6 +156,7 @@ def run_generate(
     layout: StoreLayout | None = None,
     placement_config: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    quality_gate: QualityGate | None = None,
 ) -> GenerateResult:
     """Produce the missing cases of ``out`` (all of them on a first run).
 
@@ -147,10 +172,18 @@ def run_generate(
             ``LocalCluster`` of ``config.workers`` processes (one per GPU when CUDA is visible and
             dask-cuda is installed). On a cluster, each task places, synthesises and writes a batch
             of cases; each worker loads the models once.
+        quality_gate: for SynBT, check the first ``config.batch_size`` cases against the real tumors
+            (:mod:`synbt_factory.generate.quality_gate`) and stop when they are far from real; None = no
+            check. The card's ``quality_gate`` entry records the verdict, or that the run was not checked.
+
+    The whole run holds the writer lock of ``out`` (:func:`~synbt_factory.store.lock.writer_lock`), so
+    a second ``generate`` on the same store is refused while Dask workers of this run write their own cases.
 
     Raises:
-        StoreError: the output store exists with other settings, or the prepared store is missing.
+        StoreError: the output store exists with other settings, the prepared store is missing, or
+            another command holds the writer lock of ``out`` (:class:`~synbt_factory.store.lock.StoreLockedError`).
         GenerateError: some cases could not be produced (listed; finished cases are kept).
+        QualityGateError: the first batch failed the quality gate (finished cases are kept).
     """
     t_start = time.perf_counter()
     out, prepared_loc, bank_loc = str(out), str(prepared), str(bank)
@@ -180,16 +213,26 @@ def run_generate(
         elapsed = time.perf_counter() - t_start
         report(progress, finished, total, {"cases/s": len(result.written) / max(elapsed, 1e-9)})
 
+    gated = quality_gate is not None and gate_applies(method.name) and bool(todo)
+    if todo and not gated:
+        store.update_card(quality_gate=gate_off_record(method.name))
+    # a gated run produces its first batch, checks it, then the rest: the same batches as one pass
+    parts = [todo[:config.batch_size], todo[config.batch_size:]] if gated else [todo]
     client, local_cluster = _connect(scheduler, cluster, config.workers)
     distributed = bool(scheduler) or cluster != "threads"
     try:
-        if not method.batched:
-            _run_tasks(client, placer, method, out, [[j] for j in todo], config, result, account)
-        elif distributed:
-            batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-            _run_tasks(client, placer, method, out, batches, config, result, account)
-        else:
-            _run_batched(client, placer, method, out, todo, config, result, account, stage)
+        for index, part in enumerate(parts):
+            if not part:
+                continue
+            if not method.batched:
+                _run_tasks(client, placer, method, out, [[j] for j in part], config, result, account)
+            elif distributed:
+                batches = [part[i:i + config.batch_size] for i in range(0, len(part), config.batch_size)]
+                _run_tasks(client, placer, method, out, batches, config, result, account)
+            else:
+                _run_batched(client, placer, method, out, part, config, result, account, stage)
+            if gated and index == 0:
+                _check_gate(out, prepared_loc, part, result, quality_gate, store)  # type: ignore[arg-type]
     finally:
         client.close()
         if local_cluster is not None:
@@ -202,6 +245,21 @@ def run_generate(
         listed = "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
         raise GenerateError(f"{len(result.failed)} case(s) failed, {len(result.written)} written and kept: {listed}")
     return result
+
+
+def _check_gate(out: str, prepared: str, jobs: list[CaseJob], result: GenerateResult, gate: QualityGate,
+                store: CaseStore) -> None:
+    """The quality gate on the written cases of ``jobs``; raises :class:`QualityGateError` when they fail it."""
+    written = set(result.written)
+    checked = [j.case_id for j in jobs if j.case_id in written]
+    if not checked:
+        return
+    verdict = check_first_batch(out, prepared, checked, gate, store)
+    if not verdict.passed:
+        kept = len(store.case_ids())
+        store.update_card(complete_cases=kept)
+        raise QualityGateError(verdict.message(f"the first {len(checked)} SynBT case(s) of {out}",
+                                               kept=f"The {kept} finished case(s) are kept in {out}. "))
 
 
 def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, Any]:

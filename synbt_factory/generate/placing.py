@@ -97,15 +97,21 @@ class Placer:
         When no placement is accepted in a background (breast too small, tumor already filling it),
         the job's alternate backgrounds are tried in order, each with its own stream.
 
+        The background's image and mask are compared with their recorded sha256 as they are read, so
+        the ``source_sha256`` the synthetic case records is the checksum of the data it was made from;
+        a damaged background is never used (a deleted chunk would read back as zeros).
+
         Raises:
             PlacementError: naming the case and every background tried when none accepts a tumor.
+            StoreError: naming the background, the array and ``synbt store verify`` when it is damaged.
         """
         from synbt_factory.config import config_from_dict
         from synbt_factory.synthesis.placement import PlacementConfig, PlacementError, place_tumor
 
         t0 = time.perf_counter()
         store, bank = self._open()
-        config = config_from_dict(PlacementConfig, self.placement_config) if self.placement_config else PlacementConfig()
+        config = (config_from_dict(PlacementConfig, self.placement_config) if self.placement_config
+                  else PlacementConfig())
         reasons = []
         for attempt, background in enumerate(job.candidates):
             stream = "placement" if attempt == 0 else f"placement-{attempt}"
@@ -115,7 +121,7 @@ class Placer:
             except PlacementError as exc:
                 reasons.append(f"{background}: {exc}")
                 continue
-            arrays, attrs = store.read_case(background, ("image", "mask"))
+            arrays, attrs = store.read_case(background, ("image", "mask"), verify=True)
             return PlacedCase(
                 job=job,
                 background=background,

@@ -112,10 +112,12 @@ class VQVAEConfig:
         return self.patch_size // self.downsample_factor
 
 
-#: Named configurations: ``tiny`` for tests and demos (seconds on CPU), ``small`` for a laptop run,
-#: ``paper`` the published one.
+#: Named configurations: ``tiny`` for tests (seconds on CPU), ``cpu`` the CPU recipe behind the demo's
+#: shipped weights (``tiny`` with twice the channels and 256 codes), ``small`` for a laptop run, ``paper`` the
+#: published one.
 VQVAE_PRESETS: dict[str, VQVAEConfig] = {
     "tiny": VQVAEConfig(channels=(8, 16), strides=(2, 2), num_res_layers=1, num_embeddings=64, patch_size=16),
+    "cpu": VQVAEConfig(channels=(16, 32), strides=(2, 2), num_res_layers=1, num_embeddings=256, patch_size=16),
     "small": VQVAEConfig(
         channels=(16, 32, 64), strides=(1, 2, 2), num_res_layers=1, num_embeddings=1024, patch_size=32
     ),

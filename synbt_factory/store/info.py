@@ -23,7 +23,11 @@ def _size_on_disk(path: Path) -> int:
 
 
 def store_info(location: str | Path) -> dict[str, Any]:
-    """A JSON-ready summary: kind, complete/incomplete counts, bytes on disk, the card."""
+    """A JSON-ready summary: kind, complete/incomplete/damaged counts, bytes on disk, the card.
+
+    Damaged case groups (unsafe names, unreadable metadata) are counted, not read: ``synbt store
+    verify`` names them.
+    """
     store = CaseStore.open(location)
     complete = store.case_ids()
     local = Path(str(location))
@@ -34,6 +38,7 @@ def store_info(location: str | Path) -> dict[str, Any]:
         "kind": store.kind,
         "complete_cases": len(complete),
         "incomplete_cases": len(store.incomplete_case_ids()),
+        "damaged_case_groups": len(store.damaged_case_groups()),
         "bytes_on_disk": size,
         "bytes_per_case": (size / len(complete)) if size and complete else None,
         "card": card,

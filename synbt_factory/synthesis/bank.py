@@ -27,6 +27,8 @@ from synbt_factory import __version__
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError
+from synbt_factory.store.lock import writer_lock
+from synbt_factory.store.outputs import check_output_vs_inputs, remove_own_store
 from synbt_factory.synthesis.augment import STRUCTURE_26, AugmentConfig, AugmentRecord, apply_augment, draw_augment
 
 __all__ = ["BREAST_SOURCES", "BankConfig", "TemplateMeta", "TemplateRecord", "TumorBank", "build_bank",
@@ -160,31 +162,34 @@ def build_bank(
 ) -> TumorBank:
     """Extract every connected tumor component of the chosen splits into a bank store.
 
+    The bank is written under its store's writer lock (:func:`~synbt_factory.store.lock.writer_lock`).
+
     Args:
         prepared_store: a prepared store (location or open :class:`CaseStore`).
-        out_location: where the bank store is created.
+        out_location: where the bank store is created; it must not be, lie inside, or contain the prepared store.
         splits: case ``split`` attributes to use (``None`` in the tuple takes unsplit cases);
             ``None`` takes every case.
         config: template filtering.
-        overwrite: replace an existing bank at ``out_location``.
+        overwrite: replace an existing bank at ``out_location`` (only a synbt bank store is ever deleted).
         progress: ``(cases_done, cases_total, {"templates": n})``.
 
     Raises:
+        OutputError: ``out_location`` touches the prepared store, or (with ``overwrite``) holds something
+            other than a synbt bank; nothing is deleted.
         StoreError: if ``out_location`` exists (without ``overwrite``) or no case has a tumor.
     """
     config = config or BankConfig()
     src = prepared_store if isinstance(prepared_store, CaseStore) else CaseStore.open(prepared_store)
     if src.kind != "prepared":
         raise StoreError(f"{src.location} is a {src.kind!r} store; build the bank from a prepared store")
-    out_path = Path(str(out_location))
-    if overwrite and "://" not in str(out_location) and out_path.exists():
-        import shutil
-
-        shutil.rmtree(out_path)
+    out_loc = str(out_location)
+    check_output_vs_inputs(out_loc, [src.location])
     cases = [c for c in src.case_ids() if splits is None or src.case_attrs(c).get("split") in splits]
     if not cases:
         raise StoreError(f"{src.location} has no complete case with split in {list(splits or [])}; "
                          "check the splits file or pass --split all")
+    if overwrite:
+        remove_own_store(out_loc, kind="bank", inputs=[src.location])
     card = {
         "synthetic": False,
         "bank_format": BANK_FORMAT,
@@ -194,7 +199,20 @@ def build_bank(
         "generator_version": __version__,
         "templates": [],
     }
-    bank_store = CaseStore.create(out_location, kind="bank", card=card)
+    with writer_lock(out_loc, command="bank build"):
+        bank_store = CaseStore.create(out_location, kind="bank", card=card)
+        metas = _extract_templates(src, cases, bank_store, config, progress)
+        if not metas:
+            raise StoreError(f"no tumor component of >= {config.min_voxels} voxels in the selected cases of "
+                             f"{src.location}; nothing to put in the bank")
+        bank_store.update_card(templates=metas, n_templates=len(metas))
+    log.info("bank %s: %d templates from %d cases", out_location, len(metas), len(cases))
+    return TumorBank.open(out_location)
+
+
+def _extract_templates(src: CaseStore, cases: list[str], bank_store: CaseStore, config: BankConfig,
+                       progress: ProgressFn | None) -> list[dict[str, Any]]:
+    """Write every large enough tumor component of ``cases`` into ``bank_store``; returns the templates' metadata."""
     metas: list[dict[str, Any]] = []
     for done, case_id in enumerate(cases, start=1):
         names = src.array_names(case_id)
@@ -252,12 +270,7 @@ def build_bank(
             )
             metas.append(meta.to_dict())
         report(progress, done, len(cases), {"templates": float(len(metas))})
-    if not metas:
-        raise StoreError(f"no tumor component of >= {config.min_voxels} voxels in the selected cases of "
-                         f"{src.location}; nothing to put in the bank")
-    bank_store.update_card(templates=metas, n_templates=len(metas))
-    log.info("bank %s: %d templates from %d cases", out_location, len(metas), len(cases))
-    return TumorBank.open(out_location)
+    return metas
 
 
 class TumorBank:

@@ -16,10 +16,11 @@ Per batch of B cases (paper Sec. 2.2 and Fig. 3):
    ``keep_margin`` cells from the removed region are replaced by z_known noised to that timestep
    (RePaint-style), and after the last step by z_known itself.
 4. **Decode and blend**: Ẑ → de-normalise → codebook (Q) → decoder; the decoded window is blended
-   into the real image with weight w = 1 on the removed region (mask dilated by ``mask_dilation``),
-   falling linearly to 0 at ``blend_ramp`` voxels (Chebyshev) beyond it. **Every voxel whose
-   Chebyshev distance to the mask is ≥ ``margin`` = mask_dilation + blend_ramp is exactly the input
-   voxel** (copied, never recomputed).
+   into the real image with weight w = 1 within Euclidean distance ``mask_dilation`` of the mask,
+   falling linearly to 0 over ``blend_ramp`` voxels beyond it: a round halo, not a box. **Every voxel
+   whose Euclidean distance to the mask is ≥ ``margin`` = mask_dilation + blend_ramp is exactly the
+   input voxel** (copied, never recomputed). (The removed region of the condition, step 2, is the
+   model's own :func:`~synbt_factory.models.diffusion.dilate`, as in training.)
 
 Randomness: each case has its own ``torch.Generator``. One 63-bit seed is drawn from it and seeds a
 generator on the sampling device, from which that case's initial noise, DDIM (η) noise and RePaint
@@ -42,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +57,7 @@ from synbt_factory.models.diffusion import (
 )
 from synbt_factory.progress import ProgressFn, report
 
-__all__ = ["SamplerConfig", "InpaintingSampler", "blend_weights"]
+__all__ = ["SamplerConfig", "InpaintingSampler", "blend_weights", "mask_distance"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,10 @@ class SamplerConfig:
         context: latent cells of context added around the generated region in window mode.
         keep_margin: latent cells around the removed region that are generated; all others keep
             the real latent (RePaint replacement).
-        blend_ramp: image voxels over which the blend weight falls from 1 to 0 outside the removed region.
+        blend_start: image voxels (Euclidean) from the mask within which the synthetic image replaces the
+            input outright; ``None`` = the denoiser's ``mask_dilation`` (the whole removed region).
+        blend_ramp: image voxels over which the blend weight then falls from 1 to 0, so every voxel at
+            distance ≥ ``blend_start + blend_ramp`` (:attr:`InpaintingSampler.margin`) keeps the input.
         clip_sample: clip the predicted z₀ in each DDIM step to the normalised codebook range (``latent_norm.clip``).
         bf16: bf16 autocast of the denoiser on CUDA (ignored on CPU).
         compile: ``torch.compile`` the denoiser on CUDA (ignored on CPU).
@@ -93,7 +98,8 @@ class SamplerConfig:
     window: tuple[int, int, int] = (16, 16, 16)
     context: int = 2
     keep_margin: int = 1
-    blend_ramp: int = 4
+    blend_start: int | None = 0
+    blend_ramp: int = 3
     clip_sample: bool = True
     bf16: bool = True
     compile: bool = False
@@ -113,26 +119,44 @@ class SamplerConfig:
         for name in ("context", "keep_margin", "blend_ramp"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.blend_start is not None and self.blend_start < 0:
+            raise ValueError(f"blend_start must be >= 0 (or None), got {self.blend_start}")
+
+
+def mask_distance(masks: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance in voxels from every voxel to the nearest mask voxel (0 on the mask).
+
+    Exact (SciPy's Euclidean distance transform, computed on the CPU); ``inf`` everywhere for an empty mask.
+
+    Args:
+        masks: (B, 1, X, Y, Z) or (B, X, Y, Z), nonzero = tumor, any device.
+
+    Returns:
+        float64 tensor of the same shape, on the device of ``masks``.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    inside = (masks > 0).cpu().numpy()
+    dist = np.full(inside.shape, np.inf)
+    for index in np.ndindex(inside.shape[: inside.ndim - 3]):
+        if inside[index].any():
+            dist[index] = distance_transform_edt(~inside[index])
+    return torch.from_numpy(dist).to(masks.device)
 
 
 def blend_weights(masks: torch.Tensor, *, dilation: int, ramp: int) -> torch.Tensor:
     """Blend weight of the synthetic image: (B, 1, X, Y, Z) float in [0, 1].
 
-    w = 1 within Chebyshev distance ``dilation`` of the mask, then 1 − k/ramp at distance
-    ``dilation + k`` (k = 1 … ramp), so w = 0 exactly at distance ≥ dilation + ramp. Computed as
-    the mean of ``ramp`` successive 3³ max-pool dilations.
+    With d the Euclidean distance to the mask (:func:`mask_distance`): w = 1 for d ≤ ``dilation``, then
+    1 − (d − dilation)/ramp, so w = 0 exactly where d ≥ dilation + ramp (a round halo around the mask).
 
     Args:
         masks: (B, X, Y, Z) or (B, 1, X, Y, Z), nonzero = tumor.
     """
-    region = dilate((masks if masks.dim() == 5 else masks.unsqueeze(1)) > 0, dilation).float()
+    dist = mask_distance(masks if masks.dim() == 5 else masks.unsqueeze(1))
     if ramp == 0:
-        return region
-    total = torch.zeros_like(region)
-    for _ in range(ramp):
-        total += region
-        region = F.max_pool3d(region, kernel_size=3, stride=1, padding=1)
-    return total / ramp
+        return (dist <= dilation).float()
+    return ((dilation + ramp - dist) / ramp).clamp(0.0, 1.0).float()
 
 
 @dataclass(frozen=True)
@@ -211,8 +235,14 @@ class InpaintingSampler:
 
     @property
     def margin(self) -> int:
-        """Voxels at Chebyshev distance ≥ this from the mask are returned bit-identical to the input."""
-        return self.diffusion_config.mask_dilation + self.config.blend_ramp
+        """Voxels at Euclidean distance ≥ this (voxels) from the mask are returned bit-identical to the input."""
+        return self.blend_start + self.config.blend_ramp
+
+    @property
+    def blend_start(self) -> int:
+        """Voxels from the mask within which the synthetic image is taken as it is (weight 1)."""
+        start = self.config.blend_start
+        return self.diffusion_config.mask_dilation if start is None else start
 
     # ------------------------------------------------------------------ planning
     def _unit(self) -> int:
@@ -392,7 +422,7 @@ class InpaintingSampler:
         t3 = time.perf_counter()
         timings["decode"] += t3 - t2
 
-        w = blend_weights(masks, dilation=dcfg.mask_dilation, ramp=cfg.blend_ramp)
+        w = blend_weights(masks, dilation=self.blend_start, ramp=cfg.blend_ramp)
         blended = torch.where(w > 0, torch.lerp(images, decoded, w), images)
         timings["blend"] += time.perf_counter() - t3
         return blended, w

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synbt_factory.checkpoint import load_checkpoint, save_checkpoint
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from, save_checkpoint
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.data.mixing import (
     DEFAULT_VAL_FRACTION,
@@ -183,9 +183,10 @@ def load_segmenter(
         ``(model in eval mode on device, its SegTrainConfig, the checkpoint payload)``.
     """
     payload = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
-    config = config_from_dict(SegTrainConfig, payload["config"])
-    model = build_segmenter(config.model)
-    model.load_state_dict(payload["model"])
+    with rebuilding_from(path, "segmenter"):
+        config = config_from_dict(SegTrainConfig, payload["config"])
+        model = build_segmenter(config.model)
+        model.load_state_dict(payload["model"])
     model.to(device).eval()
     return model, config, payload
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from synbt_factory.checkpoint import load_checkpoint, save_checkpoint
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from, save_checkpoint
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.device import resolve_device
 from synbt_factory.models.tissue import FGT_CLASS, TissueModelConfig, build_tissue_model, tissue_preset
@@ -639,10 +639,11 @@ def load_tissue_model(
     """Rebuild the tissue U-Net from a checkpoint (``weights_only`` load); returns (model in eval mode, run config)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location=dev)
-    config = config_from_dict(TissueTrainConfig, ckpt["train_config"])
-    model = build_tissue_model(config.model).to(dev)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    with rebuilding_from(path, "tissue model"):
+        config = config_from_dict(TissueTrainConfig, ckpt["train_config"])
+        model = build_tissue_model(config.model)
+        model.load_state_dict(ckpt["model"])
+    model.to(dev).eval()
     return model, config
 
 
@@ -657,26 +658,31 @@ def add_tissue_to_store(
 ) -> dict[str, Any]:
     """Write ``tissue_pred`` (uint8 0/1 FGT, post-processed) and ``breast_pred`` into each prepared case.
 
-    Cases that already have ``tissue_pred`` are skipped unless ``overwrite``. Returns counts and
-    the per-case FGT fraction of the breast.
+    Cases whose ``tissue_pred`` and ``breast_pred`` are finished (both have a checksum entry) are skipped
+    unless ``overwrite``; an addition a crash left unfinished is redone. Runs under the store's writer lock.
+    Returns counts and the per-case FGT fraction of the breast.
     """
+    from synbt_factory.store.lock import writer_lock
+
     model, config = load_tissue_model(ckpt, device=device)
     store = prepared_store if isinstance(prepared_store, CaseStore) else CaseStore.open(prepared_store, mode="r+")
     if not store.writable:
         store = CaseStore.open(store.location, mode="r+")
     ids = list(case_ids) if case_ids is not None else store.case_ids()
     done, skipped, fractions = 0, 0, {}
-    for i, case_id in enumerate(ids, start=1):
-        if not overwrite and "tissue_pred" in store.array_names(case_id):
-            skipped += 1
-            report(progress, i, len(ids), {"skipped": float(skipped)})
-            continue
-        image = store.read_array(case_id, "image").astype(np.float32)
-        fgt, breast = predict_tissue(model, image, post=config.post, roi=config.roi,
-                                     sw_batch_size=config.sw_batch_size)
-        store.add_arrays(case_id, {"tissue_pred": fgt, "breast_pred": breast})
-        fractions[case_id] = float(fgt.sum() / max(1, int(breast.sum())))
-        done += 1
-        report(progress, i, len(ids), {"fgt_fraction": fractions[case_id]})
-    store.update_card(tissue_model={"checkpoint": str(ckpt), "post": config_to_dict(config.post)})
+    with writer_lock(store.location, command="data tissue"):
+        for i, case_id in enumerate(ids, start=1):
+            finished = store.case_attrs(case_id).get("sha256", {})
+            if not overwrite and {"tissue_pred", "breast_pred"} <= set(finished):
+                skipped += 1
+                report(progress, i, len(ids), {"skipped": float(skipped)})
+                continue
+            image = store.read_array(case_id, "image").astype(np.float32)
+            fgt, breast = predict_tissue(model, image, post=config.post, roi=config.roi,
+                                         sw_batch_size=config.sw_batch_size)
+            store.add_arrays(case_id, {"tissue_pred": fgt, "breast_pred": breast})
+            fractions[case_id] = float(fgt.sum() / max(1, int(breast.sum())))
+            done += 1
+            report(progress, i, len(ids), {"fgt_fraction": fractions[case_id]})
+        store.update_card(tissue_model={"checkpoint": str(ckpt), "post": config_to_dict(config.post)})
     return {"written": done, "skipped": skipped, "fgt_fraction": fractions}

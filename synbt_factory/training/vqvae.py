@@ -26,7 +26,7 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from synbt_factory.checkpoint import load_checkpoint
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.quantizer import restart_dead_codes
@@ -216,6 +216,36 @@ _TRAIN_PRESETS: dict[str, dict[str, VQVAETrainConfig]] = {
             log_every=1,
         ),
     },
+    # the README's CPU recipe (tiny phantom): lr 1e-3 and tumor-focused patches so the codebook learns enhancing
+    # tissue within 30k steps; the volume stage fine-tunes the decoder on whole volumes with tumor-weighted L1
+    "cpu": {
+        "patch": VQVAETrainConfig(
+            stage="patch",
+            steps=30_000,
+            batch_size=2,
+            lr=1e-3,
+            adv_start_step=100_000,
+            disc_channels=8,
+            disc_layers=2,
+            tumor_patch_fraction=0.5,
+            save_every=2000,
+            log_every=50,
+        ),
+        "volume": VQVAETrainConfig(
+            stage="volume",
+            steps=500,
+            batch_size=1,
+            lr=1e-4,
+            adv_weight=0.0,
+            adv_start_step=0,
+            disc_channels=8,
+            disc_layers=2,
+            volume_crop=None,
+            tumor_loss_weight=300.0,
+            save_every=250,
+            log_every=25,
+        ),
+    },
     "small": {
         "patch": VQVAETrainConfig(
             stage="patch", steps=2000, batch_size=4, adv_start_step=1000, disc_channels=16, save_every=500, log_every=10
@@ -325,13 +355,14 @@ def load_vqvae(path: Path, device: str | torch.device = "cpu") -> tuple[PatchVol
         model, its latent normalisation (codebook range → [-1, 1]) and its config.
     """
     ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
-    config = config_from_dict(VQVAEConfig, ckpt["config"])
-    model = PatchVolumeVQVAE(config)
-    model.load_state_dict(ckpt["model"])
+    with rebuilding_from(path, "VQ-VAE"):
+        config = config_from_dict(VQVAEConfig, ckpt["config"])
+        model = PatchVolumeVQVAE(config)
+        model.load_state_dict(ckpt["model"])
+        norm = LatentNorm(**ckpt["latent_norm"]) if "latent_norm" in ckpt else model.latent_norm()
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    norm = LatentNorm(**ckpt["latent_norm"]) if "latent_norm" in ckpt else model.latent_norm()
     return model, norm, config
 
 
@@ -507,12 +538,14 @@ def train_vqvae(
     init_ckpt = None
     given_config = model_config
     if ckpt is not None:
-        model_config = config_from_dict(VQVAEConfig, ckpt["config"])
+        with rebuilding_from(out / "last.pt", "VQ-VAE config"):
+            model_config = config_from_dict(VQVAEConfig, ckpt["config"])
     elif cfg.stage == "volume":
         if init is None:
             raise ValueError("the volume stage needs init=<patch-stage checkpoint>")
         init_ckpt = load_checkpoint(Path(init), kind=CHECKPOINT_KIND)
-        model_config = config_from_dict(VQVAEConfig, init_ckpt["config"])
+        with rebuilding_from(init, "VQ-VAE config"):
+            model_config = config_from_dict(VQVAEConfig, init_ckpt["config"])
     model_config = model_config or VQVAEConfig()
     if given_config is not None and given_config != model_config:
         log.warning(
@@ -521,12 +554,13 @@ def train_vqvae(
         )
     model, disc = _init_model(model_config, cfg, seed)
     if init_ckpt is not None:
-        model.load_state_dict(init_ckpt["model"])
-        disc_state = init_ckpt.get("discriminator")
-        if disc_state is not None and _same_disc(init_ckpt, cfg):
-            disc.load_state_dict(disc_state)
-        else:
-            log.info("discriminator starts fresh (patch checkpoint has none or a different size)")
+        with rebuilding_from(init, "VQ-VAE weights"):
+            model.load_state_dict(init_ckpt["model"])
+            disc_state = init_ckpt.get("discriminator")
+            if disc_state is not None and _same_disc(init_ckpt, cfg):
+                disc.load_state_dict(disc_state)
+            else:
+                log.info("discriminator starts fresh (patch checkpoint has none or a different size)")
     if cfg.stage == "volume":
         model.freeze_encoder_and_codebook()
     model.to(device)

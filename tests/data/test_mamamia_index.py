@@ -42,3 +42,45 @@ def test_cli_index_json_lists_every_case(small_dataset: Path) -> None:
     assert set(rows[0]) == {"case_id", "n_phases", "shape", "spacing", "split", "tumor_voxels"}
     assert rows[1]["n_phases"] == 4 and rows[0]["shape"] == [80, 90, 30]
     assert rows[0]["spacing"] == [0.8, 0.8, 2.0] and rows[0]["tumor_voxels"] > 0
+
+
+def test_dataset_name_skips_patient_info_that_is_not_an_object(small_dataset: Path) -> None:
+    (small_dataset / "patient_info_files/test_001.json").write_text('["TESTSET"]')
+    index = index_dataset(small_dataset)
+    with pytest.raises(ValueError, match="test_001.json: patient info JSON is a list"):
+        index.get("TEST_001").info()
+    assert index.dataset_name() == "TESTSET"  # from the next case, no traceback
+
+
+def test_index_keeps_phase_entries_that_are_broken_links_or_folders(small_dataset: Path) -> None:
+    folder = small_dataset / "images/TEST_001"
+    (folder / "TEST_001_0001.nii.gz").unlink()
+    (folder / "TEST_001_0001.nii.gz").symlink_to("TEST_001_0001.nii.gz")  # a loop
+    (folder / "TEST_001_0002.nii.gz").unlink()
+    (folder / "TEST_001_0002.nii.gz").mkdir()
+    case = index_dataset(small_dataset).get("TEST_001")
+    # nothing renumbered: _0002 never becomes the "first post-contrast"
+    assert case.phase_numbers == (0, 1, 2)
+
+
+def test_splits_record_every_split_that_lists_a_case(small_dataset: Path) -> None:
+    from conftest import write_splits
+
+    write_splits(small_dataset, ["TEST_001", "TEST_002"], ["TEST_003", "TEST_002"])
+    index = index_dataset(small_dataset)
+    leak = index.get("TEST_002")
+    assert leak.listed_splits == ("train", "test") and leak.split is None
+    assert index.get("TEST_003").split == "test"
+
+
+def test_splits_with_byte_order_mark_keep_split_names(small_dataset: Path) -> None:
+    splits = small_dataset / "train_test_splits.csv"
+    splits.write_bytes(b"\xef\xbb\xbf" + splits.read_bytes())
+    assert index_dataset(small_dataset).get("TEST_001").split == "train"
+
+
+def test_cli_index_reports_an_unreadable_splits_file_without_traceback(small_dataset: Path) -> None:
+    (small_dataset / "train_test_splits.csv").write_bytes(b"train_split,test_split\nTEST_\xff01,\n")
+    result = CliRunner().invoke(app, ["data", "index", str(small_dataset)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "train_test_splits.csv: cannot read the splits file: not UTF-8" in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import distance_transform_cdt
+from scipy.ndimage import distance_transform_edt
 from tiny_autoencoder import TinyVQAE
 from torch import nn
 
@@ -85,14 +85,15 @@ def test_voxels_beyond_margin_are_bit_identical_and_mask_changes(models, mode: s
     out = sampler.sample(images, masks, _gens(1, [0, 1, 2, 3]))
     assert out.dtype == images.dtype and out.shape == images.shape
     for i in range(4):
-        dist = distance_transform_cdt(masks[i].numpy() == 0, metric="chessboard")
+        dist = distance_transform_edt(masks[i].numpy() == 0)
         far = torch.from_numpy(dist >= sampler.margin)
         assert torch.equal(out[i][:, far], images[i][:, far])
         inside = masks[i].bool()
         assert not torch.equal(out[i][:, inside], images[i][:, inside])
         assert torch.isfinite(out[i].float()).all()
     # the changed region is not larger than it must be: just inside the margin something changed
-    near = torch.from_numpy(distance_transform_cdt(masks[0].numpy() == 0, metric="chessboard") == sampler.margin - 1)
+    dist = distance_transform_edt(masks[0].numpy() == 0)
+    near = torch.from_numpy((dist >= sampler.margin - 1) & (dist < sampler.margin))
     assert not torch.equal(out[0][:, near], images[0][:, near])
 
 
@@ -103,20 +104,20 @@ def test_empty_mask_returns_input(models) -> None:
     assert torch.equal(out[1], images[1])
 
 
-def test_blend_weights_ramp_is_chebyshev_distance() -> None:
+def test_blend_weights_ramp_is_euclidean_distance() -> None:
     mask = torch.zeros(1, 21, 21, 21)
     mask[0, 10, 10, 10] = 1
     w = blend_weights(mask, dilation=2, ramp=4)[0, 0]
-    dist = torch.from_numpy(distance_transform_cdt(mask[0].numpy() == 0, metric="chessboard")).float()
+    dist = torch.from_numpy(distance_transform_edt(mask[0].numpy() == 0)).float()
     expected = (1.0 - (dist - 2).clamp(min=0) / 4).clamp(min=0)
     assert torch.allclose(w, expected)
 
 
 def test_both_modes_change_exactly_the_voxels_within_the_margin(models) -> None:
     images, masks = _cases(1)
-    inside_margin = torch.from_numpy(distance_transform_cdt(masks[0].numpy() == 0, metric="chessboard") < 5)
+    inside_margin = torch.from_numpy(distance_transform_edt(masks[0].numpy() == 0) < 5)
     for mode in ("whole", "window"):
-        sampler = _sampler(models, mode=mode, blend_ramp=3)  # margin = dilation 2 + ramp 3 = 5
+        sampler = _sampler(models, mode=mode, blend_start=None, blend_ramp=3)  # margin = dilation 2 + ramp 3 = 5
         assert sampler.margin == 5
         out = sampler.sample(images, masks, _gens(2, [0]))
         assert torch.equal((out[0] != images[0]).any(0), inside_margin), mode
@@ -156,3 +157,23 @@ def test_bad_shapes_raise(models) -> None:
     with pytest.raises(ValueError, match="masks"):
         sampler.sample(images, masks[:, :-1], _gens(0, [0, 1]))
     assert np.isfinite(sampler.margin)
+
+
+def test_default_blend_changes_nothing_farther_than_3_voxels_from_the_mask(models) -> None:
+    """The default blend fades the synthetic image out within 3 voxels of the mask (it started at the denoiser's
+    2-voxel mask dilation and ramped over 4 more, changing voxels up to 6 voxels away)."""
+    from scipy.ndimage import distance_transform_edt
+
+    images, masks = _cases(1)
+    sampler = _sampler(models)
+    assert sampler.blend_start == 0 and sampler.margin == 3
+    out = sampler.sample(images, masks, _gens(0, [0]))
+    dist = torch.from_numpy(distance_transform_edt(masks[0].numpy() == 0))
+    changed = (out[0] != images[0]).any(0)
+    assert not changed[dist >= 3].any()
+    assert changed[masks[0] > 0].all()
+
+
+def test_blend_start_is_validated() -> None:
+    with pytest.raises(ValueError, match="blend_start"):
+        SamplerConfig(blend_start=-1)

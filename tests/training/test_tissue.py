@@ -117,6 +117,49 @@ def test_loss_falls_on_a_tiny_config(label_store: CaseStore, tmp_path: Path) -> 
     again = add_tissue_to_store(result.best_path, label_store.location, device="cpu")
     assert again["skipped"] == 4
 
+    # an addition a crash left unfinished (array written, checksum entry not yet) is redone, not skipped
+    import zarr
+
+    group = zarr.open_group(str(label_store.location), mode="r+")["cases"]["L0"]
+    sha = dict(group.attrs["sha256"])
+    del sha["tissue_pred"]
+    group.attrs.update({"sha256": sha})
+    redo = add_tissue_to_store(result.best_path, label_store.location, device="cpu")
+    assert redo["written"] == 1 and redo["skipped"] == 3
+    assert "tissue_pred" in CaseStore.open(label_store.location).case_attrs("L0")["sha256"]
+
+
+def test_data_tissue_waits_for_no_other_writer(label_store: CaseStore, tmp_path: Path) -> None:
+    """Writing tissue maps takes the store's writer lock: a second writer is refused, naming the holder."""
+    import multiprocessing
+
+    from synbt_factory.store import StoreError
+    from synbt_factory.store.lock import writer_lock
+
+    config = TissueTrainConfig.preset("tiny", steps=2, log_every=1)
+    result = train_tissue(label_store.location, tmp_path / "run", config, device="cpu")
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(label_store.location), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(StoreError, match=str(holder.pid)):
+            add_tissue_to_store(result.best_path, label_store.location, device="cpu", overwrite=True)
+    finally:
+        release.set()
+        holder.join(60)
+    with writer_lock(str(label_store.location), command="test"):
+        pass
+
+
+def _hold_lock(location: str, ready, release) -> None:
+    from synbt_factory.store.lock import writer_lock
+
+    with writer_lock(location, command="other writer"):
+        ready.set()
+        release.wait(60)
+
 
 def test_postprocessing_keeps_fgt_inside_the_breast_away_from_its_edge() -> None:
     labels = np.zeros(SHAPE, np.uint8)

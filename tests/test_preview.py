@@ -1,0 +1,27 @@
+"""Montage rows show the slice where the tumor is."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synbt_factory.preview import CaseView
+
+
+def test_slice_index_lands_on_the_mask_when_it_has_two_components() -> None:
+    mask = np.zeros((16, 16, 20), np.uint8)
+    mask[4:8, 4:8, 3:6] = 1  # 48 voxels
+    mask[9:12, 9:12, 14:16] = 1  # a satellite: the centroid (z ≈ 7.8) falls between the two
+    view = CaseView("case", np.zeros((2, 16, 16, 20), np.float16), mask, None)
+    z = view.slice_index()
+    assert mask[:, :, z].any()
+    assert z in (3, 4, 5)
+
+
+def test_slice_index_prefers_the_second_mask_and_falls_back_to_the_middle() -> None:
+    first = np.zeros((8, 8, 10), np.uint8)
+    first[2, 2, 1] = 1
+    second = np.zeros_like(first)
+    second[5, 5, 8] = 1
+    image = np.zeros((2, 8, 8, 10), np.float16)
+    assert CaseView("c", image, first, second).slice_index() == 8
+    assert CaseView("c", image, np.zeros_like(first), None).slice_index() == 5
