@@ -81,7 +81,8 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
             ax.set_title(f"{view.title} — {label} (z={z})" if label == "pre" else label, fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # leave the title its own band above the first row's panel titles
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -40,7 +40,9 @@ def test_synbt_cases_identical_across_batch_size_and_workers(
     card = a.attrs
     assert len(card["run_identity"]["method_card"]["vqvae_sha256"]) == 64
     assert card["run_identity"]["method_card"]["guidance"] == 1.5
-    # without guidance the card is the one stores were begun with before the option existed: they still resume
-    assert set(SynBTMethod(vq, diff, steps=3).card()) == {"method", "vqvae_sha256", "diffusion_sha256", "ddim_steps",
-                                                          "eta", "mode"}
+    # without guidance and with the first blend, the card is the one stores were begun with before the options
+    # existed: they still resume with those settings; the default blend changed, so it names itself
+    first = SynBTMethod(vq, diff, steps=3, blend=(None, 4)).card()
+    assert set(first) == {"method", "vqvae_sha256", "diffusion_sha256", "ddim_steps", "eta", "mode"}
+    assert SynBTMethod(vq, diff, steps=3).card()["blend"] == [0, 3]
     assert verify_store(a.location).ok
