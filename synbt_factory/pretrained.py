@@ -87,7 +87,8 @@ class PretrainedSet:
         actual = file_sha256(path)
         if actual != pinned:
             raise CheckpointError(f"pretrained weights {path} have sha256 {actual[:12]}…, expected {pinned[:12]}…: "
-                                  "the file is damaged or was replaced; reinstall synbt or run 'synbt demo --from-scratch'")
+                                  "the file is damaged or was replaced; reinstall synbt or run "
+                                  "'synbt demo --from-scratch'")
         return path
 
 
