@@ -24,7 +24,9 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": list(os.getloadavg()),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "numpy": numpy.__version__,
@@ -33,6 +35,61 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its waited-for children so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_measured(cmd: list[str], *, interval: float = 0.05, **kwargs: Any) -> dict[str, Any]:
+    """Run ``cmd`` as a fresh child; its wall and CPU seconds, and the peak RSS of its process tree.
+
+    The tree's resident memory (the child and every descendant, Dask workers included) is summed every
+    ``interval`` seconds with psutil; the child's own VmHWM is read too when it reports it. Neither carries
+    the parent's memory over (``ru_maxrss`` of a child does, across fork and exec).
+    """
+    import subprocess
+
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            rss = 0
+            for p in tree:
+                try:
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(interval)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "tree_peak_rss_mb": peak / 2**20, "stdout": stdout}
 
 
 def peak_rss_mb() -> float:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,22 +22,26 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 __all__ = [
     "EXIT_EXPECTED",
     "EXIT_INTERRUPTED",
     "EXIT_UNEXPECTED",
     "CommandFailed",
+    "PlainProgress",
     "check_writable",
     "console",
     "err_console",
     "fail",
+    "name_flags",
     "progress_bar",
     "report_error",
     "report_interrupt",
     "reset_tracebacks",
     "setup_logging",
     "show_tracebacks",
+    "warn",
 ]
 
 console = Console()
@@ -97,6 +103,22 @@ def fail(message: str, code: int = EXIT_EXPECTED) -> NoReturn:
     """Print an error (one red line, on stderr) and exit with ``code``."""
     _print_error(" ".join(message.split()))
     raise CommandFailed(code)
+
+
+def warn(message: str) -> None:
+    """Print a warning (one yellow line, on stderr); the command goes on."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
+
+
+def name_flags(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with the config field names in ``flags`` replaced by the flags that set them.
+
+    A config's validation names its fields (``n must be > 0``); the user typed flags (``--n must be > 0``).
+    Only whole names are replaced (``data.mix`` and ``mix`` are distinct keys; the longer is tried first).
+    """
+    for field in sorted(flags, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w.'\"-]){re.escape(field)}(?![\w.'\"-])", flags[field], message)
+    return message
 
 
 def check_writable(path: Path | str, flag: str, *, folder: bool = True) -> None:
@@ -173,26 +195,91 @@ def report_interrupt() -> int:
     return EXIT_INTERRUPTED
 
 
+def _metrics_text(metrics: Mapping[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class PlainProgress:
+    """Progress as plain lines, for a log file or a pipe (where a live bar shows nothing until the end).
+
+    A line (``what: done/total (pct%), elapsed, eta, metrics``) is printed each time the work crosses another
+    ``every_percent`` of its total, at most one per ``min_interval`` seconds, so a short task prints nothing
+    and a long one a line every few percent; the last report prints a closing line when any line was printed.
+
+    Args:
+        description: what is being done.
+        print_line: where a line goes (the error console).
+        every_percent: the step between lines.
+        min_interval: seconds between two lines at least.
+        clock: seconds as a float (``time.monotonic``; tests pass a fake one).
+    """
+
+    def __init__(self, description: str, print_line: Callable[[str], None], *, every_percent: float = 10.0,
+                 min_interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.description = description
+        self.print_line = print_line
+        self.every_percent = every_percent
+        self.min_interval = min_interval
+        self.clock = clock
+        self._start = clock()
+        self._last_line: float | None = None
+        self._last_mark = 0
+        self.lines = 0
+
+    def __call__(self, done: int, total: int, metrics: Mapping[str, float]) -> None:
+        now = self.clock()
+        finished = total > 0 and done >= total
+        mark = int(100.0 * done / total // self.every_percent) if total > 0 else 0
+        since = now - (self._last_line if self._last_line is not None else self._start)
+        if not (finished and self.lines) and (mark <= self._last_mark or since < self.min_interval):
+            return
+        self._last_mark, self._last_line = mark, now
+        elapsed = now - self._start
+        parts = [f"{self.description}: {done}/{total} ({100.0 * done / total:.0f}%)" if total > 0
+                 else f"{self.description}: {done}", f"elapsed {_clock_text(elapsed)}"]
+        if total > 0 and 0 < done < total:
+            parts.append(f"eta {_clock_text(elapsed / done * (total - done))}")
+        text = _metrics_text(metrics)
+        self.lines += 1
+        self.print_line(", ".join(parts) + (f"  {text}" if text else ""))
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator:
-    """A rich progress bar; yields a :data:`synbt_factory.progress.ProgressFn`.
+    """A rich progress bar on a terminal, :class:`PlainProgress` lines otherwise; yields a
+    :data:`synbt_factory.progress.ProgressFn`.
 
-    The metrics passed to the callback are shown after the bar (e.g. ``loss=0.123``).
+    The metrics passed to the callback are shown after the bar (e.g. ``loss=0.123``), cut to the room the
+    terminal leaves, so the step count and the ETA stay visible at 80 columns.
     """
+    if not err_console.is_terminal:
+        yield PlainProgress(description, lambda line: err_console.print(escape(line), soft_wrap=True,
+                                                                        highlight=False))
+        return
     columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        TextColumn("eta", table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True)),
     ]
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task(description, total=total, metrics="")
 
         def update(done: int, total_: int, metrics: Mapping[str, float]) -> None:
-            text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+            # what the other columns take (description, bar, done/total, elapsed, "eta", remaining, gaps)
+            used = len(description) + 20 + 2 * len(str(total_)) + 1 + 7 + 3 + 7 + 7
+            room = err_console.width - used - 1
+            text = _metrics_text(metrics)
+            if len(text) > room:
+                text = text[:room - 1] + "…" if room > 8 else ""
             bar.update(task, completed=done, total=total_, metrics=text)
 
         yield update

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
 def _parse_triple(text: str, option: str) -> tuple[int, int, int]:
@@ -30,6 +31,11 @@ def _parse_axes(text: str) -> tuple[int, ...]:
         fail(f"--flip-axes must be image axes like 0,2 (0 = X, 1 = Y, 2 = Z) or none, got {text!r}")
 
 
+# DiffusionTrainConfig's field names → the flags that set them, for its validation errors
+_TRAIN_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "crop": "--crop",
+                "mask_loss_weight": "--mask-loss-weight", "flip_axes": "--flip-axes", "latent_scale": "--latent-scale"}
+
+
 def train_diffusion(
     vqvae: Path = typer.Option(..., "--vqvae", help=(
         "Trained VQ-VAE checkpoint (synbt train vqvae); its encoder and codebook make the latents."
@@ -40,8 +46,9 @@ def train_diffusion(
     out: Path = typer.Option(Path("runs/diffusion"), "--out", help=(
         "Run folder: checkpoints (step_N.pt, last.pt, final.pt), metrics.jsonl/.csv, config.json, latents/."
     )),
-    preset: str = typer.Option("small", "--preset", help=(
-        "tiny (tests, seconds), small (a laptop), paper (DiffTumor-size UNet, 500k steps)."
+    preset: str = typer.Option(AUTO, "--preset", help=preset_help(
+        "train diffusion", "tiny: tests, seconds; cpu: the CPU recipe (8,8,8 crops, 2500 steps); small: 20k steps; "
+        "paper: DiffTumor-size UNet, 500k steps."
     )),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: the preset's; paper 500000)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=(
@@ -86,9 +93,11 @@ def train_diffusion(
 
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.device import resolve_device
+    from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.diffusion import diffusion_train_preset, train_diffusion_from_store
 
+    preset = choose_preset("train diffusion", preset, device)
     try:
         model_config, train_config = diffusion_train_preset(preset)
         changes = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr,
@@ -102,14 +111,17 @@ def train_diffusion(
             model_config = dataclasses.replace(model_config, latent_scale=latent_scale)
         dev = resolve_device(device)
     except (ValueError, RuntimeError) as exc:
-        fail(str(exc))
+        fail(name_flags(str(exc), _TRAIN_FLAGS))
     if not vqvae.is_file():
         fail(f"VQ-VAE checkpoint {vqvae} does not exist; train one with 'synbt train vqvae' or fix --vqvae")
     check_writable(out, "--out")
     try:
         with progress_bar("diffusion (encode cases, then train)") as update:
+            clock = StepClock(run_plan("train diffusion", "train diffusion", preset, train_config.steps, str(dev)),
+                              update)
+            clock.announce()
             result = train_diffusion_from_store(vqvae, data, out, model_config=model_config, train_config=train_config,
-                                                resume=resume, device=dev, seed=seed, progress=update,
+                                                resume=resume, device=dev, seed=seed, progress=clock,
                                                 encode_progress=update)
     except FileExistsError as exc:
         fail(f"{exc} (add --resume to continue it)")

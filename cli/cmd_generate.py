@@ -7,7 +7,11 @@ from typing import Optional
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+
+# GenerateConfig's field names → the flags that set them, for its validation errors
+_CONFIG_FLAGS = {"n": "--n", "seed": "--seed", "method": "--method", "batch_size": "--batch-size",
+                 "workers": "--workers"}
 
 
 def generate(
@@ -51,29 +55,42 @@ def generate(
     """
     setup_logging(verbose)
     from synbt_factory.generate import GenerateConfig, run_generate
+    from synbt_factory.generate.inputs import checkpoint_problems, generate_input_problems
     from synbt_factory.generate.pipeline import GenerateError
     from synbt_factory.store import StoreError
 
     try:
         config = GenerateConfig(n=n, seed=seed, method=method, batch_size=batch_size, workers=workers)
     except ValueError as exc:
-        fail(str(exc))
+        fail(name_flags(str(exc), _CONFIG_FLAGS))
     if method != "syntumor" and (vqvae is None or diffusion is None):
-        fail("--method synbt needs --vqvae and --diffusion checkpoints (synbt train vqvae / train diffusion), "
+        missing = " and ".join(f for f, v in (("--vqvae", vqvae), ("--diffusion", diffusion)) if v is None)
+        fail(f"--method synbt needs {missing} (checkpoints of synbt train vqvae / train diffusion), "
              "or use --method syntumor")
     if "://" not in out:
         check_writable(out, "--out")
+    ckpts = (vqvae, diffusion) if method != "syntumor" else (None, None)
+    problems = generate_input_problems(prepared=data, bank=bank, out=out, vqvae=ckpts[0], diffusion=ckpts[1],
+                                       split=config.background_split)
+    tumor_method = None
+    if method != "syntumor" and not checkpoint_problems([("--vqvae", vqvae), ("--diffusion", diffusion)]):
+        from synbt_factory.checkpoint import CheckpointError
+        from synbt_factory.generate.synbt_method import SynBTMethod
+
+        try:  # loads both models: a broken checkpoint is reported with the other problems
+            tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps, eta=eta,
+                                                       guidance=guidance)
+        except CheckpointError as exc:
+            problems.insert(0, str(exc))
+    if problems:
+        fail("; ".join(problems))
+    if "://" not in out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
-        if method == "syntumor":
+        if tumor_method is None:
             from synbt_factory.generate.methods import SynTumorMethod
 
             tumor_method = SynTumorMethod.from_prepared(data)
-        else:
-            from synbt_factory.generate.synbt_method import SynBTMethod
-
-            tumor_method = SynBTMethod.from_checkpoints(vqvae, diffusion, device=device, steps=steps, eta=eta,
-                                                       guidance=guidance)
         with progress_bar(f"generate ({method})", total=n) as update:
             from synbt_factory.generate.quality_gate import QualityGate
 

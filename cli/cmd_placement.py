@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
 def bank_build(
@@ -73,12 +74,19 @@ def bank_info(
         console.print(f"{key.replace('_quantiles', '')}: " + "  ".join(f"{k}={v:.1f}" for k, v in q.items()))
 
 
+# TissueTrainConfig's field names → the flags that set them, for its validation errors
+_TISSUE_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "patch": "--patch", "roi": "--patch",
+                 "workers": "--workers", "seed": "--seed"}
+
+
 def train_tissue(
     labels: str = typer.Option(..., "--labels", help="Prepared store with tissue/breast arrays, or a dataset folder "
                                                      "with tissue/labels/<ID>.nii.gz and tissue/breast/<ID>.nii.gz."),
     out: Path = typer.Option(Path("runs/tissue"), "--out", help="Run folder (last.pt, best.pt, history.jsonl)."),
     steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (preset default if omitted).", min=1),
-    preset: str = typer.Option("small", "--preset", help="tiny (tests, seconds) or small (default)."),
+    preset: str = typer.Option(AUTO, "--preset", help=preset_help(
+        "train tissue", "tiny: 32³ patches, 60 steps; small: 96³ patches."
+    )),
     val: str | None = typer.Option(None, "--val", help="Prepared store with real images + tissue labels to validate "
                                                           "on (default: held-out cases of --labels)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step.", min=1),
@@ -99,9 +107,13 @@ def train_tissue(
     k-means clusters (--clusters image; their intensities never reach the network) and validate."""
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.device import resolve_device
+    from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.tissue import TissueTrainConfig
     from synbt_factory.training.tissue import train_tissue as run
+
+    preset = choose_preset("train tissue", preset, device)
 
     changes: dict = {"seed": seed}
     if steps is not None:
@@ -118,11 +130,14 @@ def train_tissue(
         changes["synth"] = TissueSynthConfig(cluster_features=clusters)
         config = TissueTrainConfig.preset(preset, **changes)
     except ValueError as exc:
-        fail(str(exc))
+        fail(name_flags(str(exc), _TISSUE_FLAGS))
     check_writable(out, "--out")
     try:
         with progress_bar("tissue", total=config.steps) as update:
-            result = run(labels, out, config, val=val, device=device, resume=not no_resume, progress=update)
+            clock = StepClock(run_plan("train tissue", "train tissue", preset, config.steps,
+                                       str(resolve_device(device))), update)
+            clock.announce()
+            result = run(labels, out, config, val=val, device=device, resume=not no_resume, progress=clock)
     except (StoreError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(f"{exc}")
     best = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"

@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging, warn
+from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -48,6 +49,28 @@ def _metrics_table(title: str, rows: list[dict[str, Any]], summary: dict[str, An
     return table
 
 
+# SegTrainConfig's field names (and those of its model/data parts) → the flags that set them
+_TRAIN_FLAGS = {
+    "name": "--model", "preset": "--preset", "patch_size": "--crop", "model.patch_size": "--crop",
+    "crop": "--crop", "data.crop": "--crop", "mix": "--mix", "data.mix": "--mix", "synthetic": "--synthetic",
+    "onthefly_fraction": "--onthefly-fraction", "data.onthefly_fraction": "--onthefly-fraction",
+    "onthefly": "--onthefly", "samples_per_epoch": "--samples-per-epoch", "real": "--real", "epochs": "--epochs",
+    "max_steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "val_every_epochs": "--val-every",
+    "max_val_cases": "--max-val-cases", "seed": "--seed", "num_workers": "--workers",
+}
+
+
+def _warn_about_store_kinds(real: str, synthetic: str | None) -> None:
+    """A synthetic store as --real (or a prepared one as --synthetic) trains on the wrong cases: say so."""
+    from synbt_factory.store.outputs import store_kind_at
+
+    if store_kind_at(real) == "synthetic":
+        warn(f"--real {real} is a synthetic store (synbt generate); real cases come from a prepared store "
+             "(synbt data prepare), and synthetic ones go in --synthetic")
+    if synthetic is not None and store_kind_at(synthetic) == "prepared":
+        warn(f"--synthetic {synthetic} is a prepared store of real cases; synthetic cases come from synbt generate")
+
+
 def segment_train(
     model: str = typer.Option("unet", "--model", help="Segmenter: unet, dynunet (nnU-Net-style) or swinunetr."),
     real: str = typer.Option(..., "--real", help="Prepared store of real cases (synbt data prepare)."),
@@ -82,7 +105,9 @@ def segment_train(
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Mini-batch size (paper: 1).", min=1),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
-    preset: str = typer.Option("small", "--preset", help="Network size: tiny (tests), small (CPU), paper (GPU)."),
+    preset: str = typer.Option(AUTO, "--preset", help=preset_help(
+        "segment train", "Network size: tiny (tests, CPU), small, paper (GPU)."
+    )),
     val_every: int = typer.Option(1, "--val-every", help="Validate and checkpoint every N epochs.", min=1),
     max_val_cases: int | None = typer.Option(None, "--max-val-cases", help="Validate on at most N cases.", min=0),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes.", min=0),
@@ -100,12 +125,15 @@ def segment_train(
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.data.mixing import MixConfig
+    from synbt_factory.device import resolve_device
     from synbt_factory.models.segmenters import SegmenterConfig
+    from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.segmentation import SegTrainConfig, train_segmenter
 
     if patch is not None and crop is not None:
         fail("give either --patch or --crop, not both")
+    preset = choose_preset("segment train", preset, device)
     size = (patch, patch, patch) if patch is not None else tuple(crop) if crop is not None else (192, 192, 128)
     if onthefly is not None and onthefly != "syntumor":
         fail(f"--onthefly must be 'syntumor', got {onthefly!r}")
@@ -135,11 +163,15 @@ def segment_train(
             num_workers=workers,
         )
     except ValueError as exc:
-        fail(str(exc))
+        fail(name_flags(str(exc), _TRAIN_FLAGS))
+    _warn_about_store_kinds(real, synthetic)
     check_writable(out, "--out")
     try:
         with progress_bar(f"train {model}", total=None) as update:
-            result = train_segmenter(config, out, device=device, resume=resume, progress=update)
+            # announced by the trainer's first report, which comes before step 1 and knows the total steps
+            clock = StepClock(run_plan("segment train", f"segment train ({model})", preset, steps or 0,
+                                       str(resolve_device(device))), update)
+            result = train_segmenter(config, out, device=device, resume=resume, progress=clock)
     except (StoreError, CheckpointError, FileExistsError, RuntimeError, ValueError) as exc:
         fail(str(exc))
     console.print(

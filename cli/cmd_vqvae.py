@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 __all__ = ["train_vqvae", "eval_vqvae"]
 
@@ -40,6 +41,11 @@ def _load_overrides(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{path}: unknown key(s) {', '.join(unknown)} (neither VQVAEConfig nor VQVAETrainConfig fields)"
         )
     return {k: v for k, v in data.items() if k in model_keys}, {k: v for k, v in data.items() if k in train_keys}
+
+
+# VQVAETrainConfig's field names → the flags that set them, for its validation errors
+_TRAIN_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "stage": "--stage",
+                "tumor_patch_fraction": "--tumor-patches", "tumor_loss_weight": "--tumor-loss-weight"}
 
 
 def train_vqvae(
@@ -78,9 +84,9 @@ def train_vqvae(
         "--config",
         help="JSON/TOML overrides: {model: {...VQVAEConfig}, train: {...VQVAETrainConfig}} or flat keys.",
     ),
-    preset: str = typer.Option(
-        "paper", "--preset", help="tiny (seconds, tests/demo) | small (laptop) | paper (published sizes)."
-    ),
+    preset: str = typer.Option(AUTO, "--preset", help=preset_help(
+        "train vqvae", "tiny: seconds, tests; cpu: the CPU recipe; small: a laptop; paper: the published sizes."
+    )),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from OUT/last.pt (model, optimisers, step, RNG states)."
     ),
@@ -93,6 +99,7 @@ def train_vqvae(
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.config import replace
     from synbt_factory.device import resolve_device
+    from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.vqvae import (
         model_config_from_dict,
@@ -102,6 +109,7 @@ def train_vqvae(
     from synbt_factory.training.vqvae import train_vqvae as run_training
 
     check_writable(out, "--out")
+    preset = choose_preset("train vqvae", preset, device)
     try:
         model_cfg, train_cfg = train_presets(preset, stage)
         model_over: dict[str, Any] = {}
@@ -120,7 +128,10 @@ def train_vqvae(
         if changes:
             train_cfg = replace(train_cfg, **changes)
         dev = resolve_device(device)
-        with progress_bar(f"VQ-VAE {stage} stage", total=train_cfg.steps) as progress:
+        with progress_bar(f"VQ-VAE {stage} stage", total=train_cfg.steps) as bar:
+            progress = StepClock(run_plan("train vqvae", f"train vqvae ({stage} stage)", preset, train_cfg.steps,
+                                          str(dev)), bar)
+            progress.announce()
             result = run_training(
                 data,
                 out,
@@ -136,8 +147,10 @@ def train_vqvae(
         fail(str(exc))
     except FileExistsError as exc:
         fail(f"{exc} (add --resume to continue it)")
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
-        fail(f"{type(exc).__name__}: {exc}")
+    except KeyError as exc:
+        fail(f"KeyError: {exc}")
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        fail(name_flags(f"{exc}", _TRAIN_FLAGS))
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
     console.print(f"[green]done[/]: {result.final_checkpoint} after {result.steps} steps  {metrics}")
 

@@ -8,9 +8,12 @@ a case gets never depends on batch size, worker count or the order cases run in.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only by torch_generator: NumPy-only callers never load it
+    import torch
 
 __all__ = ["case_seed_sequence", "case_generator", "torch_generator", "stream_id"]
 
@@ -44,6 +47,8 @@ def torch_generator(
     run_seed: int, case_index: int, stream: str = "", device: str | torch.device = "cpu"
 ) -> torch.Generator:
     """A torch generator on ``device`` for one case's named stream."""
+    import torch
+
     seed = int(case_seed_sequence(run_seed, case_index, stream).generate_state(1, dtype=np.uint64)[0])
     gen = torch.Generator(device=device)
     gen.manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,13 +62,15 @@ class GenerateResult:
 
 
 def _library_versions() -> dict[str, str]:
-    import dask
-    import monai
-    import torch
-    import zarr
-
-    return {"synbt": __version__, "torch": torch.__version__, "monai": monai.__version__,
-            "zarr": zarr.__version__, "numpy": np.__version__, "dask": dask.__version__}
+    """Versions of the libraries a run uses, read from package metadata (importing torch and MONAI just to name
+    their versions cost a SynTumor run seconds of CPU; ``"not installed"`` where a package has no metadata)."""
+    versions = {"synbt": __version__}
+    for package in ("torch", "monai", "zarr", "numpy", "dask"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthesized, method: str) -> dict[str, float]:
@@ -237,7 +240,8 @@ def run_generate(
         client.close()
         if local_cluster is not None:
             local_cluster.close()
-    store.update_card(complete_cases=len(store.case_ids()), source_case_ids=sorted(set(backgrounds)))
+    # the cases found complete at the start plus those written: no second survey of every case's marker
+    store.update_card(complete_cases=len(done_ids | set(result.written)), source_case_ids=sorted(set(backgrounds)))
     result.stage_seconds = stage
     result.wall_seconds = time.perf_counter() - t_start
     result.written.sort()

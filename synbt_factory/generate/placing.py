@@ -40,32 +40,43 @@ class PlacedCase:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: memory the placement contexts of one placer may hold (about 240 backgrounds of 128×128×80, 6 of 512×512×160)
+CONTEXT_CACHE_BYTES = 2 * 2**30
+
+
+def _context_bytes(ctx: Any) -> int:
+    return sum(getattr(ctx, name).nbytes for name in ("breast", "fgt", "forbidden", "avoid", "centres"))
+
+
 class Placer:
     """Picklable: holds store/bank locations and opens them lazily on each worker.
 
     The placement masks of a background (body, breast, chest wall, FGT centres) depend on the
-    background alone, so the last ``cache_size`` are kept and reused: backgrounds repeat across
-    thousands of cases. Caching never changes results.
+    background alone, so they are computed once and kept, the least recently used dropped first
+    once they hold more than ``cache_bytes``: backgrounds repeat across thousands of cases.
+    Caching never changes results. Memory stays bounded by ``cache_bytes`` whatever the run's N.
     """
 
     def __init__(self, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
-                 *, cache_size: int = 8) -> None:
+                 *, cache_bytes: int = CONTEXT_CACHE_BYTES) -> None:
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self._store: Any = None
         self._bank: Any = None
+        self._config: Any = None
         self._contexts: OrderedDict[str, Any] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"prepared": self.prepared, "bank_location": self.bank_location,
-                "placement_config": self.placement_config, "cache_size": self.cache_size}
+                "placement_config": self.placement_config, "cache_bytes": self.cache_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["prepared"], state["bank_location"], state["placement_config"],  # type: ignore[misc]
-                      cache_size=state["cache_size"])
+                      cache_bytes=state["cache_bytes"])
 
     def _context(self, store: Any, case_id: str, config: Any) -> Any:
         from synbt_factory.synthesis.placement import context_from_store
@@ -76,9 +87,12 @@ class Placer:
                 return self._contexts[case_id]
         ctx = context_from_store(store, case_id, config)
         with self._lock:
-            self._contexts[case_id] = ctx
-            while len(self._contexts) > self.cache_size:
-                self._contexts.popitem(last=False)
+            if case_id not in self._contexts:
+                self._contexts[case_id] = ctx
+                self._cached_bytes += _context_bytes(ctx)
+            while self._cached_bytes > self.cache_bytes and len(self._contexts) > 1:
+                _, dropped = self._contexts.popitem(last=False)
+                self._cached_bytes -= _context_bytes(dropped)
         return ctx
 
     def _open(self) -> tuple[Any, Any]:
@@ -110,8 +124,10 @@ class Placer:
 
         t0 = time.perf_counter()
         store, bank = self._open()
-        config = (config_from_dict(PlacementConfig, self.placement_config) if self.placement_config
-                  else PlacementConfig())
+        if self._config is None:
+            self._config = (config_from_dict(PlacementConfig, self.placement_config) if self.placement_config
+                            else PlacementConfig())
+        config = self._config
         reasons = []
         for attempt, background in enumerate(job.candidates):
             stream = "placement" if attempt == 0 else f"placement-{attempt}"

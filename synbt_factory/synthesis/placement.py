@@ -13,8 +13,8 @@ the identical mask from the record and the bank alone.
 
 Anatomical masks (RAS+ index order: axis 1 grows anterior):
 
-* body: smoothed max(pre, post) above a threshold, holes filled per axial slice, large
-  components kept (:func:`body_mask`);
+* body: smoothed max(pre, post) above a threshold, holes filled in every axial slice (one 3-D pass with
+  in-slice connectivity), large components kept (:func:`body_mask`);
 * chest wall: body voxels that are not breast and lie posterior to the breast's posterior
   surface in their (x, z) column (columns without breast use the slice's most posterior
   breast surface; slices without breast are all chest wall) (:func:`chest_wall_mask`);
@@ -168,6 +168,12 @@ class PlacementRecord:
 
 
 # ----------------------------------------------------------------------------- anatomy
+#: 4-connectivity within an axial slice and none across slices: filling holes with it fills each axial slice's
+#: holes as a 2-D fill of that slice would, in one 3-D pass
+_AXIAL_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_AXIAL_CROSS[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
 def body_mask(image: np.ndarray, *, threshold: float = 0.08, sigma: float = 1.5) -> np.ndarray:
     """Body mask (X, Y, Z) bool from a (2, X, Y, Z) normalised pre/post image.
 
@@ -179,8 +185,7 @@ def body_mask(image: np.ndarray, *, threshold: float = 0.08, sigma: float = 1.5)
         raise ValueError(f"image must be (C, X, Y, Z), got {image.shape}")
     signal = np.max(np.asarray(image, dtype=np.float32), axis=0)
     body = (ndimage.gaussian_filter(signal, sigma) > threshold) & (signal > threshold)  # smoothing never grows it
-    for k in range(body.shape[2]):
-        body[:, :, k] = ndimage.binary_fill_holes(body[:, :, k])
+    body = ndimage.binary_fill_holes(body, structure=_AXIAL_CROSS)  # every axial slice at once
     body = ndimage.binary_fill_holes(body)
     labels, n = ndimage.label(body)
     if n > 1:
@@ -225,23 +230,17 @@ def intensity_breast_mask(body: np.ndarray, *, anterior_axis: int = 1, anterior_
     cleavage between the breasts). Everything anterior to it is breast.
     """
     body_r = _to_ras_y(np.asarray(body, dtype=bool), anterior_axis, anterior_sign)
-    nx, ny, nz = body_r.shape
-    out = np.zeros_like(body_r)
-    ys = np.arange(ny)
-    for k in range(nz):
-        sl = body_r[:, :, k]
-        cols = np.flatnonzero(sl.any(axis=1))
-        if cols.size < 3:
-            continue
-        front = ny - 1 - np.argmax(sl[:, ::-1], axis=1)  # anterior-most body voxel per x
-        lo, hi = cols[0], cols[-1]
-        third = max(1, (hi - lo) // 3)
-        mid = np.arange(lo + third, hi - third + 1)
-        mid = mid[sl[mid].any(axis=1)]
-        if mid.size == 0:
-            continue
-        cut = int(front[mid].min())
-        out[:, :, k] = sl & (ys[None, :] > cut)
+    nx, ny, _ = body_r.shape
+    has = body_r.any(axis=1)  # (X, Z): x columns holding body, per slice
+    lo = np.argmax(has, axis=0)  # (Z,) first and last such column
+    hi = nx - 1 - np.argmax(has[::-1], axis=0)
+    third = np.maximum(1, (hi - lo) // 3)
+    xs = np.arange(nx)[:, None]
+    mid = has & (xs >= lo + third) & (xs <= hi - third)  # (X, Z): the central third's columns holding body
+    front = ny - 1 - np.argmax(body_r[:, ::-1, :], axis=1)  # (X, Z): anterior-most body voxel per column
+    cut = np.where(mid, front, ny).min(axis=0)  # (Z,) the sternum line of each slice
+    valid = (has.sum(axis=0) >= 3) & mid.any(axis=0)
+    out = body_r & (np.arange(ny)[None, :, None] > cut[None, None, :]) & valid[None, None, :]
     return np.ascontiguousarray(_from_ras_y(out, anterior_axis, anterior_sign))
 
 

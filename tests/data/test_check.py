@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_case, write_nifti, write_splits
+from dataset_files import make_case, write_nifti, write_splits
 from typer.testing import CliRunner
 
 from cli.main import app

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from dataset_files import write_splits
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -64,7 +65,6 @@ def test_index_keeps_phase_entries_that_are_broken_links_or_folders(small_datase
 
 
 def test_splits_record_every_split_that_lists_a_case(small_dataset: Path) -> None:
-    from conftest import write_splits
 
     write_splits(small_dataset, ["TEST_001", "TEST_002"], ["TEST_003", "TEST_002"])
     index = index_dataset(small_dataset)

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_nifti, write_splits
+from dataset_files import make_case, write_nifti, write_splits
 
 from synbt_factory.data.mamamia import index_dataset
 from synbt_factory.data.prepare import PrepareConfig, crop_window, prepare_case, prepare_dataset

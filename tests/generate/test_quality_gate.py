@@ -96,8 +96,11 @@ def test_cli_generate_stops_with_exit_1_and_no_quality_gate_overrides(
 ) -> None:
     monkeypatch.setattr(SynBTMethod, "from_checkpoints", classmethod(lambda cls, *a, **k: _FakeSynBT(holes=True)))
     out = tmp_path / "cli.zarr"
+    for name in ("vq.pt", "d.pt"):  # generate checks that the checkpoint files exist before it starts
+        (tmp_path / name).write_bytes(b"stand-in: from_checkpoints is replaced")
     args = ["generate", "--n", "4", "--batch-size", "2", "--workers", "1", "--out", str(out), "--data",
-            factory_inputs["prepared"], "--bank", factory_inputs["bank"], "--vqvae", "vq.pt", "--diffusion", "d.pt"]
+            factory_inputs["prepared"], "--bank", factory_inputs["bank"], "--vqvae", str(tmp_path / "vq.pt"),
+            "--diffusion", str(tmp_path / "d.pt")]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())

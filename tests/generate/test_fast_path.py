@@ -1,0 +1,66 @@
+"""The SynTumor path loads neither torch nor MONAI, and a case's group metadata is written twice: attributes, marker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from synbt_factory.store import CaseStore
+
+_SYNTUMOR_RUN = r"""
+import json, sys
+from typer.testing import CliRunner
+from cli.main import app
+
+prepared, bank, out = sys.argv[1:4]
+result = CliRunner().invoke(app, ["generate", "--method", "syntumor", "--n", "2", "--seed", "3", "--workers", "1",
+                                  "--data", prepared, "--bank", bank, "--out", out])
+print(json.dumps({"exit": result.exit_code, "output": result.output[-500:],
+                  "loaded": sorted(m for m in ("torch", "monai") if m in sys.modules)}))
+"""
+
+
+def test_syntumor_generate_loads_neither_torch_nor_monai(factory_inputs: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    run = subprocess.run([sys.executable, "-c", _SYNTUMOR_RUN, factory_inputs["prepared"], factory_inputs["bank"],
+                          str(out)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0, report["output"]
+    assert report["loaded"] == []
+    store = CaseStore.open(out)
+    assert store.case_ids() == ["SYN_000000", "SYN_000001"]
+    versions = store.attrs["library_versions"]
+    assert versions["torch"] and versions["monai"] and versions["zarr"]  # read without importing them
+
+
+def test_write_case_writes_attributes_once_then_the_marker_last(tmp_path: Path, monkeypatch) -> None:
+    from zarr.storage import LocalStore
+
+    store = CaseStore.create(tmp_path / "s.zarr", kind="synthetic", card={})
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.random((2, 12, 10, 8)).astype(np.float16), "mask": np.ones((12, 10, 8), np.uint8)}
+    writes: list[tuple[str, bytes]] = []
+    original = LocalStore.set
+
+    async def recording(self, key, value):  # noqa: ANN001
+        writes.append((key, value.to_bytes()))
+        return await original(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", recording)
+    store.write_case("SYN_000000", arrays, {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "seed": 4})
+    monkeypatch.undo()
+    group_key = "cases/SYN_000000/zarr.json"
+    group_writes = [json.loads(v)["attributes"] for k, v in writes if k == group_key]
+    assert len(group_writes) == 2
+    first, last = group_writes
+    assert "complete" not in first and first["seed"] == 4 and set(first["sha256"]) == {"image", "mask"}
+    assert last == {**first, "complete": True}
+    assert writes[-1][0] == group_key  # the marker is the last thing written
+    assert any(k.startswith("cases/SYN_000000/image/c") for k, _ in writes[:-1])
+    assert store.is_complete("SYN_000000")
+    assert np.array_equal(store.read_array("SYN_000000", "image"), arrays["image"])

@@ -1,0 +1,300 @@
+"""A first day without surprises: inputs checked before work starts, defaults that fit the machine, errors that
+name the flag, progress that shows in a log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from synbt_factory.store import CaseStore
+
+
+# ---------------------------------------------------------------------------- tiny stores
+def _write_cases(store: CaseStore, cases: int, extra: dict[str, np.ndarray] | None = None) -> None:
+    for i in range(cases):
+        pre = np.full((32, 32, 16), 0.4, np.float32)
+        post = pre.copy()
+        post[12:20, 12:20, 6:10] = 1.5
+        mask = (post > 1).astype(np.uint8)
+        arrays = {"image": np.stack([pre, post]).astype(np.float16), "mask": mask, **(extra or {})}
+        store.write_case(f"CASE_{i:03d}", arrays, {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1],
+                                                   "split": "train"})
+
+
+def _prepared(path: Path, cases: int = 2) -> Path:
+    _write_cases(CaseStore.create(path, kind="prepared", card={}), cases)
+    return path
+
+
+def _synthetic(path: Path) -> Path:
+    store = CaseStore.create(path, kind="synthetic", card={"synthetic": True})
+    _write_cases(store, 1, {"synthetic_mask": np.zeros((32, 32, 16), np.uint8)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from synbt_factory.synthesis.bank import build_bank
+
+    root = tmp_path_factory.mktemp("stores")
+    prepared = _prepared(root / "prepared.zarr")
+    build_bank(prepared, root / "bank.zarr")
+    return {"prepared": prepared, "bank": root / "bank.zarr", "synthetic": _synthetic(root / "synthetic.zarr")}
+
+
+def _one_error_line(result: Any, *names: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.output
+    for name in names:
+        assert name in lines[0], result.output
+    return lines[0]
+
+
+def _generate(out: Path, data: Path, bank: Path, *extra: str) -> list[str]:
+    return ["generate", "--n", "5000", "--out", str(out), "--data", str(data), "--bank", str(bank),
+            "--method", "syntumor", *extra]
+
+
+# ---------------------------------------------------------------------------- item 2: generate checks its inputs
+def test_generate_missing_bank_fails_fast_naming_the_flag(stores, tmp_path: Path) -> None:
+    out = tmp_path / "datasets" / "synth.zarr"
+    result = CliRunner().invoke(app, _generate(out, stores["prepared"], tmp_path / "nobank.zarr"))
+    line = _one_error_line(result, "--bank", str(tmp_path / "nobank.zarr"), "does not exist", "synbt bank build")
+    assert "NoneType" not in line
+    assert not (tmp_path / "datasets").exists()  # no empty store, not even its parent folder
+
+
+def test_generate_prepared_store_as_bank(stores, tmp_path: Path) -> None:
+    out = tmp_path / "synth.zarr"
+    result = CliRunner().invoke(app, _generate(out, stores["prepared"], stores["prepared"]))
+    _one_error_line(result, "--bank", "'prepared'", "synbt bank build")
+    assert not out.exists()
+
+
+def test_generate_synthetic_store_as_data(stores, tmp_path: Path) -> None:
+    out = tmp_path / "synth.zarr"
+    result = CliRunner().invoke(app, _generate(out, stores["synthetic"], stores["bank"]))
+    _one_error_line(result, "--data", "synthetic", "synbt data prepare")
+    assert not out.exists()
+
+
+def test_generate_reports_every_bad_input_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "synth.zarr"
+    argv = ["generate", "--n", "5", "--out", str(out), "--data", str(tmp_path / "p.zarr"), "--bank",
+            str(tmp_path / "b.zarr"), "--vqvae", str(tmp_path / "vq.pt"), "--diffusion", str(tmp_path / "d.pt")]
+    result = CliRunner().invoke(app, argv)
+    _one_error_line(result, "--data", "--bank", "--vqvae", "--diffusion")
+    assert not out.exists()
+
+
+def test_generate_missing_checkpoint_names_its_flag(stores, tmp_path: Path) -> None:
+    argv = ["generate", "--n", "5", "--out", str(tmp_path / "synth.zarr"), "--data", str(stores["prepared"]),
+            "--bank", str(stores["bank"]), "--vqvae", str(tmp_path / "runs"), "--diffusion", str(tmp_path / "d.pt")]
+    (tmp_path / "runs").mkdir()
+    line = _one_error_line(CliRunner().invoke(app, argv), "--vqvae", "is a folder", "--diffusion", "does not exist")
+    assert "--ckpt" not in line
+    assert not (tmp_path / "synth.zarr").exists()
+
+
+def test_generate_refuses_a_store_of_another_kind_as_out(stores, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, _generate(stores["bank"], stores["prepared"], stores["bank"]))
+    _one_error_line(result, "--out", str(stores["bank"]))
+
+
+def test_generate_input_problems_accepts_good_inputs(stores, tmp_path: Path) -> None:
+    from synbt_factory.generate.inputs import generate_input_problems
+
+    assert generate_input_problems(prepared=stores["prepared"], bank=stores["bank"], out=tmp_path / "s.zarr") == []
+    assert generate_input_problems(prepared=stores["prepared"], bank=stores["bank"], split="test") != []
+
+
+def test_generate_config_errors_name_the_flag(stores, tmp_path: Path) -> None:
+    argv = _generate(tmp_path / "s.zarr", stores["prepared"], stores["bank"], "--batch-size", "0")
+    line = _one_error_line(CliRunner().invoke(app, argv), "--batch-size")
+    assert "batch_size" not in line
+    argv = ["generate", "--n", "0", "--out", str(tmp_path / "s.zarr"), "--data", str(stores["prepared"]),
+            "--bank", str(stores["bank"])]
+    _one_error_line(CliRunner().invoke(app, argv), "--n must be")
+
+
+def test_segment_train_warns_about_a_synthetic_store_as_real(stores, tmp_path: Path) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    argv = ["segment", "train", "--real", str(stores["synthetic"]), "--out", str(blocker / "run"), "--preset",
+            "tiny", "--patch", "16", "--steps", "1", "--device", "cpu"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2  # stopped by the --out below a file, after the warning
+    warning = [line for line in result.output.splitlines() if "warning" in line]
+    assert warning and "--real" in warning[0] and "synthetic" in warning[0], result.output
+
+
+# ---------------------------------------------------------------------------- item 1: announce, pace, ETA, presets
+class _FakeClock:
+    """Returns the next of ``times`` at each call: no real time is read."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.times = list(times)
+
+    def __call__(self) -> float:
+        return self.times.pop(0)
+
+
+def _plan(steps: int = 250_000, faster: str | None = "--preset cpu") -> Any:
+    from synbt_factory.progress import RunPlan
+
+    return RunPlan(what="train vqvae (patch stage)", preset="paper", steps=steps, device="cpu", faster=faster)
+
+
+def test_step_clock_warns_naming_the_faster_preset_when_the_eta_is_long(caplog: pytest.LogCaptureFixture) -> None:
+    from synbt_factory.progress import StepClock
+
+    seen: list[int] = []
+    clock = StepClock(_plan(), lambda done, total, metrics: seen.append(done), measure_steps=3,
+                      clock=_FakeClock([0.0, 72.0, 144.0, 216.0]))
+    with caplog.at_level("INFO", logger="synbt_factory.progress"):
+        clock.announce()
+        for done in (1, 2, 3, 4, 5):  # the fifth report reads no clock: the estimate is made once
+            clock(done, 250_000, {})
+    assert seen == [1, 2, 3, 4, 5]  # every report reaches the bar
+    assert clock.estimate is not None and clock.estimate.seconds_per_step == pytest.approx(72.0)
+    assert clock.estimate.remaining_steps == 250_000 - 4
+    announce = [r for r in caplog.records if "preset paper, 250000 steps on cpu" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(announce) == 1 and len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "--preset cpu" in text and "72 s/step" in text and "days" in text
+
+
+def test_step_clock_gives_the_eta_without_warning_when_it_is_short(caplog: pytest.LogCaptureFixture) -> None:
+    from synbt_factory.progress import StepClock
+
+    clock = StepClock(_plan(steps=100), measure_steps=2, clock=_FakeClock([10.0, 10.5, 11.0]))
+    with caplog.at_level("INFO", logger="synbt_factory.progress"):
+        for done in (1, 2, 3):
+            clock(done, 100, {})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("preset paper, 100 steps" in m for m in messages)  # the first report announces it
+    assert any("0.5 s/step" in m and "for the remaining 97 steps" in m for m in messages)
+
+
+def test_step_clock_without_a_faster_preset_suggests_fewer_steps(caplog: pytest.LogCaptureFixture) -> None:
+    from synbt_factory.progress import StepClock
+
+    clock = StepClock(_plan(steps=10_000, faster=None), measure_steps=1, warn_after_seconds=60.0,
+                      clock=_FakeClock([0.0, 1.0]))
+    with caplog.at_level("INFO", logger="synbt_factory.progress"):
+        clock(0, 10_000, {})
+        clock(1, 10_000, {})
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "--steps" in warning and "--preset" not in warning
+
+
+def test_default_preset_on_a_cpu_only_machine_is_the_cpu_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from cli._presets import TRAINER_PRESETS, choose_preset
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    expected = {"train vqvae": "cpu", "train diffusion": "cpu", "train tissue": "tiny", "segment train": "tiny"}
+    assert {c: choose_preset(c, "auto", "auto") for c in TRAINER_PRESETS} == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_preset("train vqvae", "auto", "auto") == "paper"
+    assert choose_preset("train vqvae", "auto", "cpu") == "cpu"  # --device cpu on a GPU machine
+    assert choose_preset("train vqvae", "small", "auto") == "small"  # a named preset is kept
+
+
+def test_faster_preset_names_the_cpu_preset_or_tiny() -> None:
+    from cli._presets import faster_preset
+
+    assert faster_preset("train vqvae", "paper") == "cpu"
+    assert faster_preset("train diffusion", "small") == "cpu"
+    assert faster_preset("train vqvae", "cpu") == "tiny"
+    assert faster_preset("train tissue", "small") == "tiny"
+    assert faster_preset("segment train", "tiny") is None
+
+
+def test_train_vqvae_without_preset_on_cpu_announces_the_cpu_preset(monkeypatch: pytest.MonkeyPatch,
+                                                                    stores, tmp_path: Path) -> None:
+    import torch
+
+    import synbt_factory.training.vqvae as vqvae
+    from synbt_factory.training.vqvae import TrainResult
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen: dict[str, Any] = {}
+
+    def fake_train(data: Any, out: Path, *, train_config: Any, progress: Any, **kwargs: Any) -> TrainResult:
+        seen["steps"] = train_config.steps
+        progress(1, train_config.steps, {"loss": 0.5})
+        return TrainResult(final_checkpoint=out / "final.pt", steps=train_config.steps)
+
+    monkeypatch.setattr(vqvae, "train_vqvae", fake_train)
+    argv = ["train", "vqvae", "--data", str(stores["prepared"]), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert seen["steps"] == vqvae.train_presets("cpu", "patch")[1].steps
+    assert "preset cpu" in result.output and "on cpu" in result.output
+
+
+def test_an_unknown_preset_names_the_flag(stores, tmp_path: Path) -> None:
+    argv = ["train", "tissue", "--labels", str(stores["prepared"]), "--out", str(tmp_path / "run"), "--preset", "cpu"]
+    _one_error_line(CliRunner().invoke(app, argv), "--preset 'cpu'", "tiny, small")
+
+
+# ---------------------------------------------------------------------------- item 5: progress in a log file
+def test_plain_progress_prints_a_line_every_tenth_once_enough_time_passed() -> None:
+    from cli._console import PlainProgress
+
+    lines: list[str] = []
+    times = iter([0.0] + [30.0 * k for k in range(1, 101)])  # the start, then 30 s per report
+    plain = PlainProgress("train diffusion", lines.append, every_percent=10, min_interval=10,
+                          clock=lambda: next(times))
+    for done in range(1, 101):
+        plain(done * 25, 2500, {"loss": 0.25})
+    assert len(lines) == 10, lines  # 10 %, 20 %, ... 100 %
+    assert lines[0].startswith("train diffusion: 250/2500 (10%), elapsed 0:05:00, eta 0:45:00")
+    assert "loss=0.25" in lines[0]
+    assert lines[-1].startswith("train diffusion: 2500/2500 (100%)") and "eta" not in lines[-1]
+
+
+def test_plain_progress_is_quiet_for_a_short_task() -> None:
+    from cli._console import PlainProgress
+
+    lines: list[str] = []
+    times = iter([0.0, 0.1, 0.2, 0.3])
+    plain = PlainProgress("bank", lines.append, clock=lambda: next(times))
+    for done in (1, 2, 3):
+        plain(done, 3, {})
+    assert lines == []
+
+
+def test_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal() -> None:
+    from cli._console import PlainProgress, err_console, progress_bar
+
+    assert not err_console.is_terminal  # pytest captures stderr
+    with progress_bar("train vqvae", total=10) as update:
+        assert isinstance(update, PlainProgress)
+
+
+# ---------------------------------------------------------------------------- item 3: errors name the flag
+def test_segment_train_errors_name_the_flag_not_the_field(stores, tmp_path: Path) -> None:
+    argv = ["segment", "train", "--real", str(stores["prepared"]), "--out", str(tmp_path / "run"), "--model", "resnet",
+            "--preset", "tiny", "--patch", "16", "--steps", "1", "--device", "cpu"]
+    line = _one_error_line(CliRunner().invoke(app, argv), "--model must be one of", "'resnet'")
+    assert "name must" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_diffusion_errors_name_the_flag(stores, tmp_path: Path) -> None:
+    argv = ["train", "diffusion", "--vqvae", str(tmp_path / "vq.pt"), "--data", str(stores["prepared"]), "--out",
+            str(tmp_path / "run"), "--preset", "tiny", "--mask-loss-weight", "-1", "--device", "cpu"]
+    line = _one_error_line(CliRunner().invoke(app, argv), "--mask-loss-weight must be >= 0")
+    assert "mask_loss_weight" not in line
