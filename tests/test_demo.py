@@ -187,3 +187,43 @@ def test_every_preset_builds_valid_library_configs(tmp_path: Path, preset: str) 
             seg["real"].lr)
         if arm != "real":
             assert cfg.data.mix == config.seg_mix and cfg.synthetic.endswith(f"synthetic_{arm}.zarr")
+
+
+def test_shipped_generators_are_installed_and_marked(demo_run) -> None:
+    """The default demo installs the shipped, sha256-pinned VQ-VAE and denoiser instead of training them."""
+    from synbt_factory.checkpoint import file_sha256
+    from synbt_factory.pretrained import PRETRAINED_SHA256
+
+    out, _, result = demo_run
+    pinned = PRETRAINED_SHA256["phantom_tiny"]
+    for step, component, rel in (("vqvae_patch", "vqvae_patch", "vqvae/patch/final.pt"),
+                                 ("vqvae_volume", "vqvae_volume", "vqvae/volume/final.pt"),
+                                 ("diffusion", "diffusion", "diffusion/final.pt")):
+        assert file_sha256(out / rel) == pinned[component]
+        assert result.step(step).info["sha256"] == pinned[component]
+    realism = result.step("realism").info
+    assert set(realism) >= {"synbt", "syntumor", "headline"}
+    assert (out / "realism/synbt/montage.png").is_file() and (out / "realism/synbt/report.json").is_file()
+
+
+def test_from_scratch_trains_the_generators_with_the_cpu_recipe_and_validates_the_phantom() -> None:
+    scratch = demo_preset("tiny", from_scratch=True)
+    assert scratch.generators == "scratch" and scratch.vqvae_preset == "cpu" and scratch.diffusion_preset == "cpu"
+    assert scratch.vqvae_patch_steps == 30_000
+    with pytest.raises(ValueError, match="--from-scratch"):
+        demo_preset("tiny", fov_mm=(96, 96, 64))  # the shipped weights were trained at 64×64×48
+
+
+def test_untrained_generators_stop_the_demo_at_the_quality_gate(tmp_path: Path) -> None:
+    """Generators trained for a few steps make no tumors: the demo fails at SynBT's generation, naming the figure,
+    instead of reporting success; the steps before it are kept."""
+    from synbt_factory.demo import DemoError
+
+    config = demo_preset("tiny", name="untrained", generators="scratch", n_cases=6, vqvae_patch_steps=4,
+                         vqvae_volume_steps=2, vqvae_eval_cases=1, diffusion_steps=4, tissue_steps=3, n_generate=4,
+                         ddim_steps=2, generate_batch_size=2, seg_epochs=1, seg_samples_per_epoch=2)
+    with pytest.raises(DemoError, match="quality gate") as err:
+        run_demo(tmp_path / "run", preset=config, device="cpu", seed=0)
+    assert err.value.step == "generate_synbt"
+    assert "post/pre" in str(err.value) or "outside" in str(err.value)
+    assert read_marker(tmp_path / "run", "generate_syntumor") is not None
