@@ -9,8 +9,9 @@ import resource
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -115,7 +116,7 @@ def save_result(name: str, figures: dict[str, Any], *, command: str | None = Non
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,
-        "command": command or " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
+        "command": command or _command_line(),
         "machine": machine_info(),
         "figures": figures,
     }
@@ -123,3 +124,11 @@ def save_result(name: str, figures: dict[str, Any], *, command: str | None = Non
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     print(json.dumps(payload, indent=2))
     return path
+
+
+def _command_line() -> str:
+    """This run's command line; a bench run with ``python -m bench.NAME`` is written that way."""
+    script = Path(sys.argv[0]).resolve()
+    head = (["python", "-m", f"bench.{script.stem}"] if script.parent == RESULTS_DIR.parent
+            else [Path(sys.executable).name, sys.argv[0]])
+    return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])

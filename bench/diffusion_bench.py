@@ -1,21 +1,24 @@
-"""Latent diffusion speed: denoiser step vs batch size, FLOPs and FLOP/s vs a matmul peak, time per synthetic case.
+"""Latent diffusion speed: denoiser step vs batch size, FLOP/s against a conv3d/matmul yardstick, time per case.
 
 Run from the repository root::
 
     python -m bench.diffusion_bench [--device cpu|cuda] [--preset small] [--fov 192,192,128] [--repeat 2]
-                                    [--threads N] [--case-batches 1,4]
+                                    [--threads N] [--case-batches 1,4] [--skip-steps] [--skip-per-case]
 
 On a shared CPU machine use ``--threads 1``: with more busy processes than cores, OpenMP barrier
 waits make small convolutions several times slower with 2 threads than with 1.
 
 Figures (``bench/results/diffusion.json``):
 
-* ``matmul_peak``: a large square matmul (fp32; bf16 too on CUDA) measured in the same run.
 * ``denoiser_step``: one denoiser call (= one DDIM step) of the **paper-size** denoiser
   (``DiffusionConfig`` preset ``paper``: channels 24/48/96/192, attention at the two coarsest
   levels, 2 res blocks, 17→8 channels) at latent 32×48×48 (the paper's 128×192×192 field of view)
   and at a 16³ tumor window, batch 1/2/4/8: seconds per call and per case, FLOPs of one call
-  (``torch.utils.flop_counter.FlopCounterMode``), achieved FLOP/s and its ratio to the matmul peak.
+  (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and its ratio to the yardstick.
+  The yardstick is the best of a large conv3d (64→64 channels, 3³ kernel, 32×48×48) and a 2048³ matmul
+  (8192³ on CUDA), each timed in the same rounds as the denoiser, alternating with it, so load changes
+  hit all three alike. A ratio above 1 means the yardstick is not the machine's best and is flagged
+  (``yardstick_wrong``). ``sampler_batch`` is the batch ``synbt generate`` samples by default.
 * ``batch_invariance``: max |Δ| between a case's denoiser output alone and inside a batch of 4.
 * ``per_case``: full time per synthetic case (encode + 10 DDIM steps + decode + blend) with the
   ``--preset`` denoiser and VQ-VAE (random weights: speed only), whole vs window mode, window mode with
@@ -35,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import peak_rss_mb, save_result, time_call
+from bench.common import peak_rss_mb, save_result
 from synbt_factory.device import resolve_device
 from synbt_factory.models.diffusion import MaskConditionedDenoiser, diffusion_preset
 from synbt_factory.rng import torch_generator
@@ -47,24 +50,55 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> dict[str, float]:
-    def call() -> None:
+def _flops_of(fn: Callable[[], Any]) -> int:
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
         fn()
-        _sync(device)
-
-    return time_call(call, repeat=repeat, warmup=1)
+    return int(counter.get_total_flops())
 
 
-def matmul_peak(device: torch.device, repeat: int) -> dict[str, Any]:
-    """Achieved FLOP/s of an n×n @ n×n matmul (2n³ FLOPs): fp32, and bf16 on CUDA."""
+def yardstick_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[Callable[[], Any], int]]:
+    """The yardstick's kernels and their FLOPs: a large conv3d (the denoiser's own kind of work) and a matmul."""
+    gen = torch.Generator().manual_seed(3)
     n = 8192 if device.type == "cuda" else 2048
-    out: dict[str, Any] = {"n": n}
-    dtypes = [torch.float32] + ([torch.bfloat16] if device.type == "cuda" else [])
-    for dtype in dtypes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        t = _timed(lambda a=a, b=b: a @ b, device, max(repeat, 5))
-        out[str(dtype).replace("torch.", "")] = {"median_s": t["median_s"], "tflops": 2 * n**3 / t["min_s"] / 1e12}
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
+    conv = nn.Conv3d(64, 64, 3, padding=1).to(device, dtype).eval()
+    x = torch.randn(1, 64, 32, 48, 48, generator=gen).to(device, dtype)
+
+    def run_conv() -> None:
+        with torch.inference_mode():
+            conv(x)
+
+    def run_mm() -> None:
+        with torch.inference_mode():
+            a @ b
+
+    return {"conv3d_64x64_k3_32x48x48": (run_conv, _flops_of(run_conv)), f"matmul_{n}": (run_mm, 2 * n**3)}
+
+
+def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def alternating(kernels: dict[str, tuple[Callable[[], Any], int]], device: torch.device,
+                repeat: int) -> dict[str, dict[str, float]]:
+    """Time the kernels in ``repeat`` rounds, each round calling every kernel once (after one warm-up round);
+    per kernel: the fastest and the median call, and GFLOP/s at the fastest."""
+    for fn, _ in kernels.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(repeat):
+        for name, (fn, _) in kernels.items():
+            times[name].append(_seconds(fn, device))
+    out = {}
+    for name, (_, flops) in kernels.items():
+        ts = sorted(times[name])
+        out[name] = {"min_s": ts[0], "median_s": ts[len(ts) // 2], "gflops": flops / ts[0] / 1e9}
     return out
 
 
@@ -85,14 +119,17 @@ def denoiser_flops(net: MaskConditionedDenoiser, shape: tuple[int, int, int], de
     return int(counter.get_total_flops())
 
 
-def denoiser_steps(device: torch.device, repeat: int, peak: dict[str, Any]) -> list[dict[str, Any]]:
+def denoiser_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
+    """The paper denoiser per latent size, precision and batch, timed alternately with the yardstick kernels."""
     gen = torch.Generator().manual_seed(0)
     net = MaskConditionedDenoiser(diffusion_preset("paper")).to(device).eval()
     rows = []
     precisions = ["fp32"] + (["bf16"] if device.type == "cuda" else [])
-    for shape in [(32, 48, 48), (16, 16, 16)]:
-        flops = denoiser_flops(net, shape, device)
-        for precision in precisions:
+    for precision in precisions:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        yardstick = yardstick_kernels(device, dtype)
+        for shape in [(32, 48, 48), (16, 16, 16)]:
+            flops = denoiser_flops(net, shape, device)
             for batch in (1, 2, 4, 8):
                 z = torch.randn(batch, 8, *shape, generator=gen).to(device)
                 c = torch.randn(batch, 9, *shape, generator=gen).to(device)
@@ -103,14 +140,19 @@ def denoiser_steps(device: torch.device, repeat: int, peak: dict[str, Any]) -> l
                                                                 enabled=bf16):
                         net(z, t, c)
 
-                timing = _timed(call, device, repeat)
-                achieved = flops * batch / timing["min_s"]
-                ref = peak["bfloat16" if precision == "bf16" else "float32"]["tflops"] * 1e12
+                timed = alternating({**yardstick, "denoiser": (call, flops * batch)}, device, repeat)
+                den = timed.pop("denoiser")
+                best_name = max(timed, key=lambda k: timed[k]["gflops"])
+                ratio = den["gflops"] / timed[best_name]["gflops"]
                 rows.append({
                     "latent": list(shape), "batch": batch, "precision": precision,
-                    "median_s": timing["median_s"], "per_case_s": timing["median_s"] / batch,
-                    "gflop_per_case": flops / 1e9, "achieved_tflops": achieved / 1e12,
-                    "ratio_to_matmul_peak": achieved / ref,
+                    "median_s": den["median_s"], "per_case_s": den["median_s"] / batch,
+                    "gflop_per_case": flops / 1e9, "achieved_gflops": den["gflops"],
+                    "yardstick": {k: v["gflops"] for k, v in timed.items()}, "yardstick_best": best_name,
+                    "ratio_to_yardstick": ratio,
+                    **({"yardstick_wrong": f"the denoiser ran {ratio:.2f}× the yardstick's GFLOP/s: the yardstick "
+                                           "is not this machine's best, so this ratio is no measure of efficiency"}
+                       if ratio > 1 else {}),
                 })
                 print(rows[-1], flush=True)
     return rows
@@ -217,6 +259,7 @@ def main() -> None:
     parser.add_argument("--fov", default="192,192,128", help="image size X,Y,Z of the per-case timing")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-steps", action="store_true", help="skip the paper-size batch sweep")
+    parser.add_argument("--skip-per-case", action="store_true", help="skip the per-case sampler timing")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--case-batches", default=None, help="batch sizes of the per-case timing (cpu: 1, cuda: 1,4)")
     args = parser.parse_args()
@@ -227,13 +270,16 @@ def main() -> None:
     fov = tuple(int(v) for v in args.fov.split(","))
     figures: dict[str, Any] = {"device": str(device), "load_average_at_start": list(os.getloadavg()),
                                "denoiser_paper_channels": list(diffusion_preset("paper").channels)}
-    figures["matmul_peak"] = matmul_peak(device, args.repeat)
-    print(figures["matmul_peak"], flush=True)
     if not args.skip_steps:
-        figures["denoiser_step"] = denoiser_steps(device, args.repeat, figures["matmul_peak"])
+        from synbt_factory.generate.jobs import GenerateConfig
+
+        figures["sampler_batch"] = GenerateConfig(n=1).batch_size
+        figures["denoiser_step"] = denoiser_steps(device, args.repeat)
+        figures["yardstick_wrong_rows"] = sum("yardstick_wrong" in row for row in figures["denoiser_step"])
     figures["batch_invariance"] = batch_invariance(device)
     print(figures["batch_invariance"], flush=True)
-    figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches)  # type: ignore[arg-type]
+    if not args.skip_per_case:
+        figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches)  # type: ignore[arg-type]
     figures["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         figures["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,6 +30,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_UNEXPECTED",
     "CommandFailed",
+    "aliased",
     "PlainProgress",
     "check_writable",
     "console",
@@ -39,10 +41,13 @@ __all__ = [
     "report_error",
     "report_interrupt",
     "reset_tracebacks",
+    "resume_command",
     "setup_logging",
     "show_tracebacks",
     "warn",
 ]
+
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -121,6 +126,19 @@ def name_flags(message: str, flags: Mapping[str, str]) -> str:
     return message
 
 
+def aliased(value: T | None, old_value: T | None, flag: str, old_flag: str, *, required: bool = True) -> T | None:
+    """The value given to ``flag`` or to ``old_flag``, its older name (kept as a hidden alias).
+
+    Fails naming ``flag`` when both are given different values, or neither is given and ``required``.
+    """
+    if value is not None and old_value is not None and value != old_value:
+        fail(f"give {flag} once ({old_flag} is its older name)")
+    chosen = value if value is not None else old_value
+    if chosen is None and required:
+        fail(f"missing option {flag}")
+    return chosen
+
+
 def check_writable(path: Path | str, flag: str, *, folder: bool = True) -> None:
     """Fail, naming ``flag`` and the path, unless ``path`` can be written; nothing is created.
 
@@ -189,9 +207,32 @@ def report_error(exc: BaseException) -> int:
     return EXIT_UNEXPECTED
 
 
-def report_interrupt() -> int:
-    """Ctrl-C: one line; returns the exit code :data:`EXIT_INTERRUPTED`."""
-    err_console.print("[yellow]interrupted[/]")
+def resume_command(argv: Sequence[str], *, has_resume: bool) -> str:
+    """The command line that continues an interrupted ``synbt`` command: the same arguments, with ``--resume``
+    added (and ``--no-resume`` dropped) when the command has that flag."""
+    args = [a for a in argv if a != "--no-resume"] if has_resume else list(argv)
+    if has_resume and "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["synbt", *args])
+
+
+def report_interrupt(exc: BaseException | None = None, resume: str | None = None) -> int:
+    """Ctrl-C: one line; returns the exit code :data:`EXIT_INTERRUPTED`.
+
+    A training run stopped by Ctrl-C (``exc`` carries ``step`` and ``checkpoint``, see
+    :class:`synbt_factory.training.loop_utils.TrainingInterrupted`) is named with its step, the checkpoint it
+    saved and ``resume``, the command that continues it.
+    """
+    checkpoint, step = getattr(exc, "checkpoint", None), getattr(exc, "step", None)
+    if checkpoint is not None and step is not None:
+        text = f"interrupted at step {step}; saved {checkpoint}"
+        if resume:
+            text += f"; resume with: {resume}"
+        err_console.print(f"[yellow]{escape(text)}[/]", soft_wrap=True)
+    elif hasattr(exc, "checkpoint"):
+        err_console.print("[yellow]interrupted before the first checkpoint: nothing to resume[/]", soft_wrap=True)
+    else:
+        err_console.print("[yellow]interrupted[/]")
     return EXIT_INTERRUPTED
 
 
@@ -270,16 +311,23 @@ def progress_bar(description: str, total: int | None = None) -> Iterator:
         TimeRemainingColumn(table_column=Column(no_wrap=True)),
         TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True)),
     ]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=total, metrics="")
+    # drawn from the first report on: a command that fails before its work starts leaves no empty bar
+    bar = Progress(*columns, console=err_console, transient=False)
+    task = bar.add_task(description, total=total, metrics="")
 
-        def update(done: int, total_: int, metrics: Mapping[str, float]) -> None:
-            # what the other columns take (description, bar, done/total, elapsed, "eta", remaining, gaps)
-            used = len(description) + 20 + 2 * len(str(total_)) + 1 + 7 + 3 + 7 + 7
-            room = err_console.width - used - 1
-            text = _metrics_text(metrics)
-            if len(text) > room:
-                text = text[:room - 1] + "…" if room > 8 else ""
-            bar.update(task, completed=done, total=total_, metrics=text)
+    def update(done: int, total_: int, metrics: Mapping[str, float]) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        # what the other columns take (description, bar, done/total, elapsed, "eta", remaining, gaps)
+        used = len(description) + 20 + 2 * len(str(total_)) + 1 + 7 + 3 + 7 + 7
+        room = err_console.width - used - 1
+        text = _metrics_text(metrics)
+        if len(text) > room:
+            text = text[:room - 1] + "…" if room > 8 else ""
+        bar.update(task, completed=done, total=total_, metrics=text)
 
+    try:
         yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()

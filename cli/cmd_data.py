@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from cli._console import console, err_console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, err_console, fail, progress_bar, setup_logging
 
 
 def data_phantom(
@@ -34,6 +34,9 @@ def data_phantom(
         fail(f"--size must be one of {', '.join(PRESETS)}, got {size!r}")
     if not 0.0 <= healthy_fraction <= 1.0:
         fail(f"--healthy-fraction must be in [0, 1], got {healthy_fraction}")
+    check_writable(out, "--out")
+    if preview is not None:
+        check_writable(preview, "--preview", folder=False)
     with progress_bar("phantom", total=n) as update:
         ids = write_phantom(out, n=n, seed=seed, size=size, healthy_fraction=healthy_fraction,
                             progress=lambda done, total: update(done, total, {}))

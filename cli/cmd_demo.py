@@ -57,6 +57,12 @@ def demo(
     except ValueError as exc:
         fail(str(exc))
     check_writable(out, "--out")
+    from synbt_factory.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except RuntimeError as exc:
+        fail(str(exc))
     generators = "generators trained here" if config.generators == "scratch" else "shipped generator weights"
     console.print(f"[bold]synbt demo[/] (preset {preset}, {generators}, seed {seed}) → {_show(out)}  "
                   f"[dim]{len(config.step_names())} steps; rerun the same command to resume[/]")

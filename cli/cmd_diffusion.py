@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging
 from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
@@ -50,27 +49,27 @@ def train_diffusion(
         "train diffusion", "tiny: tests, seconds; cpu: the CPU recipe (8,8,8 crops, 2500 steps); small: 20k steps; "
         "paper: DiffTumor-size UNet, 500k steps."
     )),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: the preset's; paper 500000)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=(
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (default: the preset's; paper 500000)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help=(
         "Latent crops per step (default: the preset's)."
     )),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (paper: 1e-4)."),
-    crop: Optional[str] = typer.Option(None, "--crop", help=(
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (paper: 1e-4)."),
+    crop: str | None = typer.Option(None, "--crop", help=(
         "Latent crop X,Y,Z in latent voxels (default: the preset's; paper 48,48,32). Crops smaller than the "
         "latent also show the denoiser tissue without a tumor, which sampling with --guidance needs; on the "
         "phantom (latent 16,16,12) the recipe uses 8,8,8: placed tumors post/pre 1.85 vs 1.79 with whole-latent "
         "crops."
     )),
-    mask_loss_weight: Optional[float] = typer.Option(None, "--mask-loss-weight", help=(
+    mask_loss_weight: float | None = typer.Option(None, "--mask-loss-weight", help=(
         "Extra loss weight on latent cells with tumor (0 = plain MSE)."
     )),
-    flip_axes: Optional[str] = typer.Option(None, "--flip-axes", help=(
+    flip_axes: str | None = typer.Option(None, "--flip-axes", help=(
         "Also train on every case mirrored along these image axes, e.g. 0,2 (left-right and superior-inferior: "
         "four versions per case; paper: none). The mirrored volumes are encoded, so every version is a latent "
         "the VQ-VAE really produces. More tumors for a denoiser trained on a few dozen cases; on the phantom "
         "recipe it helped re-synthesis at real masks a little, not placed tumors."
     )),
-    latent_scale: Optional[str] = typer.Option(None, "--latent-scale", help=(
+    latent_scale: str | None = typer.Option(None, "--latent-scale", help=(
         "Latent normalisation: codebook (the codebook's range to [-1, 1]; default) or std (zero mean, unit "
         "variance over the training latents, as in latent diffusion)."
     )),
@@ -149,7 +148,9 @@ def generate_one(
     out: Path = typer.Option(..., "--out", help=(
         "Output 4-D NIfTI (X, Y, Z, 2): volume 0 pre-contrast, 1 post-contrast, with the synthetic tumor."
     )),
-    steps: int = typer.Option(10, "--steps", help="DDIM steps (paper: 10)."),
+    sample_steps: int | None = typer.Option(None, "--sample-steps", min=1,
+                                            help="DDIM sampling steps (paper: 10).  [default: 10]"),
+    steps: int | None = typer.Option(None, "--steps", hidden=True, min=1, help="Older name of --sample-steps."),
     eta: float = typer.Option(1.0, "--eta", help=(
         "DDIM eta: 0 deterministic given the seed's initial noise, 1 DDPM-like (default: keeps more enhancement)."
     )),
@@ -171,6 +172,7 @@ def generate_one(
     Voxels farther than a margin from the mask (printed at the end) are exactly the input voxels.
     """
     setup_logging(verbose)
+    steps = aliased(sample_steps, steps, "--sample-steps", "--steps", required=False) or 10
     import numpy as np
     import torch
 

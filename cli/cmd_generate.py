@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging
 
 # GenerateConfig's field names → the flags that set them, for its validation errors
 _CONFIG_FLAGS = {"n": "--n", "seed": "--seed", "method": "--method", "batch_size": "--batch-size",
@@ -19,11 +18,15 @@ def generate(
     out: str = typer.Option(..., "--out", help="Synthetic Zarr store; rerunning the same command resumes it."),
     data: str = typer.Option(..., "--data", help="Prepared store of background cases (synbt data prepare)."),
     bank: str = typer.Option(..., "--bank", help="Tumor-mask bank (synbt bank build)."),
-    method: str = typer.Option("synbt", "--method", help="synbt (latent diffusion) or syntumor (analytical baseline, no model)."),
-    vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="VQ-VAE checkpoint (method synbt)."),
-    diffusion: Optional[Path] = typer.Option(None, "--diffusion", help="Diffusion checkpoint (method synbt)."),
-    steps: int = typer.Option(10, "--steps", help="DDIM steps (method synbt; paper: 10)."),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM eta (method synbt): 0 deterministic given the noise, 1 DDPM-like."),
+    method: str = typer.Option("synbt", "--method",
+                               help="synbt (latent diffusion) or syntumor (analytical baseline, no model)."),
+    vqvae: Path | None = typer.Option(None, "--vqvae", help="VQ-VAE checkpoint (method synbt)."),
+    diffusion: Path | None = typer.Option(None, "--diffusion", help="Diffusion checkpoint (method synbt)."),
+    sample_steps: int | None = typer.Option(None, "--sample-steps", min=1,
+                                            help="DDIM sampling steps (method synbt; paper: 10).  [default: 10]"),
+    steps: int | None = typer.Option(None, "--steps", hidden=True, min=1, help="Older name of --sample-steps."),
+    eta: float = typer.Option(1.0, "--eta",
+                              help="DDIM eta (method synbt): 0 deterministic given the noise, 1 DDPM-like."),
     guidance: float = typer.Option(1.0, "--guidance", help=(
         "Mask guidance scale (method synbt): 1 = the paper's sampler; above 1 pushes the tumor away from what "
         "the denoiser predicts without the mask (classifier-free guidance; twice the denoiser work per step). Needs a "
@@ -31,9 +34,13 @@ def generate(
         "--crop 8,8,8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
     )),
     batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
-    workers: int = typer.Option(2, "--workers", help="Dask threads for placement and writing; does not change results."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."),
-    cluster: str = typer.Option("threads", "--cluster", help="threads: one process, Dask threads; local: a LocalCluster of --workers processes (one per GPU with dask-cuda)."),
+    workers: int = typer.Option(2, "--workers",
+                                help="Dask threads for placement and writing; does not change results."),
+    scheduler: str | None = typer.Option(None, "--scheduler",
+                                         help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."),
+    cluster: str = typer.Option("threads", "--cluster", help=(
+        "threads: one process, Dask threads; local: a LocalCluster of --workers processes (one per GPU with "
+        "dask-cuda).")),
     seed: int = typer.Option(0, "--seed", help="Run seed; per-case streams derive from (seed, case index)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (sampler device)."),
     no_quality_gate: bool = typer.Option(False, "--no-quality-gate", help=(
@@ -54,6 +61,7 @@ def generate(
     finished cases are kept. --no-quality-gate skips the check.
     """
     setup_logging(verbose)
+    steps = aliased(sample_steps, steps, "--sample-steps", "--steps", required=False) or 10
     from synbt_factory.generate import GenerateConfig, run_generate
     from synbt_factory.generate.inputs import checkpoint_problems, generate_input_problems
     from synbt_factory.generate.pipeline import GenerateError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging
+from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging
 from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
@@ -80,15 +80,18 @@ _TISSUE_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "patch": "--p
 
 
 def train_tissue(
-    labels: str = typer.Option(..., "--labels", help="Prepared store with tissue/breast arrays, or a dataset folder "
-                                                     "with tissue/labels/<ID>.nii.gz and tissue/breast/<ID>.nii.gz."),
-    out: Path = typer.Option(Path("runs/tissue"), "--out", help="Run folder (last.pt, best.pt, history.jsonl)."),
+    data: str | None = typer.Option(None, "--data", show_default=False,
+                                    help="[required] Prepared store with tissue/breast arrays, or a dataset folder "
+                                         "with tissue/labels/<ID>.nii.gz and tissue/breast/<ID>.nii.gz."),
+    labels: str | None = typer.Option(None, "--labels", hidden=True, help="Older name of --data."),
+    out: Path = typer.Option(Path("runs/tissue"), "--out",
+                             help="Run folder (final.pt, best.pt, last.pt, history.jsonl)."),
     steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (preset default if omitted).", min=1),
     preset: str = typer.Option(AUTO, "--preset", help=preset_help(
         "train tissue", "tiny: 32³ patches, 60 steps; small: 96³ patches."
     )),
     val: str | None = typer.Option(None, "--val", help="Prepared store with real images + tissue labels to validate "
-                                                          "on (default: held-out cases of --labels)."),
+                                                          "on (default: held-out cases of --data)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step.", min=1),
     patch: int | None = typer.Option(None, "--patch", min=8,
                                      help="Training patch and inference window edge (multiple of 8 for 'small')."),
@@ -98,7 +101,9 @@ def train_tissue(
                                        help="Synthesis worker processes (results do not depend on it)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     seed: int = typer.Option(0, "--seed", help="Run seed.", min=0),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if --out has last.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
+    no_resume: bool = typer.Option(False, "--no-resume", hidden=True,
+                                   help="Older flag: a run starts fresh unless --resume is given."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     """Train the fibroglandular-tissue model on images synthesised from label maps only
@@ -113,6 +118,9 @@ def train_tissue(
     from synbt_factory.training.tissue import TissueTrainConfig
     from synbt_factory.training.tissue import train_tissue as run
 
+    labels = aliased(data, labels, "--data", "--labels")
+    if resume and no_resume:
+        fail("give --resume or --no-resume, not both")
     preset = choose_preset("train tissue", preset, device)
 
     changes: dict = {"seed": seed}
@@ -137,15 +145,21 @@ def train_tissue(
             clock = StepClock(run_plan("train tissue", "train tissue", preset, config.steps,
                                        str(resolve_device(device))), update)
             clock.announce()
-            result = run(labels, out, config, val=val, device=device, resume=not no_resume, progress=clock)
+            result = run(labels, out, config, val=val, device=device, resume=resume, progress=clock)
+    except FileExistsError as exc:
+        fail(f"{exc} (add --resume to continue it)")
     except (StoreError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(f"{exc}")
     best = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
-    console.print(f"[green]tissue model[/] {result.best_path} after {result.steps} steps; best val FGT Dice {best}")
+    model = result.final_path or result.best_path
+    console.print(f"[green]tissue model[/] {model} after {result.steps} steps (best validation: {result.best_path}, "
+                  f"FGT Dice {best})")
 
 
 def data_tissue(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Tissue checkpoint (synbt train tissue → best.pt)."),
+    ckpt: Path = typer.Option(..., "--ckpt",
+                              help="Tissue checkpoint (synbt train tissue → final.pt, or best.pt for the best "
+                                   "validation Dice)."),
     data: str = typer.Option(..., "--data", help="Prepared store to add tissue_pred / breast_pred to."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute cases that already have tissue_pred."),
@@ -175,7 +189,9 @@ def preview_placement(
                              help="Prepared store (with tissue_pred from 'synbt data tissue', or tissue labels)."),
     bank: str = typer.Option(..., "--bank", help="Bank store (synbt bank build)."),
     out: Path = typer.Option(Path("placements.png"), "--out", help="PNG to write."),
-    cases: int = typer.Option(4, "--cases", help="Number of background cases to show.", min=1),
+    max_cases: int | None = typer.Option(None, "--max-cases", min=1,
+                                         help="Number of background cases to show.  [default: 4]"),
+    cases: int | None = typer.Option(None, "--cases", hidden=True, min=1, help="Older name of --max-cases."),
     seed: int = typer.Option(0, "--seed", help="Placement seed.", min=0),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
@@ -187,6 +203,7 @@ def preview_placement(
     from synbt_factory.synthesis.bank import TumorBank
     from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
 
+    cases = aliased(max_cases, cases, "--max-cases", "--cases", required=False) or 4
     check_writable(out, "--out", folder=False)
     try:
         store = CaseStore.open(data)

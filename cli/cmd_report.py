@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli._console import check_writable, console, fail, progress_bar, setup_logging
+from cli._console import aliased, check_writable, console, fail, progress_bar, setup_logging
 
 _OUTPUTS = ("report.json", "montage.png")
 
@@ -37,9 +37,10 @@ def _check_out(out: Path, inputs: list[str]) -> None:
 
 def store_report(
     store: str = typer.Argument(..., help="Synthetic store (synbt generate)."),
-    real: str | None = typer.Option(None, "--real", help=(
+    data: str | None = typer.Option(None, "--data", help=(
         "Prepared store of the real cases the synthetic ones were drawn from (default: the one the store's card "
         "records). Needed for the footprint: each synthetic case is compared with its own background.")),
+    real: str | None = typer.Option(None, "--real", hidden=True, help="Older name of --data."),
     out: Path | None = typer.Option(None, "--out", help=(
         "Folder for report.json and montage.png (real vs synthetic rows: pre, post, subtraction, outline, one "
         "intensity window). Without it only the card and the terminal get the headline.")),
@@ -65,6 +66,7 @@ def store_report(
     receives the store.
     """
     setup_logging(verbose)
+    real = aliased(data, real, "--data", "--real", required=False)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.evaluate.realism import (
         RealismConfig,

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cli._console import check_writable, console, fail, name_flags, progress_bar, setup_logging, warn
+from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging, warn
 from cli._presets import AUTO, choose_preset, preset_help, run_plan
 
 
@@ -54,18 +54,18 @@ _TRAIN_FLAGS = {
     "name": "--model", "preset": "--preset", "patch_size": "--crop", "model.patch_size": "--crop",
     "crop": "--crop", "data.crop": "--crop", "mix": "--mix", "data.mix": "--mix", "synthetic": "--synthetic",
     "onthefly_fraction": "--onthefly-fraction", "data.onthefly_fraction": "--onthefly-fraction",
-    "onthefly": "--onthefly", "samples_per_epoch": "--samples-per-epoch", "real": "--real", "epochs": "--epochs",
+    "onthefly": "--onthefly", "samples_per_epoch": "--samples-per-epoch", "real": "--data", "epochs": "--epochs",
     "max_steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "val_every_epochs": "--val-every",
     "max_val_cases": "--max-val-cases", "seed": "--seed", "num_workers": "--workers",
 }
 
 
 def _warn_about_store_kinds(real: str, synthetic: str | None) -> None:
-    """A synthetic store as --real (or a prepared one as --synthetic) trains on the wrong cases: say so."""
+    """A synthetic store as --data (or a prepared one as --synthetic) trains on the wrong cases: say so."""
     from synbt_factory.store.outputs import store_kind_at
 
     if store_kind_at(real) == "synthetic":
-        warn(f"--real {real} is a synthetic store (synbt generate); real cases come from a prepared store "
+        warn(f"--data {real} is a synthetic store (synbt generate); real cases come from a prepared store "
              "(synbt data prepare), and synthetic ones go in --synthetic")
     if synthetic is not None and store_kind_at(synthetic) == "prepared":
         warn(f"--synthetic {synthetic} is a prepared store of real cases; synthetic cases come from synbt generate")
@@ -73,7 +73,9 @@ def _warn_about_store_kinds(real: str, synthetic: str | None) -> None:
 
 def segment_train(
     model: str = typer.Option("unet", "--model", help="Segmenter: unet, dynunet (nnU-Net-style) or swinunetr."),
-    real: str = typer.Option(..., "--real", help="Prepared store of real cases (synbt data prepare)."),
+    data: str | None = typer.Option(None, "--data", show_default=False,
+                                    help="[required] Prepared store of real cases (synbt data prepare)."),
+    real: str | None = typer.Option(None, "--real", hidden=True, help="Older name of --data."),
     synthetic: str | None = typer.Option(
         None, "--synthetic", help="Generated store of synthetic cases (synbt generate)."
     ),
@@ -87,7 +89,7 @@ def segment_train(
         0.5, "--onthefly-fraction", help="Fraction of real samples given an on-the-fly tumor."
     ),
     out: Path = typer.Option(
-        Path("runs/seg"), "--out", help="Run folder (checkpoints best.pt/last.pt, metrics.jsonl)."
+        Path("runs/seg"), "--out", help="Run folder (final.pt, best.pt, last.pt, metrics.jsonl)."
     ),
     patch: int | None = typer.Option(
         None, "--patch", help="Cubic training crop edge in voxels (e.g. 64 for the paper's patch-* rows)."
@@ -131,15 +133,21 @@ def segment_train(
     from synbt_factory.store import StoreError
     from synbt_factory.training.segmentation import SegTrainConfig, train_segmenter
 
+    real = aliased(data, real, "--data", "--real", required=False)
+    mix_value = mix if mix is not None else (0.5 if synthetic else 0.0)
+    problems = []  # every usage problem in one line
+    if real is None:
+        problems.append("missing option --data (the prepared store of real cases)")
     if patch is not None and crop is not None:
-        fail("give either --patch or --crop, not both")
+        problems.append("give either --patch or --crop, not both")
+    if onthefly is not None and onthefly != "syntumor":
+        problems.append(f"--onthefly must be 'syntumor', got {onthefly!r}")
+    if mix_value > 0 and not synthetic:
+        problems.append(f"--mix {mix_value} needs --synthetic STORE (a store from synbt generate)")
+    if problems:
+        fail("; ".join(problems))
     preset = choose_preset("segment train", preset, device)
     size = (patch, patch, patch) if patch is not None else tuple(crop) if crop is not None else (192, 192, 128)
-    if onthefly is not None and onthefly != "syntumor":
-        fail(f"--onthefly must be 'syntumor', got {onthefly!r}")
-    mix_value = mix if mix is not None else (0.5 if synthetic else 0.0)
-    if mix_value > 0 and not synthetic:
-        fail(f"--mix {mix_value} needs --synthetic STORE (a store from synbt generate)")
     try:
         config = SegTrainConfig(
             model=SegmenterConfig(name=model, preset=preset, patch_size=size),  # type: ignore[arg-type]
@@ -192,7 +200,9 @@ def segment_eval(
         2, "--sw-batch-size", help="Windows per forward pass (>= 2 is faster on CPU).", min=1
     ),
     max_cases: int | None = typer.Option(None, "--max-cases", help="Evaluate at most N cases.", min=1),
-    out: Path | None = typer.Option(None, "--out", help="Folder for metrics.csv, summary.json and predictions."),
+    out: Path | None = typer.Option(None, "--out", help=(
+        "Folder for metrics.csv, summary.json and predictions (default: eval_SPLIT next to --ckpt)."
+    )),
     save_nifti: bool = typer.Option(
         False, "--save-nifti", help="Write predictions as NIfTI (prepared grid, and original grid when known)."
     ),
@@ -211,10 +221,9 @@ def segment_eval(
     from synbt_factory.evaluate.segmentation_eval import EvalConfig, evaluate_segmenter
     from synbt_factory.store import StoreError
 
-    if save_nifti and out is None:
-        fail("--save-nifti needs --out DIR")
-    if out is not None:
-        check_writable(out, "--out")
+    if out is None:
+        out = ckpt.parent / f"eval_{split}"
+    check_writable(out, "--out")
     try:
         config = EvalConfig(
             split=split,
@@ -237,8 +246,7 @@ def segment_eval(
     )
     if mama_mia_score:
         console.print(f"MAMA-MIA performance score: {_fmt(result.summary['mama_mia_score'], 4)}")
-    if out is not None:
-        console.print(f"wrote {result.csv_path} and {result.summary_path}")
+    console.print(f"wrote {result.csv_path} and {result.summary_path}")
 
 
 def segment_score(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli._console import console, fail, progress_bar, setup_logging
+from cli._console import check_writable, console, fail, progress_bar, setup_logging
 
 
 def store_info(
@@ -119,6 +119,7 @@ def store_preview(
     from synbt_factory.preview import CaseView, case_montage
     from synbt_factory.store import CaseStore, StoreError
 
+    check_writable(out, "--out", folder=False)
     try:
         s = CaseStore.open(store)
         views = []

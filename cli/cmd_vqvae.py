@@ -186,6 +186,10 @@ def eval_vqvae(
 
     check_writable(out, "--out")
     try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        fail(str(exc))
+    try:
         cfg = VQVAEEvalConfig(
             splits=(split,),
             case_ids=tuple(c.strip() for c in cases.split(",") if c.strip()) if cases else None,
@@ -194,7 +198,6 @@ def eval_vqvae(
             tile=tile,
             overlap=overlap,
         )
-        dev = resolve_device(device)
         with progress_bar("VQ-VAE evaluation") as progress:
             summary = evaluate_vqvae(ckpt, data, out, patch_ckpt=patch_ckpt, config=cfg, device=dev, progress=progress)
     except (CheckpointError, StoreError) as exc:

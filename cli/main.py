@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cli import (
@@ -20,7 +20,7 @@ from cli import (
     cmd_store,
     cmd_vqvae,
 )
-from cli._console import report_error, report_interrupt, reset_tracebacks, show_tracebacks
+from cli._console import report_error, report_interrupt, reset_tracebacks, resume_command, show_tracebacks
 
 __all__ = ["app", "main"]
 
@@ -34,16 +34,62 @@ class _ErrorBoundary(TyperGroup):
     both get it.
     """
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        ctx.meta["synbt.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def _resume(self, ctx: typer.Context) -> str:
+        """The command line that resumes this one (``--resume`` added where the command has it)."""
+        argv = ctx.meta.get("synbt.argv", [])
+        command: Any = self
+        for word in argv:
+            if not hasattr(command, "get_command"):
+                break
+            if word.startswith("-"):
+                continue
+            sub = command.get_command(ctx, word)
+            if sub is None:
+                break
+            command = sub
+        flags = {opt for param in command.params for opt in getattr(param, "opts", ())}
+        return resume_command(argv, has_resume="--resume" in flags)
+
     def invoke(self, ctx: typer.Context) -> Any:
         reset_tracebacks()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
-        except KeyboardInterrupt:
-            raise typer.Exit(report_interrupt()) from None
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(report_interrupt(exc, self._resume(ctx))) from None
         except Exception as exc:
             raise typer.Exit(report_error(exc)) from None
+
+
+class _Command(TyperCommand):
+    """Every synbt command: names every missing required option in one usage error (not one per try), and
+    shows flags in ``--help`` without a ``<bool>`` value they do not take."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def get_help_option(self, ctx: typer.Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not any(a in ("--help", "-h") for a in args):
+            given = {a.split("=", 1)[0] for a in args}
+            missing = [p.opts[0] for p in self.params
+                       if p.param_type_name == "option" and p.required and not given & set(p.opts)]
+            if len(missing) > 1:
+                ctx.fail(f"Missing options: {', '.join(missing)}.")
+        return super().parse_args(ctx, args)
 
 
 app = typer.Typer(
@@ -58,12 +104,20 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-data_app = typer.Typer(help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True)
-train_app = typer.Typer(help="Train the generators: VQ-VAE (patch, volume), latent diffusion, tissue model.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate trained generators (reconstruction quality, grid artifacts).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True
+)
+train_app = typer.Typer(
+    help="Train the generators: VQ-VAE (patch, volume), latent diffusion, tissue model.", no_args_is_help=True
+)
+eval_app = typer.Typer(
+    help="Evaluate trained generators (reconstruction quality, grid artifacts).", no_args_is_help=True
+)
 bank_app = typer.Typer(help="The tumor-mask template bank: build, inspect, preview placements.", no_args_is_help=True)
 store_app = typer.Typer(help="Synthetic/prepared Zarr stores: info, verify, export, preview.", no_args_is_help=True)
-segment_app = typer.Typer(help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True)
+segment_app = typer.Typer(
+    help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True
+)
 experiment_app = typer.Typer(help="Reproduce the paper's experiments (Table 1).", no_args_is_help=True)
 
 
@@ -112,6 +166,12 @@ store_app.command("verify")(cmd_store.store_verify)
 store_app.command("export")(cmd_store.store_export)
 store_app.command("preview")(cmd_store.store_preview)
 store_app.command("report")(cmd_report.store_report)
+
+
+for _typer in (app, data_app, train_app, eval_app, bank_app, store_app, segment_app, experiment_app):
+    for _info in _typer.registered_commands:
+        if _info.cls in (None, TyperCommand):
+            _info.cls = _Command
 
 
 def main() -> None:

@@ -82,21 +82,28 @@ class StepClock:
     """A :data:`ProgressFn` wrapper that announces a training run and logs its measured pace and ETA.
 
     The pace is measured from the first step reported (so set-up work and the first step's warm-up are left
-    out) over the next ``measure_steps`` steps; a resumed run measures from where it resumed.
+    out) over the next ``measure_steps`` steps; a resumed run measures from where it resumed. The first steps
+    are often slower than the rest (allocation, caches), so the pace is measured once more over the next
+    ``refine_steps`` steps, and the new ETA logged when it differs from the first by more than a factor 1.5.
 
     Args:
         plan: the run to announce.
         progress: the callback to pass every report on to (e.g. the CLI's bar); None = none.
         measure_steps: steps to time before the ETA is logged.
+        refine_steps: steps after the first estimate over which the pace is measured again.
         warn_after_seconds: an ETA above this is a warning naming ``plan.faster``.
         clock: seconds as a float (``time.monotonic``; tests pass a fake one).
     """
 
     def __init__(self, plan: RunPlan, progress: ProgressFn | None = None, *, measure_steps: int = 3,
-                 warn_after_seconds: float = ETA_WARN_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+                 refine_steps: int = 50, warn_after_seconds: float = ETA_WARN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self.progress = progress
         self.measure_steps = max(1, measure_steps)
+        self.refine_steps = max(1, refine_steps)
+        self.refined: EtaEstimate | None = None
+        self._second: tuple[int, float] | None = None
         self.warn_after_seconds = warn_after_seconds
         self.clock = clock
         self.estimate: EtaEstimate | None = None
@@ -116,9 +123,12 @@ class StepClock:
             self.plan = replace(self.plan, steps=total)
             self.announce()
         report(self.progress, done, total, metrics)
-        if self.estimate is not None:
+        if self.refined is not None:
             return
         now = self.clock()
+        if self.estimate is not None:
+            self._refine(done, total, now)
+            return
         if self._first is None:
             self._first = (done, now)
             return
@@ -126,11 +136,22 @@ class StepClock:
         if done - first_done < self.measure_steps:
             return
         self.estimate = estimate_eta(done - first_done, now - first_time, total - done)
+        self._second = (done, now)
         self._log(self.estimate)
 
-    def _log(self, estimate: EtaEstimate) -> None:
+    def _refine(self, done: int, total: int, now: float) -> None:
+        assert self._second is not None and self.estimate is not None
+        start_done, start_time = self._second
+        if done - start_done < self.refine_steps:
+            return
+        self.refined = estimate_eta(done - start_done, now - start_time, total - done)
+        ratio = self.refined.seconds_per_step / max(self.estimate.seconds_per_step, 1e-12)
+        if ratio > 1.5 or ratio < 1 / 1.5:
+            self._log(self.refined, again=True)
+
+    def _log(self, estimate: EtaEstimate, *, again: bool = False) -> None:
         p = self.plan
-        pace = f"{estimate.seconds_per_step:.3g} s/step"
+        pace = f"{estimate.seconds_per_step:.3g} s/step" + (" (measured again)" if again else "")
         eta = format_duration(estimate.eta_seconds)
         if estimate.eta_seconds <= self.warn_after_seconds:
             log.info("%s: %s, about %s for the remaining %d steps", p.what, pace, eta, estimate.remaining_steps)

@@ -267,21 +267,40 @@ def test_console_script_reports_a_broken_checkpoint_in_one_line(valid, nifti_cas
 
 
 # ---------------------------------------------------------------------------- unwritable --out
-def _out_commands(tmp_path: Path, out: Path, valid: dict[str, Path]) -> dict[str, list[str]]:
+def _out_commands(tmp_path: Path, out: Path, valid: dict[str, Path], device: str = "cpu") -> dict[str, list[str]]:
+    from synbt_factory.synthesis.bank import build_bank
+
     store = str(_store(tmp_path / "p.zarr", cases=2))
+    bank = tmp_path / "bank.zarr"
+    if not bank.exists():
+        build_bank(store, bank)
+    dev = ["--device", device]
     return {
-        "train vqvae": ["train", "vqvae", "--data", store, "--out", str(out), "--preset", "tiny", "--steps", "1",
-                        "--device", "cpu"],
+        "data phantom": ["data", "phantom", "--out", str(out), "--n", "1", "--size", "tiny"],
+        "train vqvae": ["train", "vqvae", "--data", store, "--out", str(out), "--preset", "tiny", "--steps", "1", *dev],
         "train diffusion": ["train", "diffusion", "--vqvae", str(valid["vqvae"]), "--data", store, "--out", str(out),
-                            "--preset", "tiny", "--steps", "1", "--device", "cpu"],
+                            "--preset", "tiny", "--steps", "1", *dev],
         "train tissue": ["train", "tissue", "--labels", store, "--out", str(out), "--preset", "tiny", "--steps", "1",
-                         "--device", "cpu"],
+                         *dev],
         "segment train": ["segment", "train", "--real", store, "--out", str(out), "--preset", "tiny", "--patch", "16",
-                          "--steps", "1", "--device", "cpu"],
+                          "--steps", "1", *dev],
+        "segment eval": ["segment", "eval", "--ckpt", str(valid["segmenter"]), "--data", store, "--split", "train",
+                         "--out", str(out), *dev],
+        "eval vqvae": ["eval", "vqvae", "--ckpt", str(valid["vqvae"]), "--data", store, "--split", "train",
+                       "--out", str(out), *dev],
+        "store preview": ["store", "preview", store, "--out", str(out)],
+        "bank preview": ["bank", "preview", "--data", store, "--bank", str(bank), "--out", str(out)],
+        "demo": ["demo", "--out", str(out), "--preset", "tiny", *dev],
     }
 
 
-@pytest.mark.parametrize("name", ["train vqvae", "train diffusion", "train tissue", "segment train"])
+OUT_COMMANDS = ["data phantom", "train vqvae", "train diffusion", "train tissue", "segment train", "segment eval",
+                "eval vqvae", "store preview", "bank preview", "demo"]
+DEVICE_COMMANDS = ["train vqvae", "train diffusion", "train tissue", "segment train", "segment eval", "eval vqvae",
+                   "demo"]
+
+
+@pytest.mark.parametrize("name", OUT_COMMANDS)
 def test_out_below_a_file_is_one_error_line_naming_the_flag(valid, name: str, tmp_path: Path) -> None:
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder\n")
@@ -291,7 +310,7 @@ def test_out_below_a_file_is_one_error_line_naming_the_flag(valid, name: str, tm
     assert blocker.read_text() == "a file, not a folder\n"
 
 
-@pytest.mark.parametrize("name", ["train vqvae", "train diffusion", "train tissue", "segment train"])
+@pytest.mark.parametrize("name", OUT_COMMANDS)
 def test_read_only_out_folder_is_one_error_line(valid, name: str, tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
@@ -304,6 +323,34 @@ def test_read_only_out_folder_is_one_error_line(valid, name: str, tmp_path: Path
         _assert_one_error(result, code=2, names=["--out", str(locked)])
     finally:
         locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", DEVICE_COMMANDS)
+def test_cuda_without_a_gpu_is_one_line_and_nothing_else(valid, name: str, tmp_path: Path) -> None:
+    """eval vqvae printed 'DeviceError: …' and the demo printed its header before the error."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, _out_commands(tmp_path, out, valid, device="cuda")[name])
+    line = _assert_one_error(result, code=2, names=["--device cuda"])
+    assert "DeviceError" not in line
+    assert [text for text in result.output.splitlines() if text.strip()] == [line], result.output
+    assert not out.exists()
+
+
+def test_segment_eval_without_out_writes_next_to_the_checkpoint(valid, tmp_path: Path) -> None:
+    """segment eval saved nothing unless --out was given."""
+    import shutil
+
+    ckpt = tmp_path / "run" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(valid["segmenter"], ckpt)
+    store = _store(tmp_path / "p.zarr", cases=1)
+    result = CliRunner().invoke(app, ["segment", "eval", "--ckpt", str(ckpt), "--data", str(store), "--split", "train",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "eval_train" / "summary.json").is_file()
+    assert (tmp_path / "run" / "eval_train" / "metrics.csv").is_file()
 
 
 # ---------------------------------------------------------------------------- exactly one error line

@@ -127,12 +127,12 @@ def test_generate_config_errors_name_the_flag(stores, tmp_path: Path) -> None:
 def test_segment_train_warns_about_a_synthetic_store_as_real(stores, tmp_path: Path) -> None:
     blocker = tmp_path / "notes.txt"
     blocker.write_text("x")
-    argv = ["segment", "train", "--real", str(stores["synthetic"]), "--out", str(blocker / "run"), "--preset",
+    argv = ["segment", "train", "--data", str(stores["synthetic"]), "--out", str(blocker / "run"), "--preset",
             "tiny", "--patch", "16", "--steps", "1", "--device", "cpu"]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2  # stopped by the --out below a file, after the warning
     warning = [line for line in result.output.splitlines() if "warning" in line]
-    assert warning and "--real" in warning[0] and "synthetic" in warning[0], result.output
+    assert warning and "--data" in warning[0] and "synthetic" in warning[0], result.output
 
 
 # ---------------------------------------------------------------------------- item 1: announce, pace, ETA, presets
@@ -157,10 +157,10 @@ def test_step_clock_warns_naming_the_faster_preset_when_the_eta_is_long(caplog: 
 
     seen: list[int] = []
     clock = StepClock(_plan(), lambda done, total, metrics: seen.append(done), measure_steps=3,
-                      clock=_FakeClock([0.0, 72.0, 144.0, 216.0]))
+                      clock=_FakeClock([0.0, 72.0, 144.0, 216.0, 288.0]))
     with caplog.at_level("INFO", logger="synbt_factory.progress"):
         clock.announce()
-        for done in (1, 2, 3, 4, 5):  # the fifth report reads no clock: the estimate is made once
+        for done in (1, 2, 3, 4, 5):  # the fifth report is within the 50 steps of the second measurement
             clock(done, 250_000, {})
     assert seen == [1, 2, 3, 4, 5]  # every report reaches the bar
     assert clock.estimate is not None and clock.estimate.seconds_per_step == pytest.approx(72.0)
@@ -183,6 +183,32 @@ def test_step_clock_gives_the_eta_without_warning_when_it_is_short(caplog: pytes
     messages = [r.getMessage() for r in caplog.records]
     assert any("preset paper, 100 steps" in m for m in messages)  # the first report announces it
     assert any("0.5 s/step" in m and "for the remaining 97 steps" in m for m in messages)
+
+
+def test_step_clock_measures_the_pace_again_after_slow_first_steps(caplog: pytest.LogCaptureFixture) -> None:
+    """A diffusion run's first steps took 1.5 s each, the rest 0.1 s: its only ETA said 73 min for 6 min of work."""
+    from synbt_factory.progress import StepClock
+
+    times = [0.0, 1.5, 3.0, 4.5] + [4.5 + 0.1 * i for i in range(1, 11)]
+    clock = StepClock(_plan(steps=3000), measure_steps=3, refine_steps=10, clock=_FakeClock(times))
+    with caplog.at_level("INFO", logger="synbt_factory.progress"):
+        for done in range(1, 15):
+            clock(done, 3000, {})
+    assert clock.estimate is not None and clock.estimate.seconds_per_step == pytest.approx(1.5)
+    assert clock.refined is not None and clock.refined.seconds_per_step == pytest.approx(0.1)
+    again = [r.getMessage() for r in caplog.records if "measured again" in r.getMessage()]
+    assert len(again) == 1 and "0.1 s/step" in again[0] and "2986 steps" in again[0], again
+
+
+def test_step_clock_keeps_quiet_when_the_pace_holds(caplog: pytest.LogCaptureFixture) -> None:
+    from synbt_factory.progress import StepClock
+
+    clock = StepClock(_plan(steps=3000), measure_steps=1, refine_steps=2, clock=_FakeClock([0.0, 1.0, 2.1, 3.2]))
+    with caplog.at_level("INFO", logger="synbt_factory.progress"):
+        for done in range(1, 5):
+            clock(done, 3000, {})
+    assert clock.refined is not None
+    assert not [r for r in caplog.records if "measured again" in r.getMessage()]
 
 
 def test_step_clock_without_a_faster_preset_suggests_fewer_steps(caplog: pytest.LogCaptureFixture) -> None:
@@ -298,3 +324,204 @@ def test_train_diffusion_errors_name_the_flag(stores, tmp_path: Path) -> None:
             str(tmp_path / "run"), "--preset", "tiny", "--mask-loss-weight", "-1", "--device", "cpu"]
     line = _one_error_line(CliRunner().invoke(app, argv), "--mask-loss-weight must be >= 0")
     assert "mask_loss_weight" not in line
+
+
+# ---------------------------------------------------------------------------- Ctrl-C during a training
+def test_ctrl_c_in_segment_train_names_the_step_and_a_resume_command_that_works(
+    stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C used to print a bare 'interrupted' and keep nothing since the last validation."""
+    import shlex
+    import signal
+
+    from synbt_factory.checkpoint import load_checkpoint
+    from synbt_factory.progress import StepClock
+
+    original = StepClock.__call__
+    sent: list[int] = []
+
+    def ctrl_c_at_step_1(self: StepClock, done: int, total: int, metrics: Any) -> None:
+        original(self, done, total, metrics)
+        if done == 1 and not sent:
+            sent.append(done)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(StepClock, "__call__", ctrl_c_at_step_1)
+    out = tmp_path / "run dir"
+    argv = ["segment", "train", "--data", str(stores["prepared"]), "--out", str(out), "--preset", "tiny",
+            "--patch", "16", "--steps", "3", "--device", "cpu"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("interrupted"))
+    assert "interrupted at step 1" in line and str(out / "last.pt") in line, line
+    assert load_checkpoint(out / "last.pt", kind="segmenter")["step"] == 1
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    assert command[0] == "synbt" and command[1:] == [*argv, "--resume"]
+
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, command[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out / "last.pt", kind="segmenter")["step"] == 3
+    assert load_checkpoint(out / "final.pt", kind="segmenter")["step"] == 3  # as every trainer writes it
+
+
+def test_resume_command_adds_resume_only_where_the_command_has_it() -> None:
+    from cli._console import resume_command
+
+    assert resume_command(["train", "tissue", "--no-resume", "--out", "a b"], has_resume=True) == \
+        "synbt train tissue --out 'a b' --resume"
+    assert resume_command(["demo", "--out", "d"], has_resume=False) == "synbt demo --out d"
+
+
+# ---------------------------------------------------------------------------- one vocabulary
+def test_prepared_store_is_data_everywhere_with_old_names_hidden(stores, tmp_path: Path) -> None:
+    """train tissue took --labels and segment train --real for the prepared store that others call --data."""
+    runner = CliRunner()
+    for command, old in ((["train", "tissue"], "--labels"), (["segment", "train"], "--real")):
+        shown = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--data" in shown and old not in shown, shown
+        missing = runner.invoke(app, [*command, "--out", str(tmp_path / "x"), "--preset", "tiny"])
+        assert _one_error_line(missing, "--data")
+    both = runner.invoke(app, ["segment", "train", "--data", str(stores["prepared"]), "--real", str(tmp_path),
+                               "--out", str(tmp_path / "x")])
+    _one_error_line(both, "--data", "--real")
+
+
+def test_old_flag_names_still_work(stores, tmp_path: Path) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x\n")
+    # the old names reach the command: it gets as far as checking --out
+    for argv in (["train", "tissue", "--labels", str(stores["prepared"])],
+                 ["segment", "train", "--real", str(stores["prepared"]), "--patch", "16"]):
+        result = CliRunner().invoke(app, [*argv, "--out", str(blocker / "run"), "--preset", "tiny"])
+        _one_error_line(result, "--out")
+
+
+def test_train_tissue_resume_is_opt_in(stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"a finished run")
+    result = CliRunner().invoke(app, ["train", "tissue", "--data", str(stores["prepared"]), "--out", str(out),
+                                      "--preset", "tiny", "--steps", "1", "--device", "cpu"])
+    _one_error_line(result, "--resume")
+    assert (out / "last.pt").read_bytes() == b"a finished run"
+
+
+def test_every_missing_required_option_is_named_at_once() -> None:
+    """``synbt generate --n 5000 --out …`` named one missing option per try (--data, then --bank)."""
+    result = CliRunner().invoke(app, ["generate", "--n", "5000", "--out", "datasets/synth.zarr"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "Missing options: --data, --bank." in result.output, result.output
+    one = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y"], env={"COLUMNS": "200"})
+    assert one.exit_code == 2 and "Missing option '--bank'." in one.output, one.output
+
+
+def test_segment_train_names_every_usage_problem_in_one_line() -> None:
+    """``synbt segment train --mix 0.5`` reported --data missing, and --synthetic only on the next try."""
+    result = CliRunner().invoke(app, ["segment", "train", "--mix", "0.5"])
+    _one_error_line(result, "--data", "--synthetic")
+
+
+@pytest.mark.parametrize("command", [["train", "tissue"], ["segment", "train"], ["demo"], ["generate"]])
+def test_help_shows_flags_without_a_bool_value(command: list[str]) -> None:
+    """Every flag (--resume, -v, --help) was listed as taking a ``<bool>``."""
+    shown = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output
+    assert "--help" in shown and "<bool>" not in shown, shown
+
+
+def test_bank_preview_counts_cases_with_max_cases_like_store_preview(stores, tmp_path: Path) -> None:
+    """bank preview's --cases was a count, eval vqvae's --cases a list of ids: the count is --max-cases now."""
+    shown = CliRunner().invoke(app, ["bank", "preview", "--help"], env={"COLUMNS": "200"}).output
+    assert "--max-cases" in shown and "--cases" not in shown.replace("--max-cases", ""), shown
+    for flag in ("--max-cases", "--cases"):
+        out = tmp_path / f"{flag.strip('-')}.png"
+        result = CliRunner().invoke(app, ["bank", "preview", "--data", str(stores["prepared"]), "--bank",
+                                          str(stores["bank"]), "--out", str(out), flag, "1"])
+        # the tiny store has no breast maps: the one case asked for is tried, and only that one
+        assert "in the first 1 case(s)" in _one_error_line(result), result.output
+
+
+@pytest.mark.parametrize(("command", "new", "old"), [
+    (["generate"], "--sample-steps", "--steps"),
+    (["generate-one"], "--sample-steps", "--steps"),
+    (["store", "report"], "--data", "--real"),
+])
+def test_one_name_per_concept_in_help_with_the_old_name_hidden(command: list[str], new: str, old: str) -> None:
+    """--steps meant sampling steps in generate and training steps in the trainers; store report took the
+    prepared store as --real."""
+    shown = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output
+    assert new in shown and f"{old} " not in shown.replace(new, ""), shown
+
+
+def test_old_and_new_name_together_must_agree(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["generate-one", "--case", "x::y", "--mask", "m.nii.gz", "--vqvae", "a.pt",
+                                      "--diffusion", "b.pt", "--out", str(tmp_path / "o.nii.gz"),
+                                      "--sample-steps", "5", "--steps", "6"])
+    _one_error_line(result, "--sample-steps", "--steps")
+
+
+# ---------------------------------------------------------------------------- the README's pipeline, as written
+# what each README command gets appended to run in seconds (the last value of an option wins)
+_TINY = {
+    "data phantom": ["--n", "4", "--size", "tiny", "--healthy-fraction", "0"],
+    "data prepare": ["--fov", "64", "64", "48"],
+    "train vqvae": ["--preset", "tiny", "--steps", "2", "--device", "cpu"],
+    "train diffusion": ["--preset", "tiny", "--steps", "2", "--device", "cpu"],
+    "train tissue": ["--preset", "tiny", "--steps", "2", "--device", "cpu"],
+    "data tissue": ["--device", "cpu"],
+    "generate": ["--n", "2", "--sample-steps", "2", "--batch-size", "2", "--workers", "1", "--no-quality-gate",
+                 "--device", "cpu"],
+    "store report": ["--max-cases", "2"],
+    "segment train": ["--preset", "tiny", "--patch", "16", "--steps", "2", "--device", "cpu"],
+    "segment eval": ["--device", "cpu", "--split", "train", "--max-cases", "1"],
+}
+
+
+def _readme_pipeline() -> list[list[str]]:
+    """The commands of the README's "The pipeline" block: continuation lines joined, comments dropped."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("## The pipeline", 1)[1].split("```", 2)[1]
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            assert words[0] == "synbt", line
+            commands.append(words[1:])
+    return commands
+
+
+@pytest.mark.slow
+def test_the_readme_pipeline_runs_as_written_on_tiny_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data tissue --ckpt runs/tissue/final.pt`` failed as written: train tissue wrote no final.pt."""
+    commands = _readme_pipeline()
+    assert len(commands) >= 10
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for words in commands:
+        name = " ".join(words[:2]) if words[0] in ("data", "train", "store", "segment", "bank") else words[0]
+        result = runner.invoke(app, [*words, *_TINY.get(name, [])])
+        assert result.exit_code == 0, f"synbt {' '.join(words)}\n{result.output}"
+        assert "Traceback" not in result.output
+    assert (tmp_path / "runs" / "tissue" / "final.pt").is_file()
+
+
+def test_no_empty_progress_bar_is_drawn_before_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, a command that failed before its first step left an empty bar above the error."""
+    import io
+
+    from rich.console import Console
+
+    import cli._console as console_module
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console_module, "err_console",
+                        Console(file=screen, force_terminal=True, width=80, color_system=None))
+    with pytest.raises(ValueError), console_module.progress_bar("train tissue", total=3):
+        raise ValueError("bad input")
+    assert screen.getvalue().strip() == ""
+    with console_module.progress_bar("train tissue", total=3) as update:
+        update(1, 3, {"loss": 0.5})
+    assert "train tissue" in screen.getvalue() and "1/3" in screen.getvalue()

@@ -268,12 +268,16 @@ def _check_gate(out: str, prepared: str, jobs: list[CaseJob], result: GenerateRe
 
 def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, Any]:
     """A Dask client: joined (scheduler address), a process LocalCluster, or in-process threads."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
         return Client(scheduler), None
     if cluster == "threads":
-        return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=None), None
+        # in-process messages are kept by reference in Dask's developer logs (up to 1000 each): a write task's
+        # arrays would stay alive long after the case is written, so this cluster keeps no such logs
+        with dask.config.set({"distributed.admin.low-level-log-length": 0}):
+            return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=None), None
     if cluster != "local":
         raise ValueError(f"cluster must be 'threads' or 'local', got {cluster!r}")
     import torch

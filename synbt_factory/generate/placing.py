@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 from synbt_factory.generate.jobs import CaseJob
 from synbt_factory.rng import case_generator
 
-__all__ = ["PlacedCase", "Placer"]
+__all__ = ["PlacedCase", "Placer", "shared_placer"]
 
 
 @dataclass
@@ -55,28 +56,31 @@ class Placer:
     background alone, so they are computed once and kept, the least recently used dropped first
     once they hold more than ``cache_bytes``: backgrounds repeat across thousands of cases.
     Caching never changes results. Memory stays bounded by ``cache_bytes`` whatever the run's N.
+
+    A placer travels to Dask tasks by pickle, once per task; every copy of one placer unpickles to a single
+    placer in the receiving process (:func:`shared_placer`), so its contexts serve every task of the run there.
+    Fresh copies would rebuild a context per case, and Dask's message logs would keep each one with its contexts.
+    Another ``Placer`` (a later run) shares nothing with it, so it reads the stores as they are then.
     """
 
     def __init__(self, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
-                 *, cache_bytes: int = CONTEXT_CACHE_BYTES) -> None:
+                 *, cache_bytes: int = CONTEXT_CACHE_BYTES, token: str | None = None) -> None:
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
         self.cache_bytes = cache_bytes
+        self.token = token or uuid.uuid4().hex
         self._store: Any = None
         self._bank: Any = None
         self._config: Any = None
         self._contexts: OrderedDict[str, Any] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"prepared": self.prepared, "bank_location": self.bank_location,
-                "placement_config": self.placement_config, "cache_bytes": self.cache_bytes}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["prepared"], state["bank_location"], state["placement_config"],  # type: ignore[misc]
-                      cache_bytes=state["cache_bytes"])
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Unpickles to the receiving process's one copy of this placer (:func:`shared_placer`)."""
+        return shared_placer, (self.token, self.prepared, self.bank_location, self.placement_config, self.cache_bytes)
 
     def _context(self, store: Any, case_id: str, config: Any) -> Any:
         from synbt_factory.synthesis.placement import context_from_store
@@ -85,14 +89,19 @@ class Placer:
             if case_id in self._contexts:
                 self._contexts.move_to_end(case_id)
                 return self._contexts[case_id]
-        ctx = context_from_store(store, case_id, config)
-        with self._lock:
-            if case_id not in self._contexts:
+            building = self._building.setdefault(case_id, threading.Lock())
+        with building:  # threads wanting the same background wait for one build
+            with self._lock:
+                if case_id in self._contexts:
+                    return self._contexts[case_id]
+            ctx = context_from_store(store, case_id, config)
+            with self._lock:
                 self._contexts[case_id] = ctx
                 self._cached_bytes += _context_bytes(ctx)
-            while self._cached_bytes > self.cache_bytes and len(self._contexts) > 1:
-                _, dropped = self._contexts.popitem(last=False)
-                self._cached_bytes -= _context_bytes(dropped)
+                self._building.pop(case_id, None)
+                while self._cached_bytes > self.cache_bytes and len(self._contexts) > 1:
+                    _, dropped = self._contexts.popitem(last=False)
+                    self._cached_bytes -= _context_bytes(dropped)
         return ctx
 
     def _open(self) -> tuple[Any, Any]:
@@ -149,3 +158,24 @@ class Placer:
                 timings={"placement": time.perf_counter() - t0},
             )
         raise PlacementError(f"{job.case_id}: no background accepted a tumor; " + " | ".join(reasons))
+
+
+#: the placers this process unpickled, by token (see :func:`shared_placer`); the least recently used dropped first
+_SHARED_PLACERS: OrderedDict[str, Placer] = OrderedDict()
+_SHARED_KEEP = 2
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_placer(token: str, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
+                  cache_bytes: int = CONTEXT_CACHE_BYTES) -> Placer:
+    """This process's copy of the placer ``token`` names, made on first use; at most ``_SHARED_KEEP`` are kept."""
+    key = token
+    with _SHARED_LOCK:
+        placer = _SHARED_PLACERS.get(key)
+        if placer is None:
+            placer = _SHARED_PLACERS[key] = Placer(prepared, bank, placement_config, cache_bytes=cache_bytes,
+                                                   token=token)
+            while len(_SHARED_PLACERS) > _SHARED_KEEP:
+                _SHARED_PLACERS.popitem(last=False)
+        _SHARED_PLACERS.move_to_end(key)
+        return placer

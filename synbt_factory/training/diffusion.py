@@ -48,10 +48,13 @@ from synbt_factory.training.loop_utils import (
     FINAL_NAME,
     LAST_NAME,
     MetricLog,
+    TrainingInterrupted,
     capture_rng_state,
+    interrupted_run,
     make_ema,
     restore_rng_state,
     save_training_checkpoint,
+    stop_on_ctrl_c,
 )
 
 __all__ = [
@@ -327,8 +330,8 @@ def train_diffusion(
 
     if start_step >= cfg.steps and not (out / FINAL_NAME).exists():
         save(start_step)
-    model.train()
-    for step_index in range(start_step, cfg.steps):
+    def _step(step_index: int) -> None:
+        nonlocal metrics
         z0, cond = sample_crop_batch(latents, rng, batch_size=cfg.batch_size, crop=crop,
                                      tumor_fraction=cfg.tumor_crop_fraction)
         timesteps = torch.randint(0, model_config.num_train_timesteps, (cfg.batch_size,), generator=noise_gen)
@@ -345,12 +348,28 @@ def train_diffusion(
         optimizer.step()
         ema.update_parameters(model)
         metrics["loss"] = float(loss.detach())
-        done = step_index + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            metric_log.append(done, metrics)
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            save(done)
-        report(progress, done, cfg.steps, metrics)
+
+    model.train()
+    saved = start_step if ckpt is not None else None
+    with stop_on_ctrl_c() as stop:
+        try:
+            for step_index in range(start_step, cfg.steps):
+                _step(step_index)
+                done = step_index + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    metric_log.append(done, metrics)
+                if done % cfg.save_every == 0 or done == cfg.steps:
+                    save(done)
+                    saved = done
+                report(progress, done, cfg.steps, metrics)
+                if stop.requested and done < cfg.steps:
+                    if saved != done:
+                        save(done)
+                    raise interrupted_run(out, done)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted_run(out, saved) from None
     metric_log.write_csv()
     return DiffusionTrainResult(final_checkpoint=out / FINAL_NAME, steps=cfg.steps, metrics=metrics,
                                 resumed_from=start_step if ckpt is not None else None)

@@ -1,4 +1,4 @@
-"""Helpers shared by training loops: RNG state capture/restore, metric logs, checkpoint rotation, EMA.
+"""Helpers shared by training loops: RNG state capture/restore, metric logs, checkpoint rotation, EMA, Ctrl-C.
 
 Everything here is model-agnostic. RNG states are stored in checkpoint-safe form (tensors and
 strings only), so checkpoints still load with ``weights_only=True``.
@@ -6,11 +6,14 @@ strings only), so checkpoints still load with ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from synbt_factory.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 
 __all__ = [
+    "StopRequest",
+    "TrainingInterrupted",
     "capture_rng_state",
+    "interrupted_run",
+    "stop_on_ctrl_c",
     "restore_rng_state",
     "MetricLog",
     "save_training_checkpoint",
@@ -183,3 +190,58 @@ def make_ema(model: torch.nn.Module, decay: float = 0.999) -> AveragedModel:
     if not 0.0 < decay < 1.0:
         raise ValueError(f"decay must be in (0, 1), got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run.
+
+    A ``KeyboardInterrupt``, so callers that do not know it still stop as before.
+
+    Args:
+        step: the step the saved checkpoint resumes from (None when nothing was saved).
+        checkpoint: the run's ``last.pt`` (None when the run has none yet).
+    """
+
+    def __init__(self, step: int | None, checkpoint: Path | None) -> None:
+        where = f"at step {step}" if step is not None else "before the first checkpoint"
+        super().__init__(f"training interrupted {where}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class StopRequest:
+    """Set by the first Ctrl-C during :func:`stop_on_ctrl_c`; the loop saves and stops after its current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c() -> Iterator[StopRequest]:
+    """Turn the first Ctrl-C into a request to stop after the current step; a second one stops at once.
+
+    Outside the main thread (where signal handlers cannot be set) Ctrl-C keeps its usual effect.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.requested:
+            raise KeyboardInterrupt
+        request.requested = True
+        log.warning("Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to stop now)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_run(folder: Path, step: int | None) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` of a run in ``folder`` whose latest checkpoint holds ``step``."""
+    last = Path(folder) / LAST_NAME
+    return TrainingInterrupted(step if last.is_file() else None, last if last.is_file() else None)

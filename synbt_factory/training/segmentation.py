@@ -8,6 +8,7 @@ Run folder::
 
     <out>/last.pt        model + optimizer + position (resume point), atomic
     <out>/best.pt        model of the best validation Dice so far
+    <out>/final.pt       model after the last step (as the other trainers write it)
     <out>/metrics.jsonl  one JSON object per logged event ("train" / "val")
     <out>/config.json    the run's configuration
 
@@ -45,6 +46,7 @@ from synbt_factory.device import resolve_device
 from synbt_factory.models.segmenters import SegmenterConfig, build_segmenter, check_spatial_size
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
+from synbt_factory.training.loop_utils import FINAL_NAME, TrainingInterrupted, interrupted_run, stop_on_ctrl_c
 
 __all__ = [
     "SegTrainConfig",
@@ -362,6 +364,8 @@ def train_segmenter(
         dev,
     )
 
+    saved: int | None = None
+
     def payload_now(with_optimizer: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -382,7 +386,7 @@ def train_segmenter(
             fh.write(json.dumps(event) + "\n")
 
     def validate_and_save() -> float:
-        nonlocal best_dice, best_step
+        nonlocal best_dice, best_step, saved
         t0 = time.perf_counter()
         val_dice = _validate(model, store, val_ids, config, dev)
         improved = (not val_ids) or (math.isfinite(val_dice) and val_dice > best_dice)
@@ -403,6 +407,7 @@ def train_segmenter(
         if improved:
             save_checkpoint(best_path, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
         save_checkpoint(last_path, payload_now(True), kind=CHECKPOINT_KIND, config=config_dict)
+        saved = step
         return val_dice
 
     model.train()
@@ -411,49 +416,62 @@ def train_segmenter(
     window_losses: list[float] = []
     use_amp = config.amp and dev.type == "cuda"
     report(progress, step, total_steps, {})
-    while epoch < config.epochs and step < total_steps:
-        dataset.set_epoch(epoch)
-        indices = range(batches_done * config.batch_size, len(dataset))
-        loader = DataLoader(
-            Subset(dataset, list(indices)),
-            batch_size=config.batch_size,
-            shuffle=False,
-            num_workers=config.num_workers,
-            pin_memory=dev.type == "cuda",
-        )
-        for batch in loader:
-            image = batch["image"].to(dev, non_blocking=True)
-            label = batch["label"].to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(image)
-            loss = loss_fn(logits.float(), label)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            batches_done += 1
-            last_loss = float(loss.detach())
-            window_losses.append(last_loss)
-            if step % config.log_every == 0:
-                log_event({"event": "train", "step": step, "epoch": epoch, "loss": float(np.mean(window_losses))})
-                window_losses = []
-            report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
-            if step >= total_steps:
-                break
-        if batches_done >= steps_per_epoch:
-            epoch += 1
-            batches_done = 0
-            if epoch % config.val_every_epochs == 0 or epoch >= config.epochs or step >= total_steps:
-                last_val = validate_and_save()
-                report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
-        else:  # stopped mid-epoch by max_steps
-            last_val = validate_and_save()
+    saved = step if last_path.exists() else None
+    with stop_on_ctrl_c() as stop:
+        try:
+                while epoch < config.epochs and step < total_steps:
+                    dataset.set_epoch(epoch)
+                    indices = range(batches_done * config.batch_size, len(dataset))
+                    loader = DataLoader(
+                        Subset(dataset, list(indices)),
+                        batch_size=config.batch_size,
+                        shuffle=False,
+                        num_workers=config.num_workers,
+                        pin_memory=dev.type == "cuda",
+                    )
+                    for batch in loader:
+                        image = batch["image"].to(dev, non_blocking=True)
+                        label = batch["label"].to(dev, non_blocking=True)
+                        optimizer.zero_grad(set_to_none=True)
+                        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                            logits = model(image)
+                        loss = loss_fn(logits.float(), label)
+                        loss.backward()
+                        optimizer.step()
+                        step += 1
+                        batches_done += 1
+                        last_loss = float(loss.detach())
+                        window_losses.append(last_loss)
+                        if step % config.log_every == 0:
+                            log_event({"event": "train", "step": step, "epoch": epoch,
+                                       "loss": float(np.mean(window_losses))})
+                            window_losses = []
+                        report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
+                        if step >= total_steps:
+                            break
+                        if stop.requested:
+                            save_checkpoint(last_path, payload_now(True), kind=CHECKPOINT_KIND, config=config_dict)
+                            raise interrupted_run(out_dir, step)
+                    if batches_done >= steps_per_epoch:
+                        epoch += 1
+                        batches_done = 0
+                        if epoch % config.val_every_epochs == 0 or epoch >= config.epochs or step >= total_steps:
+                            last_val = validate_and_save()
+                            report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
+                    else:  # stopped mid-epoch by max_steps
+                        last_val = validate_and_save()
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted_run(out_dir, saved) from None
     if window_losses:
         log_event({"event": "train", "step": step, "epoch": epoch, "loss": float(np.mean(window_losses))})
     if not last_path.exists():  # nothing was trained (already complete): still leave a resumable state
         validate_and_save()
     if not best_path.exists():
         save_checkpoint(best_path, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
+    if step >= total_steps or epoch >= config.epochs:
+        save_checkpoint(out_dir / FINAL_NAME, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
     return TrainResult(
         out_dir=out_dir,
         best_checkpoint=best_path,

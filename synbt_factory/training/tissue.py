@@ -5,13 +5,14 @@ arrays or from NIfTI files ``<dir>/tissue/labels/<ID>.nii.gz`` and ``<dir>/tissu
 (resampled to 1 mm RAS, nearest). Each training patch is a new random-contrast pre/post image
 drawn from its labels (:mod:`synbt_factory.synthesis.tissue_synth`): the real images are never
 needed for training (when present they only shape the k-means clusters outside the breast, the
-paper's recipe; their intensities never reach the network). Validation runs the model on real prepared images (held-out cases) and
-scores FGT Dice against their ``tissue`` labels.
+paper's recipe; their intensities never reach the network). Validation runs the model on real prepared
+images (held-out cases) and scores FGT Dice against their ``tissue`` labels.
 
 Run folder::
 
     <out>/last.pt        model + optimizer + step (resume point), atomic
     <out>/best.pt        best validation FGT Dice so far (or last when there is no validation)
+    <out>/final.pt       the model after the last step (as the other trainers write it)
     <out>/history.jsonl  one JSON object per log / validation event
 
 Inference: :func:`predict_tissue` (sliding window, then post-processing: breast = classes ≥ 1,
@@ -44,6 +45,13 @@ from synbt_factory.progress import ProgressFn, report
 from synbt_factory.rng import case_generator
 from synbt_factory.store import CaseStore
 from synbt_factory.synthesis.tissue_synth import TissueSynthConfig, synthesize_tissue_image
+from synbt_factory.training.loop_utils import (
+    FINAL_NAME,
+    LAST_NAME,
+    TrainingInterrupted,
+    interrupted_run,
+    stop_on_ctrl_c,
+)
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -483,6 +491,7 @@ class TissueTrainResult:
     steps: int
     history: list[dict[str, Any]]
     best_val_dice: float | None
+    final_path: Path | None = None
 
 
 def _checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
@@ -514,7 +523,7 @@ def train_tissue(
     *,
     val: str | Path | list[LabelCase] | None = None,
     device: str = "auto",
-    resume: bool = True,
+    resume: bool = False,
     progress: ProgressFn | None = None,
 ) -> TissueTrainResult:
     """Train the tissue model on images synthesised from label maps.
@@ -530,12 +539,15 @@ def train_tissue(
         device: ``auto`` | ``cpu`` | ``cuda``.
         resume: continue from ``out_dir/last.pt`` when it exists and its config differs at most
             in ``steps``, ``val_every``, ``val_cases``, ``workers``, ``log_every`` or ``post`` (so a
-            run can be extended with more steps).
+            run can be extended with more steps); another config is an error. Without it an existing
+            ``last.pt`` is an error (a finished run is never overwritten).
         progress: ``(step, steps, {"loss": …, "val_dice": …})``.
     """
     config = config or TissueTrainConfig()
     dev = resolve_device(device)
     out = Path(out_dir)
+    if not resume and (out / LAST_NAME).is_file():
+        raise FileExistsError(f"{out} already holds a run ({LAST_NAME}); resume it or choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
     all_cases = labels if isinstance(labels, list) else load_label_cases(labels, with_images=True)
     train_cases = [c for c in all_cases if c.split == "train"] or list(all_cases)
@@ -554,7 +566,7 @@ def train_tissue(
     start = 0
     best: float | None = None
     history: list[dict[str, Any]] = []
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    last_path, best_path, final_path = out / LAST_NAME, out / "best.pt", out / FINAL_NAME
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, kind=CHECKPOINT_KIND, map_location=dev)
         if _same_run(ckpt.get("train_config", {}), config_to_dict(config)):
@@ -565,7 +577,11 @@ def train_tissue(
             best = ckpt.get("metrics", {}).get("best_val_dice")
             log.info("resuming tissue training at step %d", start)
         else:
-            log.warning("%s has another config; starting over", last_path)
+            changed = sorted(k for k in (set(ckpt.get("train_config", {})) | set(config_to_dict(config)))
+                             - _RESUMABLE_CHANGES
+                             if ckpt.get("train_config", {}).get(k) != config_to_dict(config).get(k))
+            raise ValueError(f"cannot resume {last_path}: the configuration changed in {', '.join(changed)}; "
+                             "rerun with its settings or choose another output folder")
 
     from monai.losses import DiceCELoss
 
@@ -594,43 +610,57 @@ def train_tissue(
                         kind=CHECKPOINT_KIND, config=config_to_dict(config.model))
 
     model.train()
-    if step < config.steps:
-        for image, target in loader:
-            image, target = image.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(image), target)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            running.append(float(loss.detach()))
-            metrics: dict[str, float] = {"loss": float(np.mean(running[-config.log_every:]))}
-            if step % config.log_every == 0 or step == config.steps:
-                row = {"event": "train", "step": step, "loss": metrics["loss"],
-                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
-                history.append(row)
-                with open(hist_file, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            is_last = step >= config.steps
-            if (config.val_every and step % config.val_every == 0) or is_last:
-                vd = validate()
-                row = {"event": "val", "step": step, "val_dice_fgt": vd}
-                history.append(row)
-                with open(hist_file, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if vd is not None:
-                    metrics["val_dice"] = vd
-                improved = vd is not None and (best is None or vd > best)
-                if improved:
-                    best = vd
-                save(last_path, {"best_val_dice": best, "loss": metrics["loss"]}, True)
-                if improved or (vd is None and is_last) or not best_path.is_file():
-                    save(best_path, {"val_dice_fgt": vd, "loss": metrics["loss"]}, False)
-            report(progress, step, config.steps, metrics)
-            if is_last:
-                break
+    saved: int | None = start if start else None
+    with stop_on_ctrl_c() as stop:
+        try:
+            if step < config.steps:
+                for image, target in loader:
+                    image, target = image.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(image), target)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    running.append(float(loss.detach()))
+                    metrics: dict[str, float] = {"loss": float(np.mean(running[-config.log_every:]))}
+                    if step % config.log_every == 0 or step == config.steps:
+                        row = {"event": "train", "step": step, "loss": metrics["loss"],
+                               "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
+                        history.append(row)
+                        with open(hist_file, "a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+                    is_last = step >= config.steps
+                    if (config.val_every and step % config.val_every == 0) or is_last:
+                        vd = validate()
+                        row = {"event": "val", "step": step, "val_dice_fgt": vd}
+                        history.append(row)
+                        with open(hist_file, "a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+                        if vd is not None:
+                            metrics["val_dice"] = vd
+                        improved = vd is not None and (best is None or vd > best)
+                        if improved:
+                            best = vd
+                        save(last_path, {"best_val_dice": best, "loss": metrics["loss"]}, True)
+                        saved = step
+                        if improved or (vd is None and is_last) or not best_path.is_file():
+                            save(best_path, {"val_dice_fgt": vd, "loss": metrics["loss"]}, False)
+                        if is_last:
+                            save(final_path, {"val_dice_fgt": vd, "loss": metrics["loss"]}, False)
+                    report(progress, step, config.steps, metrics)
+                    if is_last:
+                        break
+                    if stop.requested:
+                        if saved != step:
+                            save(last_path, {"best_val_dice": best, "loss": metrics["loss"]}, True)
+                        raise interrupted_run(out, step)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted_run(out, saved) from None
     return TissueTrainResult(best_path=best_path, last_path=last_path, steps=step, history=history,
-                             best_val_dice=best)
+                             best_val_dice=best, final_path=final_path if final_path.is_file() else None)
 
 
 def load_tissue_model(

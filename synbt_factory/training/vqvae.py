@@ -37,10 +37,13 @@ from synbt_factory.store import CaseStore
 from synbt_factory.training.loop_utils import (
     FINAL_NAME,
     MetricLog,
+    TrainingInterrupted,
     capture_rng_state,
+    interrupted_run,
     latest_checkpoint,
     restore_rng_state,
     save_training_checkpoint,
+    stop_on_ctrl_c,
     to_float_metrics,
 )
 from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
@@ -634,25 +637,34 @@ def train_vqvae(
                 keep_last=cfg.keep_last,
                 final=True,
             )
-        for step_index in range(start_step, cfg.steps):
-            images, masks = _sample(volumes, rng, cfg, model_config)
-            x = torch.from_numpy(images).to(device)
-            mask = torch.from_numpy(masks).to(device) if masks is not None else None
-            metrics = stage.step(x, step_index, mask)
-            done = step_index + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                metric_log.append(done, metrics)
-            if done % cfg.save_every == 0 or done == cfg.steps:
-                save_training_checkpoint(
-                    out,
-                    done,
-                    payload(done),
-                    kind=CHECKPOINT_KIND,
-                    config=config_to_dict(model_config),
-                    keep_last=cfg.keep_last,
-                    final=done == cfg.steps,
-                )
-            report(progress, done, cfg.steps, metrics)
+        def save(step: int) -> None:
+            save_training_checkpoint(out, step, payload(step), kind=CHECKPOINT_KIND,
+                                     config=config_to_dict(model_config), keep_last=cfg.keep_last,
+                                     final=step == cfg.steps)
+
+        saved = start_step if ckpt is not None else None
+        with stop_on_ctrl_c() as stop:
+            try:
+                for step_index in range(start_step, cfg.steps):
+                    images, masks = _sample(volumes, rng, cfg, model_config)
+                    x = torch.from_numpy(images).to(device)
+                    mask = torch.from_numpy(masks).to(device) if masks is not None else None
+                    metrics = stage.step(x, step_index, mask)
+                    done = step_index + 1
+                    if done % cfg.log_every == 0 or done == cfg.steps:
+                        metric_log.append(done, metrics)
+                    if done % cfg.save_every == 0 or done == cfg.steps:
+                        save(done)
+                        saved = done
+                    report(progress, done, cfg.steps, metrics)
+                    if stop.requested and done < cfg.steps:
+                        if saved != done:
+                            save(done)
+                        raise interrupted_run(out, done)
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:
+                raise interrupted_run(out, saved) from None
     metric_log.write_csv()
     return TrainResult(
         final_checkpoint=out / FINAL_NAME,

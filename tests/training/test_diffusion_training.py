@@ -294,3 +294,29 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(bad),
                               "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out)])
     assert res.exit_code == 2 and "grid" in res.output
+
+
+def test_ctrl_c_before_the_first_checkpoint_saves_a_resumable_one(latents, autoencoder, tmp_path: Path) -> None:
+    """A run stopped at step 2 of 6 (save_every=3) used to leave no last.pt: every step was lost."""
+    import signal
+
+    from synbt_factory.training.loop_utils import TrainingInterrupted
+
+    cases, _ = latents
+    model_cfg, train_cfg = diffusion_train_preset("tiny")
+    cfg = replace(train_cfg, steps=6, save_every=3, log_every=1, crop=(8, 8, 8))
+    kwargs = dict(model_config=model_cfg, latent_norm=autoencoder.latent_norm(), vqvae_sha256="tiny-ae", seed=3)
+    train_diffusion(cases, tmp_path / "straight", train_config=cfg, **kwargs)
+
+    def ctrl_c_at_2(done: int, total: int, metrics: object) -> None:
+        if done == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_diffusion(cases, tmp_path / "cut", train_config=cfg, progress=ctrl_c_at_2, **kwargs)
+    assert stopped.value.step == 2
+    assert load_checkpoint(tmp_path / "cut" / "last.pt", kind="diffusion")["step"] == 2
+    result = train_diffusion(cases, tmp_path / "cut", train_config=cfg, resume=True, **kwargs)
+    assert result.resumed_from == 2
+    straight, cut = _losses(tmp_path / "straight"), _losses(tmp_path / "cut")
+    assert list(cut) == [1, 2, 3, 4, 5, 6] and cut == straight

@@ -193,3 +193,33 @@ def test_config_validation_names_the_field() -> None:
         TissueModelConfig(out_channels=3)
     net = build_tissue_model(tissue_preset("tiny"))
     assert net(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
+
+
+def test_final_pt_ctrl_c_and_opt_in_resume(label_store: CaseStore, tmp_path: Path) -> None:
+    """train tissue writes final.pt like the other trainers (it wrote only best.pt / last.pt); Ctrl-C saves the
+    step it stopped at; a rerun without resume refuses to overwrite the run (it used to resume or start over)."""
+    import signal
+
+    from synbt_factory.training.loop_utils import TrainingInterrupted
+
+    config = TissueTrainConfig.preset("tiny", steps=4, log_every=1, val_every=0)
+    out = tmp_path / "run"
+
+    def ctrl_c_at_2(done: int, total: int, metrics: object) -> None:
+        if done == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_tissue(label_store.location, out, config, device="cpu", progress=ctrl_c_at_2)
+    assert stopped.value.step == 2 and load_checkpoint(out / "last.pt", kind="tissue")["step"] == 2
+    assert not (out / "final.pt").exists()
+    with pytest.raises(FileExistsError, match="last.pt"):
+        train_tissue(label_store.location, out, config, device="cpu")
+    with pytest.raises(ValueError, match="batch_size"):
+        train_tissue(label_store.location, out, TissueTrainConfig.preset("tiny", steps=4, batch_size=1),
+                     device="cpu", resume=True)
+    result = train_tissue(label_store.location, out, config, device="cpu", resume=True)
+    assert result.steps == 4 and result.final_path == out / "final.pt"
+    assert load_checkpoint(out / "final.pt", kind="tissue")["step"] == 4 and result.best_path.is_file()
+    model, loaded = load_tissue_model(out / "final.pt")
+    assert loaded == config

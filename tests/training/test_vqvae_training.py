@@ -355,3 +355,29 @@ def test_loop_utils_rng_roundtrip_metric_log_and_ema(tmp_path: Path) -> None:
         net.weight.add_(2.0)
     ema.update_parameters(net)
     assert torch.allclose(ema.module.weight, start + 1.0)
+
+
+def test_ctrl_c_saves_the_step_it_stopped_at_and_resumes_identically(store_path: Path, tmp_path: Path) -> None:
+    """Ctrl-C between checkpoints used to lose the steps since the last one (save_every=2: step 3 was lost)."""
+    import signal
+
+    from synbt_factory.training.loop_utils import TrainingInterrupted
+
+    model_cfg, cfg = _tiny("patch", steps=5, adv_start_step=1, save_every=2, keep_last=2)
+    train_vqvae(store_path, tmp_path / "full", train_config=cfg, model_config=model_cfg, seed=3)
+
+    def ctrl_c_at_3(done: int, total: int, metrics: object) -> None:
+        if done == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3,
+                    progress=ctrl_c_at_3)
+    assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "cut" / "last.pt"
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    result = train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, resume=True)
+    assert result.resumed_from == 3
+    a = load_checkpoint(tmp_path / "full" / "final.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "final.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
