@@ -33,7 +33,7 @@ from synbt_factory.models.diffusion import (
     diffusion_preset,
     make_train_scheduler,
 )
-from synbt_factory.progress import ProgressFn, report
+from synbt_factory.progress import ProgressFn
 from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
 from synbt_factory.training.diffusion_data import (
     LatentCase,
@@ -48,13 +48,11 @@ from synbt_factory.training.loop_utils import (
     FINAL_NAME,
     LAST_NAME,
     MetricLog,
-    TrainingInterrupted,
     capture_rng_state,
-    interrupted_run,
     make_ema,
     restore_rng_state,
+    run_steps,
     save_training_checkpoint,
-    stop_on_ctrl_c,
 )
 
 __all__ = [
@@ -349,27 +347,13 @@ def train_diffusion(
         ema.update_parameters(model)
         metrics["loss"] = float(loss.detach())
 
+    def _train_step(step_index: int) -> dict[str, float]:
+        _step(step_index)
+        return metrics
+
     model.train()
-    saved = start_step if ckpt is not None else None
-    with stop_on_ctrl_c() as stop:
-        try:
-            for step_index in range(start_step, cfg.steps):
-                _step(step_index)
-                done = step_index + 1
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    metric_log.append(done, metrics)
-                if done % cfg.save_every == 0 or done == cfg.steps:
-                    save(done)
-                    saved = done
-                report(progress, done, cfg.steps, metrics)
-                if stop.requested and done < cfg.steps:
-                    if saved != done:
-                        save(done)
-                    raise interrupted_run(out, done)
-        except TrainingInterrupted:
-            raise
-        except KeyboardInterrupt:
-            raise interrupted_run(out, saved) from None
+    run_steps(_train_step, start=start_step, steps=cfg.steps, resumed=ckpt is not None, log_every=cfg.log_every,
+              save_every=cfg.save_every, save=save, metric_log=metric_log, progress=progress, out=out)
     metric_log.write_csv()
     return DiffusionTrainResult(final_checkpoint=out / FINAL_NAME, steps=cfg.steps, metrics=metrics,
                                 resumed_from=start_step if ckpt is not None else None)

@@ -13,7 +13,7 @@ import logging
 import math
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "TrainingInterrupted",
     "capture_rng_state",
     "interrupted_run",
+    "run_steps",
     "stop_on_ctrl_c",
     "restore_rng_state",
     "MetricLog",
@@ -245,3 +246,47 @@ def interrupted_run(folder: Path, step: int | None) -> TrainingInterrupted:
     """The :class:`TrainingInterrupted` of a run in ``folder`` whose latest checkpoint holds ``step``."""
     last = Path(folder) / LAST_NAME
     return TrainingInterrupted(step if last.is_file() else None, last if last.is_file() else None)
+
+
+def run_steps(
+    step: Callable[[int], Mapping[str, Any]],
+    *,
+    start: int,
+    steps: int,
+    resumed: bool,
+    log_every: int,
+    save_every: int,
+    save: Callable[[int], None],
+    metric_log: MetricLog,
+    progress: Any,
+    out: Path,
+) -> None:
+    """The step loop every trainer shares: log, save, report progress, and stop cleanly on Ctrl-C.
+
+    ``step(step_index)`` trains one step and returns its metrics. Metrics are logged every ``log_every`` steps and
+    checkpoints saved every ``save_every`` steps and at the last one. A first Ctrl-C finishes the current step,
+    saves it (unless just saved) and raises :class:`TrainingInterrupted` naming it; a second one stops at once and
+    names the last checkpoint saved.
+    """
+    from synbt_factory.progress import report
+
+    saved = start if resumed else None
+    with stop_on_ctrl_c() as stop:
+        try:
+            for step_index in range(start, steps):
+                metrics = step(step_index)
+                done = step_index + 1
+                if done % log_every == 0 or done == steps:
+                    metric_log.append(done, metrics)
+                if done % save_every == 0 or done == steps:
+                    save(done)
+                    saved = done
+                report(progress, done, steps, metrics)
+                if stop.requested and done < steps:
+                    if saved != done:
+                        save(done)
+                    raise interrupted_run(out, done)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted_run(out, saved) from None

@@ -31,19 +31,17 @@ from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.quantizer import restart_dead_codes
 from synbt_factory.models.vqvae import PatchVolumeVQVAE, VQVAEConfig, vqvae_preset
-from synbt_factory.progress import ProgressFn, report
+from synbt_factory.progress import ProgressFn
 from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
 from synbt_factory.store import CaseStore
 from synbt_factory.training.loop_utils import (
     FINAL_NAME,
     MetricLog,
-    TrainingInterrupted,
     capture_rng_state,
-    interrupted_run,
     latest_checkpoint,
     restore_rng_state,
+    run_steps,
     save_training_checkpoint,
-    stop_on_ctrl_c,
     to_float_metrics,
 )
 from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
@@ -642,29 +640,16 @@ def train_vqvae(
                                      config=config_to_dict(model_config), keep_last=cfg.keep_last,
                                      final=step == cfg.steps)
 
-        saved = start_step if ckpt is not None else None
-        with stop_on_ctrl_c() as stop:
-            try:
-                for step_index in range(start_step, cfg.steps):
-                    images, masks = _sample(volumes, rng, cfg, model_config)
-                    x = torch.from_numpy(images).to(device)
-                    mask = torch.from_numpy(masks).to(device) if masks is not None else None
-                    metrics = stage.step(x, step_index, mask)
-                    done = step_index + 1
-                    if done % cfg.log_every == 0 or done == cfg.steps:
-                        metric_log.append(done, metrics)
-                    if done % cfg.save_every == 0 or done == cfg.steps:
-                        save(done)
-                        saved = done
-                    report(progress, done, cfg.steps, metrics)
-                    if stop.requested and done < cfg.steps:
-                        if saved != done:
-                            save(done)
-                        raise interrupted_run(out, done)
-            except TrainingInterrupted:
-                raise
-            except KeyboardInterrupt:
-                raise interrupted_run(out, saved) from None
+        def _train_step(step_index: int) -> dict[str, float]:
+            nonlocal metrics
+            images, masks = _sample(volumes, rng, cfg, model_config)
+            x = torch.from_numpy(images).to(device)
+            mask = torch.from_numpy(masks).to(device) if masks is not None else None
+            metrics = stage.step(x, step_index, mask)
+            return metrics
+
+        run_steps(_train_step, start=start_step, steps=cfg.steps, resumed=ckpt is not None, log_every=cfg.log_every,
+                  save_every=cfg.save_every, save=save, metric_log=metric_log, progress=progress, out=out)
     metric_log.write_csv()
     return TrainResult(
         final_checkpoint=out / FINAL_NAME,
