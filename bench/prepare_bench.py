@@ -37,7 +37,8 @@ def main() -> None:
             print(runs[-1])
         figures = {"phantom_size": args.size, "fov_mm": list(PrepareConfig().fov_mm), "runs": runs,
                    "peak_rss_mb": peak_rss_mb()}
-        save_result("prepare", figures, command=f"python -m bench.prepare_bench --size {args.size} --cases {args.cases}")
+        save_result("prepare", figures,
+                    command=f"python -m bench.prepare_bench --size {args.size} --cases {args.cases}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -80,7 +81,15 @@ def setup_logging(verbose: bool = False) -> None:
         force=True,
     )
     logging.getLogger("synbt_factory").setLevel(level)
-    # Dask's scheduler and workers log every start and stop at INFO: only their warnings, unless -v
+    # Dask's scheduler and workers log every start and stop at INFO: only their warnings, unless -v. Importing
+    # distributed resets its logger to the level in Dask's config, so the config says it too (read from the
+    # environment when dask is first imported, set directly when it already is).
+    dask_level = "debug" if verbose else "warning"
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = dask_level
+    if "dask" in sys.modules:
+        import dask
+
+        dask.config.set({"logging.distributed": dask_level})
     logging.getLogger("distributed").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

@@ -18,6 +18,17 @@ def data_phantom(
     size: str = typer.Option("small", "--size",
                              help="Preset: tiny (tests), small (demo), default (paper-like field of view)."),
     healthy_fraction: float = typer.Option(0.1, "--healthy-fraction", help="Fraction of cases without a tumor."),
+    site: str = typer.Option(
+        "A", "--site",
+        help="A: the training phantom. B: an external test family, never used for training: larger, fattier "
+             "breasts (projection 0.40-0.52 vs 0.32-0.46 of the field of view, FGT x0.65), skin 2.4-3.4 vs "
+             "1.4-2.4 mm; slower wash-in (70-110 vs 35-60 s), 60% plateau curves, lower enhancement "
+             "(0.8-1.5 vs 1.0-2.1); tumors up to 40/32/19 mm (default/small/tiny, vs 40/28/12), rim-enhancing, "
+             "lobulated or non-mass (clumped foci); 7.5% vs 52.5% fat-suppressed; slices 2.5-3.5 mm (tiny 2.8-3.6) "
+             "vs 1.0-2.0 (tiny 1.5-2.5); noise 0.035-0.06 vs 0.012-0.03; bias 0.3-0.45 vs 0.1-0.25; stored "
+             "LPS/LAS/coronal, never RAS. The README it writes lists every difference."),
+    test_fraction: float | None = typer.Option(
+        None, "--test-fraction", help="Share of cases listed in test_split, in [0, 1) (default: 0.2)."),
     preview: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview of a few cases here."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
@@ -25,22 +36,29 @@ def data_phantom(
 
     The phantom is synthetic, not patient data: body and chest wall, two breasts with skin, fat and
     fibroglandular tissue, vessels, 1-2 enhancing tumors per case, per-tissue contrast kinetics,
-    bias field and Rician noise. It is the embedded default for the demo and the tests.
+    bias field and Rician noise. It is the embedded default for the demo and the tests. --site B
+    writes the external test family (other anatomy, kinetics, tumors, noise, slices and orientations).
     """
     setup_logging(verbose)
-    from synbt_factory.phantom import PRESETS, write_phantom, write_preview
+    from synbt_factory.phantom import PRESETS, SITES, write_phantom, write_preview
 
     if size not in PRESETS:
         fail(f"--size must be one of {', '.join(PRESETS)}, got {size!r}")
     if not 0.0 <= healthy_fraction <= 1.0:
         fail(f"--healthy-fraction must be in [0, 1], got {healthy_fraction}")
+    if site.strip().upper() not in SITES:
+        fail(f"--site must be one of {', '.join(SITES)}, got {site!r}")
+    site = site.strip().upper()
+    if test_fraction is not None and not 0.0 <= test_fraction < 1.0:
+        fail(f"--test-fraction must be in [0, 1), got {test_fraction}")
     check_writable(out, "--out")
     if preview is not None:
         check_writable(preview, "--preview", folder=False)
     with progress_bar("phantom", total=n) as update:
-        ids = write_phantom(out, n=n, seed=seed, size=size, healthy_fraction=healthy_fraction,
-                            progress=lambda done, total: update(done, total, {}))
-    console.print(f"[green]wrote {len(ids)} phantom cases[/] to {out}")
+        ids = write_phantom(out, n=n, seed=seed, size=size, healthy_fraction=healthy_fraction, site=site,
+                            test_fraction=test_fraction, progress=lambda done, total: update(done, total, {}))
+    label = "" if site == "A" else f"site-{site} "
+    console.print(f"[green]wrote {len(ids)} {label}phantom cases[/] to {out}")
     if preview is not None:
         write_preview(out, preview)
         console.print(f"preview: {preview}")

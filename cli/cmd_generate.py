@@ -19,7 +19,8 @@ def generate(
     data: str = typer.Option(..., "--data", help="Prepared store of background cases (synbt data prepare)."),
     bank: str = typer.Option(..., "--bank", help="Tumor-mask bank (synbt bank build)."),
     method: str = typer.Option("synbt", "--method",
-                               help="synbt (latent diffusion) or syntumor (analytical baseline, no model)."),
+                               help="synbt (latent diffusion), syntumor (analytical baseline, no model) or "
+                                    "copypaste (real bank tumors pasted with their own voxels, no model)."),
     vqvae: Path | None = typer.Option(None, "--vqvae", help="VQ-VAE checkpoint (method synbt)."),
     diffusion: Path | None = typer.Option(None, "--diffusion", help="Diffusion checkpoint (method synbt)."),
     sample_steps: int | None = typer.Option(None, "--sample-steps", min=1,
@@ -71,17 +72,17 @@ def generate(
         config = GenerateConfig(n=n, seed=seed, method=method, batch_size=batch_size, workers=workers)
     except ValueError as exc:
         fail(name_flags(str(exc), _CONFIG_FLAGS))
-    if method != "syntumor" and (vqvae is None or diffusion is None):
+    if method == "synbt" and (vqvae is None or diffusion is None):
         missing = " and ".join(f for f, v in (("--vqvae", vqvae), ("--diffusion", diffusion)) if v is None)
         fail(f"--method synbt needs {missing} (checkpoints of synbt train vqvae / train diffusion), "
-             "or use --method syntumor")
+             "or use --method syntumor or copypaste")
     if "://" not in out:
         check_writable(out, "--out")
-    ckpts = (vqvae, diffusion) if method != "syntumor" else (None, None)
+    ckpts = (vqvae, diffusion) if method == "synbt" else (None, None)
     problems = generate_input_problems(prepared=data, bank=bank, out=out, vqvae=ckpts[0], diffusion=ckpts[1],
                                        split=config.background_split)
     tumor_method = None
-    if method != "syntumor" and not checkpoint_problems([("--vqvae", vqvae), ("--diffusion", diffusion)]):
+    if method == "synbt" and not checkpoint_problems([("--vqvae", vqvae), ("--diffusion", diffusion)]):
         from synbt_factory.checkpoint import CheckpointError
         from synbt_factory.generate.synbt_method import SynBTMethod
 
@@ -95,7 +96,11 @@ def generate(
     if "://" not in out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
-        if tumor_method is None:
+        if tumor_method is None and method == "copypaste":
+            from synbt_factory.generate.copypaste_method import CopyPasteMethod
+
+            tumor_method = CopyPasteMethod.from_bank(bank)
+        elif tumor_method is None:
             from synbt_factory.generate.methods import SynTumorMethod
 
             tumor_method = SynTumorMethod.from_prepared(data)

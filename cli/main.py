@@ -13,6 +13,7 @@ from cli import (
     cmd_data,
     cmd_demo,
     cmd_diffusion,
+    cmd_experiment,
     cmd_generate,
     cmd_placement,
     cmd_report,
@@ -118,7 +119,8 @@ store_app = typer.Typer(help="Synthetic/prepared Zarr stores: info, verify, expo
 segment_app = typer.Typer(
     help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True
 )
-experiment_app = typer.Typer(help="Reproduce the paper's experiments (Table 1).", no_args_is_help=True)
+experiment_app = typer.Typer(help="Experiments: does synthetic data help (evidence); the paper's Table 1.",
+                             no_args_is_help=True)
 
 
 @app.callback()
@@ -159,6 +161,7 @@ app.command("generate-one")(cmd_diffusion.generate_one)
 segment_app.command("train")(cmd_segment.segment_train)
 segment_app.command("eval")(cmd_segment.segment_eval)
 segment_app.command("score")(cmd_segment.segment_score)
+experiment_app.command("evidence")(cmd_experiment.experiment_evidence)
 experiment_app.command("table1")(cmd_segment.experiment_table1)
 
 store_app.command("info")(cmd_store.store_info)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(views), 4, figsize=(12, 3 * len(views)), squeeze=False)
-    for row, view in zip(axes, views):
+    for row, view in zip(axes, views, strict=True):
         z = view.slice_index()
         pre = _axial(view.image[0].astype(np.float32), z)
         post = _axial(view.image[1].astype(np.float32), z)
@@ -75,7 +75,7 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
         for m, colour in ((view.mask, "red"), (view.second_mask, "cyan")):
             if m is not None and m.any():
                 row[3].contour(_axial(m.astype(np.float32), z), levels=[0.5], colors=colour, linewidths=0.8)
-        for ax, label in zip(row, ("pre", "post", "post − pre", "mask outline")):
+        for ax, label in zip(row, ("pre", "post", "post − pre", "mask outline"), strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{view.title} — {label} (z={z})" if label == "pre" else label, fontsize=8)

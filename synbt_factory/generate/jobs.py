@@ -21,7 +21,8 @@ class GenerateConfig:
     Args:
         n: number of synthetic cases (ids ``SYN_000000`` … ``SYN_{n-1}``).
         seed: run seed; per-case streams derive from (seed, case index).
-        method: ``"syntumor"`` (analytical baseline, no model) or ``"synbt"`` (diffusion).
+        method: ``"syntumor"`` (analytical baseline, no model), ``"synbt"`` (diffusion) or ``"copypaste"``
+            (real bank tumors pasted with their own voxels, no model).
         batch_size: cases per sampler call (synbt); does not change results.
         workers: Dask worker threads for placement, CPU synthesis and writing; does not change results.
         background_split: prepared-store split the backgrounds come from (None: every case).
@@ -42,8 +43,8 @@ class GenerateConfig:
             raise ValueError(f"n must be > 0, got {self.n}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.method not in ("syntumor", "synbt"):
-            raise ValueError(f"method must be 'syntumor' or 'synbt', got {self.method!r}")
+        if self.method not in ("syntumor", "synbt", "copypaste"):
+            raise ValueError(f"method must be 'syntumor', 'synbt' or 'copypaste', got {self.method!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:

@@ -7,7 +7,8 @@ sampler) run on the driver's device over batches; the others run per case on Das
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

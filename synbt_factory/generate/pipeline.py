@@ -194,6 +194,9 @@ def run_generate(
     from synbt_factory.synthesis.placement import PlacementConfig
 
     placement = config_to_dict(config_from_dict(PlacementConfig, placement_config or {}))  # defaults resolved
+    if tuple(placement.get("size_spread", (1.0, 1.0))) == (1.0, 1.0):
+        # no spread places exactly as before the option existed: stores begun then keep their identity and resume
+        placement.pop("size_spread", None)
     store = _open_or_create(out, config, method, source, bank_loc, layout, placement)
     result = GenerateResult(removed_incomplete=store.remove_incomplete())
     backgrounds = [c for c in source.case_ids()
@@ -298,7 +301,7 @@ def _process_jobs(placer: Placer, method: TumorMethod, location: str, jobs: list
     """One task: place, synthesise (one batch) and write ``jobs``; returns stage seconds per case."""
     placed = [placer.place(job) for job in jobs]
     outputs = method.synthesize(placed)
-    return [write_synthetic_case(location, p, o, method.name) for p, o in zip(placed, outputs)]
+    return [write_synthetic_case(location, p, o, method.name) for p, o in zip(placed, outputs, strict=True)]
 
 
 def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, groups: list[list[CaseJob]],
@@ -332,7 +335,7 @@ def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, group
         group = futures.pop(fut)
         in_flight -= len(group)
         try:
-            for job, timings in zip(group, fut.result()):
+            for job, timings in zip(group, fut.result(), strict=True):
                 account(job, timings)
         except Exception as exc:
             if len(group) > 1:
@@ -380,7 +383,7 @@ def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, tod
         t0 = time.perf_counter()
         outputs = method.synthesize(batch)
         stage["driver_synthesis"] = stage.get("driver_synthesis", 0.0) + time.perf_counter() - t0
-        for placed, synthesized in zip(batch, outputs):
+        for placed, synthesized in zip(batch, outputs, strict=True):
             writing.append((placed.job, client.submit(write_synthetic_case, out, placed, synthesized, method.name,
                                                       key=f"write-{placed.job.case_id}-{placed.job.seed}", pure=False,
                                                       retries=2)))

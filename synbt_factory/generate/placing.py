@@ -76,6 +76,7 @@ class Placer:
         self._contexts: OrderedDict[str, Any] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -105,13 +106,17 @@ class Placer:
         return ctx
 
     def _open(self) -> tuple[Any, Any]:
-        if self._store is None:
-            from synbt_factory.store import CaseStore
-            from synbt_factory.synthesis.bank import TumorBank
+        """The prepared store and the loaded bank, opened once per placer. Worker threads call this at the same
+        time: the lock makes the others wait for the first opening, so none sees a store without its bank."""
+        with self._open_lock:
+            if self._store is None:
+                from synbt_factory.store import CaseStore
+                from synbt_factory.synthesis.bank import TumorBank
 
-            self._store = CaseStore.open(self.prepared)
-            self._bank = TumorBank.open(self.bank_location)
-            self._bank.load_all()
+                bank = TumorBank.open(self.bank_location)
+                bank.load_all()
+                self._bank = bank
+                self._store = CaseStore.open(self.prepared)
         return self._store, self._bank
 
     def place(self, job: CaseJob) -> PlacedCase:

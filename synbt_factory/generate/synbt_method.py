@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,8 @@ class SynBTMethod:
             autoencoder.eval()
             denoiser, _, latent_norm, vq_sha = load_diffusion(self.diffusion, device)
             if vq_sha and vq_sha != self.vqvae_sha256:
-                log.warning("the diffusion model was trained on a different VQ-VAE checkpoint (sha256 %s…)", vq_sha[:12])
+                log.warning("the diffusion model was trained on a different VQ-VAE checkpoint (sha256 %s…)",
+                            vq_sha[:12])
             _MODEL_CACHE[key] = InpaintingSampler(autoencoder, denoiser, latent_norm,
                                                   SamplerConfig(steps=self.steps, eta=self.eta,
                                                                 guidance=self.guidance, mode=self.mode,

@@ -2,7 +2,9 @@
 
 Geometry: a site profile gives anisotropic voxel spacing; the stored orientation is ``RAS``
 (nibabel's usual axial), ``LPS`` (first two axes flipped) or ``SAG`` (sagittal-like: slices
-along left–right, axes permuted). The acquisition covers the anatomy grid's box.
+along left–right, axes permuted) at site A, and ``LPS``, ``LAS`` (first axis flipped) or ``COR``
+(coronal-like: slices along posterior–anterior, axes permuted, stored ``L``, ``S``, ``A``) at
+site B. The thick (slice) axis is the last stored axis. The acquisition covers the anatomy grid's box.
 
 Signal chain per phase: slice-profile / partial-volume blur (Gaussian of the voxel's box width)
 → linear sampling at the acquisition voxel centres (with a sub-millimetre patient shift per
@@ -18,10 +20,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from synbt_factory.phantom.presets import PhantomConfig, SiteProfile
+from synbt_factory.phantom.sites import ORIENTATIONS, SITE_STYLES, VIEWS
 
 __all__ = [
     "Geometry",
     "ORIENTATIONS",
+    "VIEWS",
     "orientation_for",
     "sample_geometry",
     "resample",
@@ -30,22 +34,14 @@ __all__ = [
     "psf_sigma_mm",
 ]
 
-#: Stored orientations: stored axis a holds world axis ``perm[a]``; ``flip[a]`` reverses it.
-ORIENTATIONS: dict[str, tuple[tuple[int, int, int], tuple[bool, bool, bool]]] = {
-    "RAS": ((0, 1, 2), (False, False, False)),
-    "LPS": ((0, 1, 2), (True, True, False)),
-    "SAG": ((1, 2, 0), (True, True, False)),
-}
 
+def orientation_for(case_index: int, site: str = "A") -> str:
+    """Deterministic by index (see :attr:`SiteStyle.orientations`).
 
-def orientation_for(case_index: int) -> str:
-    """Deterministic by index: most cases RAS, every 8th from the 2nd and 6th LPS, every 8th from the 7th SAG."""
-    r = case_index % 8
-    if r in (1, 5):
-        return "LPS"
-    if r == 6:
-        return "SAG"
-    return "RAS"
+    Site A: most cases RAS, every 8th from the 2nd and 6th LPS, every 8th from the 7th SAG.
+    Site B: LPS, LAS and COR in turn (never RAS).
+    """
+    return SITE_STYLES[site].orientation_for(case_index)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +49,7 @@ class Geometry:
     """Acquisition grid of one case.
 
     Attributes:
-        orientation: ``RAS``, ``LPS`` or ``SAG``.
+        orientation: a name in :data:`ORIENTATIONS`.
         spacing_world: voxel spacing along world X, Y, Z (mm).
         shape_world: acquisition voxels along world X, Y, Z.
         start_mm: box coordinate (mm) of the first acquisition voxel centre per world axis.
@@ -116,7 +112,7 @@ def sample_geometry(
         raise ValueError(f"orientation must be one of {sorted(ORIENTATIONS)}, got {orientation!r}")
     inplane = round(float(rng.uniform(*profile.inplane_mm)), 4)
     thick = round(float(rng.uniform(*profile.slice_mm)), 4)
-    slice_axis = 0 if orientation == "SAG" else 2
+    slice_axis = ORIENTATIONS[orientation][0][2]  # the world axis stored last
     spacing = [inplane, inplane, inplane]
     spacing[slice_axis] = thick
     fov = np.asarray(config.fov_mm, dtype=np.float64)

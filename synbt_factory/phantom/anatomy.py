@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 
 from synbt_factory.phantom.fields import smooth_field
 from synbt_factory.phantom.presets import PhantomConfig
+from synbt_factory.phantom.sites import SITE_STYLES
 
 __all__ = [
     "Tissue",
@@ -217,7 +218,8 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
 
     Args:
         rng: the case's anatomy stream.
-        config: field of view, grid spacing and anatomy scale.
+        config: field of view, grid spacing, anatomy scale and site (breast size and position,
+            skin and subcutaneous fat thickness, fibroglandular proportion: :class:`SiteStyle`).
         density: ACR breast density class ``"a"``–``"d"`` (drives the FGT fraction).
 
     Returns:
@@ -225,6 +227,7 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
     """
     if density not in DENSITY_FGT_FRACTION:
         raise ValueError(f"density must be one of {sorted(DENSITY_FGT_FRACTION)}, got {density!r}")
+    style = SITE_STYLES[config.site]
     ws = float(config.world_spacing_mm)
     lx, ly, lz = (float(f) for f in config.fov_mm)
     shape = config.world_shape
@@ -245,11 +248,11 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
     t = (y - y_cw).astype(np.float32)  # (X,Y,Z) mm anterior of the chest wall
 
     # Two breasts.
-    proj = ly * rng.uniform(0.32, 0.46)
-    rx = lx * rng.uniform(0.17, 0.21)
-    rz = lz * rng.uniform(0.30, 0.40)
+    proj = ly * rng.uniform(*style.breast_projection)
+    rx = lx * rng.uniform(*style.breast_radius_x)
+    rz = lz * rng.uniform(*style.breast_radius_z)
     offset = lx * rng.uniform(0.235, 0.265)
-    cz = lz * rng.uniform(0.44, 0.56)
+    cz = lz * rng.uniform(*style.breast_centre_z)
     exponent = rng.uniform(2.0, 2.6)
     breasts = []
     rhos, depths = [], []
@@ -325,7 +328,7 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
     kinds[lung & ellipsoid(0.0)] = Tissue.HEART
 
     # Skin: the outer shell of the body where it meets air (the box edges are not skin).
-    skin_mm = rng.uniform(1.4, 2.4)
+    skin_mm = rng.uniform(*style.skin_mm)
     n_skin = max(1, int(round(skin_mm / ws)))
     inner = ndi.binary_erosion(body, iterations=n_skin, border_value=1)
     kinds[body & ~inner] = Tissue.SKIN
@@ -335,7 +338,7 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
     # denser around the breast axis. The threshold is soft: ``fgt_soft`` is the FGT fraction of a
     # voxel (partial volume with fat); voxels at >= 0.5 are labelled FGT.
     frac_lo, frac_hi = DENSITY_FGT_FRACTION[density]
-    target = rng.uniform(frac_lo, frac_hi)
+    target = rng.uniform(frac_lo, frac_hi) * style.fgt_scale
     c1 = (1.0 * sc + 0.6, 2.2 * sc + 0.8, 1.0 * sc + 0.6)
     c2 = (2.2 * sc + 0.6, 4.5 * sc + 1.0, 2.2 * sc + 0.6)
     c3 = (7.0 * sc, 12.0 * sc, 7.0 * sc)
@@ -349,7 +352,7 @@ def build_anatomy(rng: np.random.Generator, config: PhantomConfig, *, density: s
         + ((z - breasts[1].centre_z_mm) / breasts[1].radius_z_mm) ** 2,
     )
     score += rng.uniform(0.8, 1.2) * np.exp(-axis_d2 / 0.30).astype(np.float32)
-    subq = skin_mm + sc * rng.uniform(2.5, 6.0)
+    subq = skin_mm + sc * rng.uniform(*style.subcutaneous_fat_mm)
     retro = sc * rng.uniform(2.0, 5.0)
     zone = in_breast & (breast_depth >= subq) & (t >= retro) & (kinds == Tissue.FAT)
     n_breast = int(np.count_nonzero(in_breast))

@@ -1,9 +1,11 @@
 """One phantom case in memory: anatomy → tumors → kinetics → acquisition → labels → info.
 
 Every random draw comes from a named per-case stream (:func:`synbt_factory.rng.case_generator`
-with ``stream="phantom/<part>"``), so a case depends only on ``(seed, case_index, config)`` and
-never on how many cases are made or in which order. The anatomy stream does not depend on
-whether the case is healthy, so the healthy and the tumor version of a case share their anatomy.
+with ``stream="phantom/<part>"`` at site A and ``"phantom/site-B/<part>"`` at site B, so that the
+two sites never share draws even at the same seed), so a case depends only on
+``(seed, case_index, config)`` and never on how many cases are made or in which order. The anatomy
+stream does not depend on whether the case is healthy, so the healthy and the tumor version of a
+case share their anatomy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from scipy import ndimage as ndi
 
 from synbt_factory import __version__
 from synbt_factory.phantom.acquisition import (
+    VIEWS,
     Geometry,
     orientation_for,
     psf_sigma_mm,
@@ -31,7 +34,8 @@ from synbt_factory.phantom.fields import bias_field, smooth_field
 from synbt_factory.phantom.info import BREAST_COORDINATES_CONVENTION, breast_coordinates, sample_clinical
 from synbt_factory.phantom.kinetics import Kinetics, sample_acquisition_times, sample_kinetics
 from synbt_factory.phantom.presets import SITE_PROFILES, PhantomConfig
-from synbt_factory.phantom.tumors import RenderedTumor, TumorSpec, render_tumor, sample_tumors
+from synbt_factory.phantom.sites import SITE_STYLES
+from synbt_factory.phantom.tumors import RenderedTumor, TumorSpec, render_tumor, sample_tumors, shape_kind
 from synbt_factory.rng import case_generator
 
 __all__ = ["PhantomCase", "make_phantom_case", "case_id_for", "is_healthy", "is_test", "is_lowercase"]
@@ -93,6 +97,7 @@ class PhantomCase:
         acquisition_times_s: seconds after injection per phase (phase 0 = 0).
         tumors: one record per tumor (its :class:`TumorSpec` plus measured volume and
             equivalent diameter in the anatomy grid).
+        site: ``"A"`` (training phantom) or ``"B"`` (external test family).
     """
 
     case_id: str
@@ -115,6 +120,7 @@ class PhantomCase:
     site_profile: str = ""
     fat_suppressed: bool = False
     orientation: str = "RAS"
+    site: str = "A"
 
     @property
     def file_stem(self) -> str:
@@ -235,8 +241,10 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
         raise ValueError(f"seed must be >= 0, got {seed}")
     case_id = case_id_for(case_index)
 
+    prefix = "phantom" if config.site == "A" else f"phantom/site-{config.site}"
+
     def stream(name: str) -> np.random.Generator:
-        return case_generator(seed, case_index, f"phantom/{name}")
+        return case_generator(seed, case_index, f"{prefix}/{name}")
 
     site_rng = stream("site")
     profile = SITE_PROFILES[config.site_profiles[int(site_rng.integers(len(config.site_profiles)))]]
@@ -244,7 +252,7 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
     field_strength = float(site_rng.choice(profile.field_strengths))
     slope = 2.0 if site_rng.random() < profile.slope_probability else 1.0
     n_post = int(site_rng.integers(config.n_post_range[0], config.n_post_range[1] + 1))
-    orientation = orientation_for(case_index)
+    orientation = orientation_for(case_index, config.site)
     geometry: Geometry = sample_geometry(site_rng, config, profile, orientation)
     times = sample_acquisition_times(site_rng, n_post)
 
@@ -265,7 +273,11 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
 
     kin_rng = stream("kinetics")
     kinetics = sample_kinetics(
-        kin_rng, times, fat_suppressed=fat_suppressed, tumor_curve_type=specs[0].curve if specs else "plateau"
+        kin_rng,
+        times,
+        fat_suppressed=fat_suppressed,
+        tumor_curve_type=specs[0].curve if specs else "plateau",
+        tumor_wash_in_s=SITE_STYLES[config.site].tumor_wash_in_s,
     )
     base, e1, curve_kind, bias_strength = _signal_maps(kin_rng, anatomy, kinds, kinetics, rendered, config)
 
@@ -365,7 +377,7 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
             "repetition_time": profile.repetition_time_ms,
             "flip_angle": profile.flip_angle_deg,
             "fat_suppressed": fat_suppressed,
-            "view": "sagittal" if orientation == "SAG" else "axial",
+            "view": VIEWS[orientation],
             "orientation": axcodes,
             "num_phases": len(phases),
             "acquisition_times": times,
@@ -403,6 +415,10 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
             "tumors": tumor_records,
         },
     }
+    if config.site != "A":
+        # Site A's JSON keeps the keys it always had (its files stay byte-identical); no "site" key means site A.
+        info["phantom"]["site"] = config.site
+        info["phantom"]["tumor_shape_kind"] = shape_kind(specs[0]) if specs else None
     log.debug(
         "made %s (%s, %s, %d post phases, %d tumors)", case_id, profile.name, orientation, n_post, len(tumor_records)
     )
@@ -427,4 +443,5 @@ def make_phantom_case(case_index: int, *, seed: int, config: PhantomConfig) -> P
         site_profile=profile.name,
         fat_suppressed=fat_suppressed,
         orientation=orientation,
+        site=config.site,
     )

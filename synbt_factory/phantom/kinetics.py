@@ -9,10 +9,10 @@ relative enhancement at the first post-contrast phase (``post1/pre − 1``, per 
 times a heterogeneity field, or the tumor's rendered map) and ``C`` the curve shape normalised
 to ``C(0) = 0`` and ``C(t1) = 1``.
 
-Curve shapes: tumors wash in fast (time constant 35–60 s) then keep rising (``persistent``),
-stay flat (``plateau``) or wash out (``washout``); fibroglandular tissue (background
-parenchymal enhancement) rises slowly; fat, muscle, bone and necrosis are nearly flat; blood
-(heart, vessels) peaks at the first phase and decays.
+Curve shapes: tumors wash in fast (time constant 35–60 s at site A; slower, 70–110 s, at site B)
+then keep rising (``persistent``), stay flat (``plateau``) or wash out (``washout``); fibroglandular
+tissue (background parenchymal enhancement) rises slowly; fat, muscle, bone and necrosis are
+nearly flat; blood (heart, vessels) peaks at the first phase and decays.
 """
 
 from __future__ import annotations
@@ -152,7 +152,12 @@ def tumor_curve(times: np.ndarray, curve: str, *, tau_s: float, late_slope: floa
 
 
 def sample_kinetics(
-    rng: np.random.Generator, times_s: list[float], *, fat_suppressed: bool, tumor_curve_type: str
+    rng: np.random.Generator,
+    times_s: list[float],
+    *,
+    fat_suppressed: bool,
+    tumor_curve_type: str,
+    tumor_wash_in_s: tuple[float, float] = (35.0, 60.0),
 ) -> Kinetics:
     """Draw one case's signal tables.
 
@@ -161,6 +166,8 @@ def sample_kinetics(
         times_s: acquisition times (phase 0 = pre-contrast at 0 s).
         fat_suppressed: use the fat-suppressed pre-contrast signal table.
         tumor_curve_type: ``persistent``, ``plateau`` or ``washout``.
+        tumor_wash_in_s: (min, max) time constant of the tumor's uptake in seconds (the site's
+            :attr:`SiteStyle.tumor_wash_in_s`).
     """
     t = np.asarray(times_s, dtype=np.float64)
     n_phases = len(t)
@@ -201,7 +208,7 @@ def sample_kinetics(
         "plateau": rng.uniform(-0.04, 0.04),
         "washout": rng.uniform(-0.35, -0.15),
     }[tumor_curve_type]
-    curves[Tissue.TUMOR] = tumor_curve(t, tumor_curve_type, tau_s=rng.uniform(35.0, 60.0), late_slope=slope)
+    curves[Tissue.TUMOR] = tumor_curve(t, tumor_curve_type, tau_s=rng.uniform(*tumor_wash_in_s), late_slope=slope)
 
     heterogeneity = np.zeros(N_KINDS, dtype=np.float32)
     for kind, value in _HETEROGENEITY.items():

@@ -4,14 +4,20 @@ A :class:`SiteProfile` describes how one (imaginary) site acquires its DCE serie
 spacing ranges, fat suppression, field strength. A :class:`PhantomConfig` fixes the field of
 view, which profiles are drawn from, tumor sizes and how many post-contrast phases a case gets.
 ``PRESETS`` holds the three sizes the project uses: ``tiny`` (tests), ``small`` (demo) and
-``default`` (the paper-like 192 × 192 × 128 mm field of view).
+``default`` (the paper-like 192 × 192 × 128 mm field of view), all of site ``A``.
+``SITE_B_PRESETS`` holds the same sizes for site ``B``, the external test family (its own site
+profiles, more noise, a stronger bias field, thicker slices and larger tumors; see
+:mod:`synbt_factory.phantom.sites` for its anatomy, kinetics, tumor kinds and orientations).
+:func:`phantom_config` picks one by size and site.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SiteProfile", "PhantomConfig", "SITE_PROFILES", "PRESETS"]
+from synbt_factory.phantom.sites import SITE_STYLES, SITES
+
+__all__ = ["SiteProfile", "PhantomConfig", "SITE_PROFILES", "PRESETS", "SITE_B_PRESETS", "phantom_config"]
 
 
 def _check_range(name: str, value: tuple[float, float], *, low: float = 0.0, strict: bool = True) -> None:
@@ -113,6 +119,51 @@ SITE_PROFILES: dict[str, SiteProfile] = {
             field_strengths=(1.5,),
             slope_probability=0.5,
         ),
+        # Site B (external test family): thick slices, 3 T, almost never fat-suppressed.
+        SiteProfile(
+            name="b-thick",
+            site="PHANTOM_EXTERNAL_B",
+            inplane_mm=(0.75, 0.95),
+            slice_mm=(2.5, 3.0),
+            fat_suppressed_probability=0.15,
+            field_strengths=(3.0,),
+            scanner_model="procedural-gre-3d-b",
+            repetition_time_ms=5.5,
+            echo_time_ms=2.6,
+            flip_angle_deg=15.0,
+            slope_probability=0.3,
+        ),
+        SiteProfile(
+            name="b-coarse",
+            site="PHANTOM_EXTERNAL_B",
+            inplane_mm=(0.9, 1.1),
+            slice_mm=(3.0, 3.5),
+            fat_suppressed_probability=0.0,
+            field_strengths=(3.0,),
+            scanner_model="procedural-gre-3d-b",
+            repetition_time_ms=6.2,
+            echo_time_ms=2.9,
+            flip_angle_deg=18.0,
+        ),
+        SiteProfile(
+            name="tiny-b-thick",
+            site="PHANTOM_EXTERNAL_B",
+            inplane_mm=(1.1, 1.3),
+            slice_mm=(2.8, 3.2),
+            fat_suppressed_probability=0.15,
+            field_strengths=(3.0,),
+            scanner_model="procedural-gre-3d-b",
+            slope_probability=0.3,
+        ),
+        SiteProfile(
+            name="tiny-b-coarse",
+            site="PHANTOM_EXTERNAL_B",
+            inplane_mm=(1.2, 1.4),
+            slice_mm=(3.2, 3.6),
+            fat_suppressed_probability=0.0,
+            field_strengths=(3.0,),
+            scanner_model="procedural-gre-3d-b",
+        ),
     )
 }
 
@@ -137,6 +188,8 @@ class PhantomConfig:
         bias_strength: (min, max) amplitude of the log bias field (0.2 ≈ ±20 %).
         lowercase_every: every ``k``-th case (1-based id divisible by ``k``) uses lower-case names; 0 disables.
         compress_level: gzip level of the written ``.nii.gz`` files (1 fast … 9 small).
+        site: ``"A"`` (the training phantom) or ``"B"`` (the external test family); picks the
+            :class:`~synbt_factory.phantom.sites.SiteStyle` of anatomy, kinetics, tumors and orientation.
     """
 
     name: str
@@ -152,10 +205,13 @@ class PhantomConfig:
     bias_strength: tuple[float, float] = (0.1, 0.25)
     lowercase_every: int = 4
     compress_level: int = 1
+    site: str = "A"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("name must be non-empty")
+        if self.site not in SITE_STYLES:
+            raise ValueError(f"site must be one of {list(SITES)}, got {self.site!r}")
         if len(self.fov_mm) != 3 or any(f < 32 for f in self.fov_mm):
             raise ValueError(f"fov_mm must be three sizes >= 32 mm, got {self.fov_mm}")
         if not 0.25 <= self.world_spacing_mm <= 2.0:
@@ -214,3 +270,45 @@ PRESETS: dict[str, PhantomConfig] = {
         tumor_diameter_mm=(5.0, 40.0),
     ),
 }
+
+
+def _site_b(
+    name: str,
+    fov_mm: tuple[float, float, float],
+    profiles: tuple[str, ...],
+    tumor_mm: tuple[float, float],
+    n_post_range: tuple[int, int] = (2, 5),
+) -> PhantomConfig:
+    """A site-B preset: its own profiles and tumor sizes, more noise and a stronger bias field than site A."""
+    return PhantomConfig(
+        name=name,
+        fov_mm=fov_mm,
+        site="B",
+        site_profiles=profiles,
+        tumor_diameter_mm=tumor_mm,
+        noise_range=(0.035, 0.06),
+        bias_strength=(0.3, 0.45),
+        satellite_probability=0.2,
+        n_post_range=n_post_range,
+    )
+
+
+SITE_B_PRESETS: dict[str, PhantomConfig] = {
+    "tiny": _site_b("tiny", (64.0, 64.0, 48.0), ("tiny-b-thick", "tiny-b-coarse"), (6.0, 19.0), n_post_range=(2, 3)),
+    "small": _site_b("small", (128.0, 128.0, 80.0), ("b-thick", "b-coarse"), (8.0, 32.0)),
+    "default": _site_b("default", (192.0, 192.0, 128.0), ("b-thick", "b-coarse"), (8.0, 40.0)),
+}
+
+
+def phantom_config(size: str, site: str = "A") -> PhantomConfig:
+    """The preset of one size (``tiny``, ``small``, ``default``) for one site (``"A"`` or ``"B"``).
+
+    Raises:
+        ValueError: naming the argument when ``size`` or ``site`` is unknown.
+    """
+    if site not in SITES:
+        raise ValueError(f"site must be one of {list(SITES)}, got {site!r}")
+    presets = PRESETS if site == "A" else SITE_B_PRESETS
+    if size not in presets:
+        raise ValueError(f"size must be one of {sorted(presets)}, got {size!r}")
+    return presets[size]

@@ -7,11 +7,17 @@ patient info JSON are enough to rebuild the masks. Shapes:
 - ``oval``: a rotated ellipsoid with a mild radial perturbation;
 - ``lobulated``: a union of 3–6 overlapping ellipsoidal lobes;
 - ``irregular``: an ellipsoid with a strong multi-frequency radial perturbation;
-- ``spiculated``: an irregular core with 6–14 tapering spikes.
+- ``spiculated``: an irregular core with 6–14 tapering spikes;
+- ``non_mass`` (site B only): non-mass-like enhancement, 6–10 small clumped foci (the ``lobes``,
+  without a central mass) spread over a segment that narrows toward the nipple.
 
 Enhancement patterns: ``homogeneous``, ``heterogeneous``, ``rim`` (bright rim, weaker centre)
 and ``necrotic`` (non-enhancing core, labelled separately). Kinetic curves: ``persistent``,
 ``plateau``, ``washout``.
+
+Site A draws shape and pattern independently; site B draws a tumor kind (``rim``, ``lobulated``,
+``non_mass``: :data:`~synbt_factory.phantom.sites.TUMOR_KINDS`) that fixes both, with its own
+size distribution, curve mix and enhancement levels (:class:`~synbt_factory.phantom.sites.SiteStyle`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from scipy import ndimage as ndi
 
 from synbt_factory.phantom.anatomy import Anatomy, Tissue
 from synbt_factory.phantom.presets import PhantomConfig
+from synbt_factory.phantom.sites import SITE_STYLES, SiteStyle
 
-__all__ = ["TumorSpec", "RenderedTumor", "sample_tumors", "render_tumor"]
+__all__ = ["TumorSpec", "RenderedTumor", "sample_tumors", "render_tumor", "shape_kind"]
 
 SHAPES = ("oval", "lobulated", "irregular", "spiculated")
 SHAPE_P = (0.2, 0.3, 0.25, 0.25)
@@ -32,6 +39,15 @@ PATTERNS = ("homogeneous", "heterogeneous", "rim", "necrotic")
 PATTERN_P = (0.25, 0.35, 0.22, 0.18)
 CURVES = ("persistent", "plateau", "washout")
 CURVE_P = (0.2, 0.35, 0.45)
+NON_MASS = "non_mass"
+#: Site B's rim-enhancing masses: their shape, and the share of those of at least ``RIM_NECROTIC_MM`` with a
+#: non-enhancing (necrotic) core, which shows the ring at any voxel size.
+RIM_SHAPES = ("oval", "irregular")
+RIM_NECROTIC_P = 0.75
+RIM_NECROTIC_MM = 9.0
+#: A non-mass lesion's drawn size is about the length of its segment; its foci fill a fraction of it, so the
+#: equivalent (same-volume sphere) diameter it is scaled to is this fraction of the drawn size.
+NON_MASS_EQUIVALENT_FRACTION = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +151,32 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _draw_non_mass(rng: np.random.Generator) -> dict:
+    """Clumped foci in a segment along the tumor's first axis (toward the nipple), widening behind."""
+    axes = (1.0, float(rng.uniform(0.6, 0.85)), float(rng.uniform(0.6, 0.85)))
+    dirs = _unit(rng, 3)
+    harmonics = [
+        (*dirs[i], float(rng.integers(1, 5)), float(2.0 * 0.08 * rng.uniform(0.4, 1.0) / np.sqrt(3)),
+         float(rng.uniform(0, 2 * np.pi)))
+        for i in range(3)
+    ]
+    lobes = []
+    for _ in range(int(rng.integers(6, 11))):
+        t = float(rng.uniform(-1.0, 1.0))  # +1: the apex, toward the nipple
+        width = 0.12 + 0.2 * (1.0 - t) / 2.0
+        perp = np.clip(rng.normal(0.0, width, 2), -0.6, 0.6)
+        lobes.append((t, float(perp[0]), float(perp[1]), float(rng.uniform(0.25, 0.42))))
+    return {
+        "axes": axes,
+        "harmonics": tuple(tuple(float(v) for v in h) for h in harmonics),
+        "lobes": tuple(tuple(float(v) for v in lb) for lb in lobes),
+        "spikes": (),
+    }
+
+
 def _draw_shape(rng: np.random.Generator, shape: str) -> dict:
+    if shape == NON_MASS:
+        return _draw_non_mass(rng)
     axes = np.sort(rng.uniform(0.7, 1.0, 3))[::-1]
     axes = axes / axes[0]
     n_h = {"oval": 3, "lobulated": 3, "irregular": 7, "spiculated": 5}[shape]
@@ -171,9 +212,50 @@ def _draw_shape(rng: np.random.Generator, shape: str) -> dict:
     }
 
 
-def _draw_diameter(rng: np.random.Generator, lo: float, hi: float) -> float:
-    # Right-skewed: median about 40 % into the range (5–40 mm → ~19 mm).
-    return float(lo + (hi - lo) * rng.beta(1.6, 2.3))
+def _draw_diameter(rng: np.random.Generator, lo: float, hi: float, beta: tuple[float, float]) -> float:
+    # Site A's Beta(1.6, 2.3) is right-skewed: median about 40 % into the range (5–40 mm → ~19 mm).
+    return float(lo + (hi - lo) * rng.beta(*beta))
+
+
+def _segment_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A rotation whose first column points roughly anterior (along the ducts, toward the nipple)."""
+    a = np.array([rng.normal(0.0, 0.3), 1.0, rng.normal(0.0, 0.3)])
+    a /= np.linalg.norm(a)
+    b = _random_rotation(rng)[:, 1]
+    b = b - (b @ a) * a
+    if np.linalg.norm(b) < 1e-6:
+        b = np.array([1.0, 0.0, 0.0]) - a[0] * a
+    b /= np.linalg.norm(b)
+    return np.stack([a, b, np.cross(a, b)], axis=1)
+
+
+def _draw_kind(rng: np.random.Generator, style: SiteStyle) -> tuple[str, str]:
+    """Site B: the tumor kind and the shape it implies."""
+    kind = str(rng.choice(style.tumor_kinds, p=style.tumor_kind_probabilities))
+    if kind == "rim":
+        return kind, str(rng.choice(RIM_SHAPES))
+    return kind, ("lobulated" if kind == "lobulated" else NON_MASS)
+
+
+def _draw_pattern(rng: np.random.Generator, kind: str | None, diameter: float) -> str:
+    """Enhancement pattern: site A's independent draw (``kind`` None) or the one site B's kind implies."""
+    if kind is None:
+        pattern = str(rng.choice(PATTERNS, p=PATTERN_P))
+        return "rim" if pattern == "necrotic" and diameter < 12.0 else pattern
+    if kind == "rim":
+        return "necrotic" if diameter >= RIM_NECROTIC_MM and rng.random() < RIM_NECROTIC_P else "rim"
+    if kind == "lobulated":
+        return str(rng.choice(("homogeneous", "heterogeneous"), p=(0.4, 0.6)))
+    return "heterogeneous"
+
+
+def shape_kind(spec: TumorSpec) -> str:
+    """The tumor's kind as site B draws it: ``non_mass``, ``rim`` (rim or necrotic enhancement) or its shape."""
+    if spec.shape == NON_MASS:
+        return NON_MASS
+    if spec.enhancement in ("rim", "necrotic"):
+        return "rim"
+    return spec.shape
 
 
 def _centre_candidates(
@@ -201,24 +283,32 @@ def sample_tumors(rng: np.random.Generator, anatomy: Anatomy, config: PhantomCon
     breast, far enough from the skin and the chest wall to fit; when no such voxel exists the
     diameter shrinks, then any breast voxel is allowed. Diameters are equivalent diameters (of the
     same-volume sphere) drawn from ``config.tumor_diameter_mm``, skewed toward the small end; the
-    shape's scale ``diameter_mm`` is set so that its volume matches.
+    shape's scale ``diameter_mm`` is set so that its volume matches. The site
+    (:class:`~synbt_factory.phantom.sites.SiteStyle` of ``config.site``) sets the size distribution,
+    the curve mix, the enhancement levels and, at site B, the tumor kind; a non-mass lesion's drawn
+    size is about the length of its segment (its equivalent diameter is
+    :data:`NON_MASS_EQUIVALENT_FRACTION` of it) and the segment points toward the nipple.
 
     Returns:
-        one or two :class:`TumorSpec` records.
+        one or two :class:`TumorSpec` records (never a satellite beside a non-mass lesion).
     """
+    style = SITE_STYLES[config.site]
     lo, hi = config.tumor_diameter_mm
     ws = anatomy.spacing_mm
     side = "left" if rng.random() < 0.5 else "right"
-    shape = str(rng.choice(SHAPES, p=SHAPE_P))
+    if style.tumor_kinds:
+        kind, shape = _draw_kind(rng, style)
+    else:
+        kind, shape = None, str(rng.choice(SHAPES, p=SHAPE_P))
     geometry = _draw_shape(rng, shape)
-    diameter = _draw_diameter(rng, lo, hi)
-    pattern = str(rng.choice(PATTERNS, p=PATTERN_P))
-    if pattern == "necrotic" and diameter < 12.0:
-        pattern = "rim"
-    curve = str(rng.choice(CURVES, p=CURVE_P))
-    peak = float(rng.uniform(1.0, 1.7) if curve == "persistent" else rng.uniform(1.2, 2.1))
+    diameter = _draw_diameter(rng, lo, hi, style.diameter_beta)
+    pattern = _draw_pattern(rng, kind, diameter)
+    if shape == NON_MASS:
+        diameter *= NON_MASS_EQUIVALENT_FRACTION
+    curve = str(rng.choice(CURVES, p=style.curve_probabilities))
+    peak = float(rng.uniform(*style.peak_persistent) if curve == "persistent" else rng.uniform(*style.peak_other))
     touching = rng.random() < 0.35
-    rotation = _random_rotation(rng)
+    rotation = _segment_rotation(rng) if shape == NON_MASS else _random_rotation(rng)
     texture_seed = int(rng.integers(0, 2**31 - 1))
     jitter = rng.uniform(-0.5, 0.5, 3) * ws
 
@@ -267,7 +357,7 @@ def sample_tumors(rng: np.random.Generator, anatomy: Anatomy, config: PhantomCon
     primary = spec_for(diameter, centre, side=side)
     tumors = [primary]
 
-    if rng.random() < config.satellite_probability:
+    if shape != NON_MASS and rng.random() < config.satellite_probability:
         sat_shape = str(rng.choice(("oval", "irregular", "lobulated")))
         sat_geom = _draw_shape(rng, sat_shape)
         sat_d = max(0.8 * lo, diameter * rng.uniform(0.3, 0.55))
@@ -318,12 +408,18 @@ def _radial_factor(spec: TumorSpec, direction: np.ndarray) -> np.ndarray:
 
 
 def _shape_inside(spec: TumorSpec, u: np.ndarray, radius: float) -> np.ndarray:
-    """Which points ``u`` (..., 3), in mm in the tumor frame, are inside a tumor of scale ``radius``."""
+    """Which points ``u`` (..., 3), in mm in the tumor frame, are inside a tumor of scale ``radius``.
+
+    A non-mass lesion is the union of its foci (``lobes``) only; other shapes add a central body.
+    """
     r = np.linalg.norm(u, axis=-1)
     direction = u / np.maximum(r, 1e-6)[..., None]
     factor = _radial_factor(spec, direction)
     axes = np.asarray(spec.axes, dtype=np.float32) * radius
-    inside = (np.linalg.norm(u / axes, axis=-1) / factor) <= 1.0
+    if spec.shape == NON_MASS:
+        inside = np.zeros(u.shape[:-1], dtype=bool)
+    else:
+        inside = (np.linalg.norm(u / axes, axis=-1) / factor) <= 1.0
     for ox, oy, oz, lr in spec.lobes:
         w = u - np.array([ox, oy, oz], dtype=np.float32) * radius
         inside |= (np.linalg.norm(w / axes, axis=-1) / (lr * factor)) <= 1.0

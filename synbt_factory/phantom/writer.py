@@ -38,7 +38,9 @@ from synbt_factory import __version__
 from synbt_factory.phantom.anatomy import CLASS_NAMES
 from synbt_factory.phantom.case import PhantomCase, case_id_for, is_test, make_phantom_case
 from synbt_factory.phantom.info import BREAST_COORDINATES_CONVENTION
-from synbt_factory.phantom.presets import PRESETS, PhantomConfig
+from synbt_factory.phantom.presets import PhantomConfig, phantom_config
+from synbt_factory.phantom.site_doc import site_b_markdown
+from synbt_factory.phantom.sites import SITES
 
 __all__ = ["write_phantom", "write_case", "nifti_bytes", "README_MARKER"]
 
@@ -165,11 +167,31 @@ def _write_splits(out_dir: Path, train: list[str], test: list[str]) -> None:
 
 
 def _readme(
-    config: PhantomConfig, *, n: int, seed: int, size: str, healthy_fraction: float, summaries: list[dict[str, Any]]
+    config: PhantomConfig,
+    *,
+    n: int,
+    seed: int,
+    size: str,
+    healthy_fraction: float,
+    test_fraction: float | None,
+    summaries: list[dict[str, Any]],
 ) -> str:
-    cfg = json.dumps(dataclasses.asdict(config), indent=2)
+    fields = dataclasses.asdict(config)
+    if config.site == "A":
+        del fields["site"]  # site A's README stays as it was before sites existed
+    cfg = json.dumps(fields, indent=2)
     codes = "\n".join(f"| {k} | {v} |" for k, v in CLASS_NAMES.items())
     n_healthy = sum(1 for s in summaries if s["healthy"])
+    site_line = "" if config.site == "A" else f"- site: `{config.site}` (external test family, see below)\n"
+    site_flags = "" if config.site == "A" else f" --site {config.site}"
+    if test_fraction is not None:
+        site_flags += f" --test-fraction {test_fraction}"
+    site_section = "" if config.site == "A" else "\n" + site_b_markdown(size)
+    regenerate = (
+        f"synbt data phantom --out <dir> --n {n} --seed {seed} --size {size} --healthy-fraction {healthy_fraction}"
+        f"{site_flags}"
+    )
+    orientations = "RAS, LPS or sagittal (permuted)" if config.site == "A" else "LPS, LAS or coronal (permuted)"
     return f"""# synbt {README_MARKER} — synthetic, NOT patient data
 
 This folder holds a **{README_MARKER}**: breast DCE-MRI volumes drawn by a program
@@ -181,8 +203,8 @@ conclusions; it exists to test and demonstrate the pipeline and to pre-train mod
   (synbt {__version__}, numpy {np.__version__}, nibabel {nib.__version__})
 - seed: {seed}
 - size preset: `{size}`
-- cases: {n} ({n_healthy} without tumor; healthy_fraction = {healthy_fraction})
-- regenerate: `synbt data phantom --out <dir> --n {n} --seed {seed} --size {size} --healthy-fraction {healthy_fraction}`
+{site_line}- cases: {n} ({n_healthy} without tumor; healthy_fraction = {healthy_fraction})
+- regenerate: `{regenerate}`
   (same seed and arguments give byte-identical files)
 
 ## Layout (MAMA-MIA's, plus `tissue/`)
@@ -200,7 +222,7 @@ tissue/breast/<ID>.nii.gz           breast mask 0/1
 
 IDs are `PHANTOM_001`, `PHANTOM_002`, ...; every {config.lowercase_every}th case uses lower-case
 file and folder names, as some MAMA-MIA releases do. Images are int16 (some files carry
-`scl_slope` = 2), anisotropic, with RAS, LPS or sagittal (permuted) affines written as both qform
+`scl_slope` = 2), anisotropic, with {orientations} affines written as both qform
 and sform. Tumor voxels are not part of the tissue labels.
 
 `primary_lesion.breast_coordinates` is the bounding box of the tumor-bearing breast (both breasts
@@ -218,7 +240,7 @@ levels. Class codes of the phantom's full tissue map (kept in memory, `PhantomCa
 ```json
 {cfg}
 ```
-"""
+{site_section}"""
 
 
 def write_phantom(
@@ -230,6 +252,8 @@ def write_phantom(
     healthy_fraction: float = 0.1,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
+    site: str = "A",
+    test_fraction: float | None = None,
 ) -> list[str]:
     """Write ``n`` phantom cases into ``out_dir`` in MAMA-MIA's layout.
 
@@ -237,12 +261,17 @@ def write_phantom(
         out_dir: target folder; created if missing. A folder holding a previous phantom is
             cleared first; any other non-empty folder is refused (``FileExistsError``).
         n: number of cases (>= 1); case ``i`` is ``PHANTOM_{{i+1:03d}}`` and its content
-            depends only on ``(seed, i, size, healthy_fraction)``.
+            depends only on ``(seed, i, size, healthy_fraction, site)``.
         seed: run seed (>= 0).
         size: preset name in :data:`PRESETS` (``tiny``, ``small``, ``default``).
         healthy_fraction: fraction of cases without a tumor, evenly spread over the indices.
         progress: called as ``progress(done, total)`` after each case.
         workers: processes generating cases in parallel (each writes its own case's files).
+        site: ``"A"`` (the training phantom) or ``"B"`` (the external test family: other anatomy,
+            kinetics, tumors, noise, bias field, slices and stored orientations; documented in the
+            README it writes).
+        test_fraction: share of cases listed in ``test_split`` (evenly spread over the indices),
+            in [0, 1); None keeps the preset's value (0.2).
 
     Returns:
         the case ids, in index order.
@@ -251,14 +280,18 @@ def write_phantom(
         raise ValueError(f"n must be >= 1, got {n}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if size not in PRESETS:
-        raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
+    if site not in SITES:
+        raise ValueError(f"site must be one of {list(SITES)}, got {site!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    config = dataclasses.replace(PRESETS[size], healthy_fraction=float(healthy_fraction))
+    if test_fraction is not None and not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    config = dataclasses.replace(phantom_config(size, site), healthy_fraction=float(healthy_fraction))
+    if test_fraction is not None:
+        config = dataclasses.replace(config, test_fraction=float(test_fraction))
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-    log.info("writing %d %s phantom cases (seed %d) to %s", n, size, seed, out_dir)
+    log.info("writing %d %s site-%s phantom cases (seed %d) to %s", n, size, site, seed, out_dir)
 
     summaries: dict[int, dict[str, Any]] = {}
     if workers == 1 or n == 1:
@@ -281,7 +314,15 @@ def write_phantom(
     ordered = [summaries[i] for i in range(n)]
     _atomic_write(
         out_dir / "README.md",
-        _readme(config, n=n, seed=seed, size=size, healthy_fraction=healthy_fraction, summaries=ordered).encode(),
+        _readme(
+            config,
+            n=n,
+            seed=seed,
+            size=size,
+            healthy_fraction=healthy_fraction,
+            test_fraction=test_fraction,
+            summaries=ordered,
+        ).encode(),
     )
     log.info("wrote %d cases (%d train, %d test) to %s", n, len(train), len(test), out_dir)
     return ids

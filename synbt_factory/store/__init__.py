@@ -1,5 +1,6 @@
 """Zarr v3 stores following the synbt case schema (prepared real cases and synthetic cases)."""
 
+from synbt_factory.store.case_ids import CaseIdError, validate_case_id
 from synbt_factory.store.case_store import (
     SCHEMA_VERSION,
     CaseStore,
@@ -7,7 +8,6 @@ from synbt_factory.store.case_store import (
     StoreLayout,
     array_sha256,
 )
-from synbt_factory.store.case_ids import CaseIdError, validate_case_id
 
 __all__ = [
     "SCHEMA_VERSION",

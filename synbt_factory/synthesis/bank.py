@@ -29,7 +29,16 @@ from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError
 from synbt_factory.store.lock import writer_lock
 from synbt_factory.store.outputs import check_output_vs_inputs, remove_own_store
-from synbt_factory.synthesis.augment import STRUCTURE_26, AugmentConfig, AugmentRecord, apply_augment, draw_augment
+from synbt_factory.synthesis.augment import (
+    STRUCTURE_26,
+    AugmentConfig,
+    AugmentRecord,
+    _elastic_field,
+    _rotation_matrix,
+    apply_augment,
+    close_mask,
+    draw_augment,
+)
 
 __all__ = ["BREAST_SOURCES", "BankConfig", "TemplateMeta", "TemplateRecord", "TumorBank", "build_bank",
            "breast_size_mm"]
@@ -273,6 +282,46 @@ def _extract_templates(src: CaseStore, cases: list[str], bank_store: CaseStore, 
     return metas
 
 
+def _box(mask: np.ndarray, margin: int) -> tuple[list[int], list[int]]:
+    """Start and stop (exclusive) of ``mask``'s bounding box widened by ``margin`` (may leave the array)."""
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    return [int(i[0]) - margin for i in idx], [int(i[-1]) + 1 + margin for i in idx]
+
+
+def _window(arr: np.ndarray, start: list[int], stop: list[int], *, mode: str = "constant") -> np.ndarray:
+    """``arr[..., start:stop]`` over the last three axes, padded (zeros, or ``mode``) where the window leaves it."""
+    lead = arr.ndim - 3
+    shape = arr.shape[lead:]
+    inner = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(start, stop, shape, strict=True))
+    widths = [(0, 0)] * lead + [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(start, stop, shape, strict=True)]
+    return np.pad(arr[(..., *inner)], widths, mode=mode)  # type: ignore[call-overload]
+
+
+def _augment_coordinates(shape: tuple[int, ...], record: AugmentRecord,
+                         scale: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """The resampling of :func:`~synbt_factory.synthesis.augment.apply_augment` after its flips and turns: the
+    (3, X', Y', Z') input coordinates of every output voxel, the output shape and its centre."""
+    zoom = np.asarray(record.zoom, dtype=np.float64) * scale
+    forward = _rotation_matrix(record.angles_deg) @ np.diag(zoom)
+    inverse = np.linalg.inv(forward)
+    in_shape = np.asarray(shape, dtype=np.float64)
+    in_centre = (in_shape - 1.0) / 2.0
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]) * (in_shape - 1.0) - in_centre
+    extent = np.abs(corners @ forward.T).max(axis=0)
+    sigma_vox = record.elastic_strength * float(2.0 * extent.max())
+    pad = 2.0 + 3.0 * sigma_vox
+    out_shape = tuple(int(np.ceil(2.0 * (e + pad))) + 1 for e in extent)
+    out_centre = (np.asarray(out_shape, dtype=np.float64) - 1.0) / 2.0
+    disp = _elastic_field(out_shape, record, sigma_vox)  # type: ignore[arg-type]
+    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre, strict=True)]
+    grids = np.meshgrid(*offs, indexing="ij", sparse=True)
+    pos = [grids[d] + disp[d] for d in range(3)]
+    coords = np.empty((3, *out_shape), dtype=np.float32)
+    for i in range(3):
+        coords[i] = (inverse[i, 0] * pos[0] + inverse[i, 1] * pos[1] + inverse[i, 2] * pos[2]) + in_centre[i]
+    return coords, out_shape, out_centre  # type: ignore[return-value]
+
+
 class TumorBank:
     """Read access to a bank store, with replayable augmented sampling.
 
@@ -380,6 +429,71 @@ class TumorBank:
     def render(self, record: TemplateRecord) -> np.ndarray:
         """The augmented (X', Y', Z') uint8 mask of ``record`` (deterministic)."""
         return apply_augment(self.template(record.template_id), record.augment, scale=record.scale)
+
+    def render_image(self, record: TemplateRecord, *, pad: int = 0) -> np.ndarray:
+        """The template's image crop moved exactly as :meth:`render` moves its mask (linear interpolation).
+
+        Flips, 90° turns, the small-angle rotation, zoom, scale and elastic displacement of ``record`` are applied
+        to the (pre, post) crop with the sampling coordinates :func:`~synbt_factory.synthesis.augment.apply_augment`
+        uses for the mask; beyond the stored crop the nearest crop voxel is repeated.
+
+        Args:
+            record: the drawn template (e.g. a placement record's ``template``).
+            pad: extra voxels on every side of ``render(record)``'s grid (edge values repeated where the resampled
+                grid ends).
+
+        Returns:
+            (2, X' + 2 pad, Y' + 2 pad, Z' + 2 pad) float32: ``image[:, pad:pad + X', ...]`` lies under
+            ``render(record)`` voxel for voxel.
+
+        Raises:
+            StoreError: the bank keeps no usable image crop for the template (naming the bank and the fix).
+        """
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        template_id = record.template_id
+        template = self.template(template_id) > 0
+        image = self._usable_image(template_id, template.shape)
+        # the steps of apply_augment: crop to the mask's box + 1, flips, 90° turns, then one resampling
+        lo, hi = _box(template, 1)
+        m, img = _window(template, lo, hi), _window(image, lo, hi, mode="edge")
+        augment = record.augment
+        for axis, flip in enumerate(augment.flips):
+            if flip:
+                m, img = np.flip(m, axis=axis), np.flip(img, axis=axis + 1)
+        if augment.rot90_k:
+            a, b = augment.rot90_axes
+            m = np.rot90(m, k=augment.rot90_k, axes=(a, b))
+            img = np.rot90(img, k=augment.rot90_k, axes=(a + 1, b + 1))
+        m = np.ascontiguousarray(m, dtype=np.float32)
+        img = np.ascontiguousarray(img, dtype=np.float32)
+        coords, out_shape, out_centre = _augment_coordinates(m.shape, augment, record.scale)
+        out = close_mask(ndimage.map_coordinates(m, coords, order=1, mode="constant", cval=0.0, prefilter=False) >= 0.5)
+        if not out.any():
+            out = np.zeros(out_shape, dtype=bool)
+            out[tuple(int(round(c)) for c in out_centre)] = True
+        lo, hi = _box(out, 1)
+        if not np.array_equal(_window(out, lo, hi), self.render(record) > 0):
+            raise RuntimeError(f"template {template_id} of bank {self.location}: the image transform does not match "
+                               "the mask's (render); apply_augment changed without render_image")
+        moved = np.stack([ndimage.map_coordinates(img[c], coords, order=1, mode="nearest", prefilter=False)
+                          for c in range(img.shape[0])])
+        return _window(moved, [v - pad for v in lo], [v + pad for v in hi], mode="edge")
+
+    def _usable_image(self, template_id: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The template's (2, X, Y, Z) float32 image crop, or a :class:`StoreError` saying why it cannot be used."""
+        where = f"bank {self.location}: template {template_id}"
+        fix = "rebuild the bank from its prepared store (synbt bank build --overwrite)"
+        try:
+            image = np.asarray(self.template_image(template_id), dtype=np.float32)
+        except (KeyError, FileNotFoundError, StoreError) as exc:
+            raise StoreError(f"{where} keeps no usable image crop ({exc}); {fix}") from None
+        if image.shape != (2, *shape):
+            raise StoreError(f"{where} has an image crop of shape {image.shape}, not (2, *{tuple(shape)}) like its "
+                             f"mask; {fix}")
+        if not np.isfinite(image).all():
+            raise StoreError(f"{where} has non-finite values in its image crop; {fix}")
+        return image
 
     def sample(self, rng: np.random.Generator, *, scale: float = 1.0) -> tuple[np.ndarray, TemplateRecord]:
         """Draw and render: ``(mask (X', Y', Z') uint8, record)``; ``render(record)`` gives the same mask."""

@@ -81,6 +81,10 @@ class PlacementConfig:
         size_relative: scale by (background breast size / source breast size) when both are known and
             were measured on the same kind of breast mask (both the tissue model's, or both labels).
         scale_range: clip of that relative scale.
+        size_spread: (low, high) extra scale factor, drawn log-uniformly per template after the relative
+            scale and before the diameter cap: synthetic tumors smaller and larger than the bank's (the bank
+            holds a few dozen real tumors; a test site's may be larger). ``(1, 1)`` (default) draws nothing,
+            so placements are exactly those of earlier releases.
         max_diameter_fraction: cap of the tumor's equivalent diameter as a fraction of the
             background's breast size (cube root of one breast's volume). Real phantom tumors reach 0.58
             of the tissue model's breast size (p75 0.44), so a lower cap shrinks the largest templates.
@@ -99,6 +103,7 @@ class PlacementConfig:
     centres_per_template: int = 12
     size_relative: bool = True
     scale_range: tuple[float, float] = (0.75, 1.33)
+    size_spread: tuple[float, float] = (1.0, 1.0)
     max_diameter_fraction: float = 0.6
     body_threshold: float = 0.08
     centre_erosion_mm: float = 1.0
@@ -120,6 +125,9 @@ class PlacementConfig:
         lo, hi = self.scale_range
         if not 0.1 <= lo <= 1.0 <= hi <= 10.0:
             raise ValueError(f"scale_range must satisfy 0.1 <= low <= 1 <= high <= 10, got {self.scale_range}")
+        slo, shi = self.size_spread
+        if not 0.25 <= slo <= shi <= 4.0:
+            raise ValueError(f"size_spread must satisfy 0.25 <= low <= high <= 4, got {self.size_spread}")
         if not 0.05 <= self.max_diameter_fraction <= 2.0:
             raise ValueError(f"max_diameter_fraction must be in [0.05, 2], got {self.max_diameter_fraction}")
         if not 0.0 < self.body_threshold < 1.0:
@@ -381,7 +389,18 @@ class PlacementContext:
 
 
 # ----------------------------------------------------------------------------- sampling
-def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig) -> float:
+def _draw_spread(rng: np.random.Generator, spread: tuple[float, float]) -> float:
+    """Log-uniform factor in ``spread``; no draw (the stream stays as without it) when the range is one value."""
+    lo, hi = float(spread[0]), float(spread[1])
+    if hi <= lo:
+        return lo
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig,
+               *, spread: float = 1.0) -> float:
+    """Template scale: background/source breast size (clipped to ``scale_range``) × ``spread``, then capped so the
+    equivalent diameter stays under ``max_diameter_fraction`` of the background's breast size."""
     meta = bank.meta(record.template_id)
     scale = 1.0
     background_source = ctx.notes.get("breast_source")
@@ -392,6 +411,7 @@ def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, c
                   meta.breast_source, background_source)
     if config.size_relative and comparable and meta.breast_size_mm and ctx.breast_size_mm:
         scale = float(np.clip(ctx.breast_size_mm / meta.breast_size_mm, *config.scale_range))
+    scale *= spread
     if ctx.breast_size_mm:
         zoom = float(np.prod(record.augment.zoom) ** (1.0 / 3.0))
         diameter = meta.equivalent_diameter_mm * zoom * scale
@@ -442,8 +462,9 @@ def place_tumor(
     tries = 0
     for _ in range(config.max_templates):
         record = bank.draw(rng, min_voxels=config.min_template_voxels)
+        spread = _draw_spread(rng, config.size_spread)
         record = TemplateRecord(template_id=record.template_id, augment=record.augment,
-                                scale=_scale_for(bank, record, ctx, config))
+                                scale=_scale_for(bank, record, ctx, config, spread=spread))
         tumor = bank.render(record).astype(bool)
         if tumor.sum() < config.min_template_voxels:
             reasons[f"under {config.min_template_voxels} voxels once zoomed and scaled"] += 1

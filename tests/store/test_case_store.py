@@ -80,7 +80,7 @@ def test_disallowed_codec_is_refused_on_read(tmp_path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     meta["codecs"].append({"name": "numcodecs.pickle", "configuration": {}})
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(Exception):
+    with pytest.raises(StoreError, match="pickle"):
         CaseStore.open(tmp_path / "s.zarr").read_array("A", "mask")
 
 

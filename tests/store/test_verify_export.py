@@ -61,7 +61,8 @@ def test_export_nnunet_layout(tmp_path: Path) -> None:
     assert root.name == "Dataset007_Syn"
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["numTraining"] == 3 and meta["labels"] == {"background": 0, "tumor": 1}
-    assert sorted(p.name for p in (root / "imagesTr").iterdir())[:2] == ["SYN_000000_0000.nii.gz", "SYN_000000_0001.nii.gz"]
+    assert sorted(p.name for p in (root / "imagesTr").iterdir())[:2] == ["SYN_000000_0000.nii.gz",
+                                                                         "SYN_000000_0001.nii.gz"]
     label = nib.load(str(root / "labelsTr" / "SYN_000001.nii.gz"))
     assert label.get_fdata().sum() == 125 and np.allclose(label.affine[:3, 3], [-10, 20, 5])
 

@@ -294,3 +294,42 @@ def test_breast_mask_reaching_into_the_heart_is_cut_by_the_anatomical_prior() ->
     centres = np.zeros(ctx.shape, bool).ravel()
     centres[ctx.centres] = True
     assert not (centres.reshape(ctx.shape) & heart).any()
+
+
+def test_size_spread_scales_tumors_and_the_default_draws_nothing(bank: TumorBank) -> None:
+    image, mask, fgt, breast, body = _anatomy(2, tumor=False)
+    base = PlacementConfig(min_in_breast=0.5, min_template_voxels=1, max_diameter_fraction=2.0)
+    ctx = PlacementContext.build(image, fgt=fgt, breast=breast, body=body, config=base)
+
+    def records(config: PlacementConfig, seed: int) -> tuple[PlacementRecord, float]:
+        rng = np.random.default_rng(seed)
+        _, record = place_tumor(rng, bank, ctx, config)
+        return record, float(rng.random())  # where the stream stands afterwards
+
+    doubled = []
+    for seed in range(4):
+        default, after_default = records(base, seed)
+        one, after_one = records(PlacementConfig(**{**base.__dict__, "size_spread": (1.0, 1.0)}), seed)
+        assert default == one and after_default == after_one  # (1, 1) draws nothing: placements as before
+        double, _ = records(PlacementConfig(**{**base.__dict__, "size_spread": (2.0, 2.0)}), seed)
+        same_draw = (double.template.template_id, double.template.augment) == (default.template.template_id,
+                                                                               default.template.augment)
+        doubled.append(same_draw and double.template.scale == pytest.approx(2.0 * default.template.scale))
+    assert sum(doubled) >= 2  # where the larger tumor was accepted on the same draw, it is twice as large
+    spread = PlacementConfig(**{**base.__dict__, "size_spread": (0.8, 2.0)})
+    factors = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        template_rng = np.random.default_rng(seed)
+        first = bank.draw(template_rng, min_voxels=1)
+        factor = float(np.exp(template_rng.uniform(np.log(0.8), np.log(2.0))))
+        _, record = place_tumor(rng, bank, ctx, spread)
+        if record.template.template_id == first.template_id and record.template.augment == first.augment:
+            unspread = PlacementConfig(**{**base.__dict__})
+            from synbt_factory.synthesis.placement import _scale_for
+
+            factors.append(record.template.scale / _scale_for(bank, first, ctx, unspread))
+            assert factors[-1] == pytest.approx(factor)
+    assert factors and min(factors) >= 0.8 and max(factors) <= 2.0
+    with pytest.raises(ValueError, match="size_spread"):
+        PlacementConfig(size_spread=(2.0, 1.0))
