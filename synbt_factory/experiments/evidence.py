@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from synbt_factory.config import config_to_dict
-from synbt_factory.experiments.evidence_config import EvidenceConfig
+from synbt_factory.experiments.evidence_config import EvidenceConfig, arm_is_guided, arm_spreads_sizes
 from synbt_factory.experiments.evidence_data import (
     EvidencePaths,
     case_split,
@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 #: settings a run folder may change between calls (they add runs or change how fast, never a result)
 RESUMABLE_CHANGES = frozenset({"parallel_runs", "device", "n_boot", "seeds", "arms"})
+
+#: settings only some arms use: they may change while the pinned config trains none of those arms
+ARM_SETTINGS: dict[str, Callable[[str], bool]] = {"synbt_guidance": arm_is_guided, "size_spread": arm_spreads_sizes}
 
 #: ``factory(description)`` → a context manager yielding one loop's progress callback (or None)
 ProgressFactory = Callable[[str], Any]
@@ -86,8 +89,9 @@ def _pin_config(config: EvidenceConfig, out: Path) -> None:
     current = config_to_dict(config)
     if path.is_file():
         saved = json.loads(path.read_text())
+        unused = {k for k, uses in ARM_SETTINGS.items() if not any(uses(a) for a in saved.get("arms", ()))}
         differ = sorted(k for k in set(saved) | set(current)
-                        if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+                        if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES | unused)
         if differ:
             raise EvidenceError(f"{out} was run with other settings ({', '.join(differ)} differ); "
                                 "use another --out, or the same config file")

@@ -92,6 +92,18 @@ def test_a_run_folder_refuses_other_settings_but_accepts_more_seeds(tmp_path: Pa
     assert json.loads((tmp_path / "evidence_config.json").read_text())["seeds"] == [0, 1, 2]
 
 
+def test_an_arm_setting_may_change_until_an_arm_that_uses_it_is_pinned(tmp_path: Path) -> None:
+    _pin_config(EvidenceConfig(synbt_guidance=1.5), tmp_path)
+    _pin_config(EvidenceConfig(arms=("real", "synbt", "synbt_guided"), synbt_guidance=2.0), tmp_path)
+    with pytest.raises(EvidenceError, match="synbt_guidance"):
+        _pin_config(EvidenceConfig(arms=("real", "synbt", "synbt_guided"), synbt_guidance=3.0), tmp_path)
+    spread = tmp_path / "spread"
+    spread.mkdir()
+    _pin_config(EvidenceConfig(arms=("real", "synbt_sizes")), spread)
+    with pytest.raises(EvidenceError, match="size_spread"):
+        _pin_config(EvidenceConfig(arms=("real", "synbt_sizes"), size_spread=(1.0, 3.0)), spread)
+
+
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="sizes"):
         EvidenceConfig(sizes=(40, 8))
