@@ -116,4 +116,22 @@ def generate(
         fail(str(exc))
     console.print(f"[green]wrote {len(result.written)}[/] cases, {len(result.skipped)} already complete, "
                   f"{len(result.removed_incomplete)} incomplete removed → {out} ({result.wall_seconds:.1f} s)")
+    _print_placement_summary(out, result.written)
     console.print(f"check it: synbt store verify {out}   look at it: synbt store preview {out} --out preview.png")
+
+
+def _print_placement_summary(out: str, case_ids: list[str]) -> None:
+    """Where this run's tumors went, and a warning when most fell back from FGT to the whole breast."""
+    from synbt_factory.generate.placement_summary import summarize_placements
+    from synbt_factory.store import CaseStore, StoreError
+
+    try:
+        store = CaseStore.open(out)
+        summary = summarize_placements(store.case_attrs(c).get("placement") for c in case_ids)
+    except StoreError as exc:
+        console.print(f"[yellow]placement summary skipped: {exc}[/]")
+        return
+    if summary.n:
+        console.print(summary.text())
+    if summary.warning:
+        console.print(f"[yellow]warning: {summary.warning}[/]")

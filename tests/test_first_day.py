@@ -525,3 +525,39 @@ def test_no_empty_progress_bar_is_drawn_before_an_error(monkeypatch: pytest.Monk
     with console_module.progress_bar("train tissue", total=3) as update:
         update(1, 3, {"loss": 0.5})
     assert "train tissue" in screen.getvalue() and "1/3" in screen.getvalue()
+
+
+# ---------------------------------------------------------------------------- item 7: no silent fallback
+def test_placement_summary_counts_fallbacks_and_warns_when_most_tumors_left_the_fgt() -> None:
+    from synbt_factory.generate.placement_summary import summarize_placements
+
+    fgt = {"centre_region": "fgt", "in_fgt_fraction": 0.6, "voxels": 100, "tries": 1}
+    breast = {"centre_region": "breast", "in_fgt_fraction": 0.0, "voxels": 300, "tries": 3}
+    mostly_fgt = summarize_placements([fgt, fgt, breast, None])
+    assert (mostly_fgt.n, mostly_fgt.in_fgt_region, mostly_fgt.fallbacks) == (3, 2, 1)
+    assert mostly_fgt.mean_in_fgt_fraction == pytest.approx(0.4)
+    assert mostly_fgt.warning is None
+    mostly_breast = summarize_placements([fgt, breast, breast])
+    assert mostly_breast.warning is not None and "1 of 3" in mostly_breast.warning
+    assert "synbt train tissue" in mostly_breast.warning
+
+
+def test_generate_ends_with_a_placement_summary_and_warns_without_fgt(stores, tmp_path: Path) -> None:
+    # backgrounds with a breast mask but no tissue map: every tumor falls back from FGT to the whole breast
+    prepared = CaseStore.create(tmp_path / "no_fgt.zarr", kind="prepared", card={})
+    for i in range(2):
+        pre = np.full((64, 64, 32), 0.4, np.float32)
+        post = pre.copy()
+        post[10:14, 40:44, 14:18] = 1.5
+        breast = np.zeros(pre.shape, np.uint8)
+        breast[6:58, 24:60, 4:28] = 1
+        prepared.write_case(f"CASE_{i:03d}", {"image": np.stack([pre, post]).astype(np.float16),
+                                              "mask": (post > 1).astype(np.uint8), "breast": breast},
+                            {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"})
+    out = tmp_path / "synth.zarr"
+    args = ["generate", "--n", "2", "--out", str(out), "--data", str(tmp_path / "no_fgt.zarr"), "--bank",
+            str(stores["bank"]), "--method", "syntumor", "--workers", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "placement: 0/2 centred in FGT (2 fell back" in result.output
+    assert "warning: only 0 of 2 tumors" in " ".join(result.output.split())

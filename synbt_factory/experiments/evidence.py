@@ -60,8 +60,9 @@ __all__ = ["EvidenceError", "EvidenceResult", "run_evidence", "load_evidence_con
 
 log = logging.getLogger(__name__)
 
-#: settings a run folder may change between calls (they add runs or change how fast, never a result)
-RESUMABLE_CHANGES = frozenset({"parallel_runs", "device", "n_boot", "seeds", "arms"})
+#: settings a run folder may change between calls (they add runs, change how fast, or whether generation stops
+#: at a failed quality gate; never a written case or a result)
+RESUMABLE_CHANGES = frozenset({"parallel_runs", "device", "n_boot", "seeds", "arms", "quality_gate"})
 
 #: settings only some arms use: they may change while the pinned config trains none of those arms
 ARM_SETTINGS: dict[str, Callable[[str], bool]] = {"synbt_guidance": arm_is_guided, "size_spread": arm_spreads_sizes}

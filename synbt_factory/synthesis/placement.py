@@ -492,7 +492,8 @@ def place_tumor(
             reasons[reason] += 1
     detail = ", ".join(f"{n}× {r}" for r, n in reasons.most_common())
     raise PlacementError(f"no acceptable placement in {tries} tries ({detail}); the breast may be too small or "
-                         "the FGT region too close to the skin/chest wall: lower min_in_breast or check the masks")
+                         "the FGT region too close to the skin/chest wall: check the case's breast and FGT masks "
+                         "(synbt store preview), or lower PlacementConfig.min_in_breast")
 
 
 def sample_placement(
