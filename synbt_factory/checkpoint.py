@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from synbt_factory import __version__
+from synbt_factory.io import share_like_open
 
 __all__ = [
     "save_checkpoint",
@@ -106,6 +107,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any], *, kind: str, config: d
     data.update({"kind": kind, "config": config, "synbt_version": __version__})
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
+        share_like_open(fd)
         with os.fdopen(fd, "wb") as fh:
             torch.save(data, fh)
             fh.flush()

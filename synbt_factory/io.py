@@ -7,7 +7,34 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "file_mode", "share_like_open"]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS tells it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permissions ``open()`` gives a new file here: 0o666 less the umask (group-readable on a group umask)."""
+    return 0o666 & ~_umask()
+
+
+def share_like_open(fd_or_path: int | str | Path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (always 0o600) the permissions of a plain ``open()`` instead, so
+    checkpoints and caches written through a temporary file stay readable by the group where the umask allows."""
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, file_mode())
+    else:
+        os.chmod(fd_or_path, file_mode())
 
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from synbt_factory.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from synbt_factory.io import share_like_open
 
 __all__ = [
     "COMPONENTS",
@@ -124,6 +125,7 @@ def install_pretrained(name: str, component: str, dest: Path) -> str:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
+        share_like_open(tmp)
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)

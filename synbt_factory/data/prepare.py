@@ -286,7 +286,8 @@ def prepare_dataset(
     card = {
         "synthetic": False,
         "source_dataset": index.dataset_name(),
-        "source_dir": str(Path(dataset_dir).resolve()),
+        # the folder's name only: an absolute local path would leak into stores shared with other groups
+        "source_dir": Path(dataset_dir).resolve().name,
         "prepare_config": config_to_dict(config),
         "generator_version": __version__,
     }

@@ -276,11 +276,13 @@ def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, An
 
     if scheduler:
         return Client(scheduler), None
+    # Dask's scheduler always serves HTTP; dashboard_address=None still binds :8787, and a second run on the
+    # machine then warns "Port 8787 is already in use". ":0" takes any free port.
     if cluster == "threads":
         # in-process messages are kept by reference in Dask's developer logs (up to 1000 each): a write task's
         # arrays would stay alive long after the case is written, so this cluster keeps no such logs
         with dask.config.set({"distributed.admin.low-level-log-length": 0}):
-            return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=None), None
+            return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=":0"), None
     if cluster != "local":
         raise ValueError(f"cluster must be 'threads' or 'local', got {cluster!r}")
     import torch
@@ -289,11 +291,11 @@ def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, An
         try:
             from dask_cuda import LocalCUDACluster
 
-            local = LocalCUDACluster(dashboard_address=None, resources={"GPU": 1})
+            local = LocalCUDACluster(dashboard_address=":0", resources={"GPU": 1})
             return Client(local), local
         except ImportError:
             log.info("dask-cuda is not installed: a CPU-process LocalCluster is used (pip install 'synbt[cuda]')")
-    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     return Client(local), local
 
 

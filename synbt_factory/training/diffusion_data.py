@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synbt_factory.io import share_like_open
 from synbt_factory.models.autoencoder import LatentAutoencoder, LatentNorm
 from synbt_factory.models.diffusion import DiffusionConfig, build_condition
 from synbt_factory.progress import ProgressFn, report
@@ -131,6 +132,7 @@ def _save_cached(path: Path, key: str, z0: torch.Tensor, cond: torch.Tensor) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
+        share_like_open(fd)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, key=np.array(key), z0=z0.numpy(), cond=cond.numpy())
         os.replace(tmp, path)
