@@ -188,10 +188,12 @@ def _remove_own(root: Path, rels: set[str], *, partial_only: bool) -> int:
     return removed
 
 
-def _case_files(fmt: str, case_id: str, channels: int, has_synthetic: bool) -> list[_FilePlan]:
+def _case_files(fmt: str, case_id: str, channels: int, has_synthetic: bool, *, test: bool = False) -> list[_FilePlan]:
     if fmt == "nnunet":
-        files: list[_FilePlan] = [(f"imagesTr/{case_id}_{ch:04d}.nii.gz", "image", ch) for ch in range(channels)]
-        files.append((f"labelsTr/{case_id}.nii.gz", "mask", None))
+        # nnU-Net trains on every case of imagesTr: test cases go to imagesTs (their labels to labelsTs, for scoring)
+        images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
+        files: list[_FilePlan] = [(f"{images}/{case_id}_{ch:04d}.nii.gz", "image", ch) for ch in range(channels)]
+        files.append((f"{labels}/{case_id}.nii.gz", "mask", None))
         return files
     files = [(f"images/{case_id}/{case_id}_{ch:04d}.nii.gz", "image", ch) for ch in range(channels)]
     files.append((f"segmentations/expert/{case_id}.nii.gz", "mask", None))
@@ -215,7 +217,8 @@ def export_store(
     - ``nifti``: ``out/images/<ID>/<ID>_0000.nii.gz`` (pre), ``_0001`` (post),
       ``out/segmentations/expert/<ID>.nii.gz`` (and ``segmentations/synthetic/`` when present):
       the MAMA-MIA layout, so ``synbt data prepare`` reads it back.
-    - ``nnunet``: ``out/DatasetXXX_Name/{imagesTr,labelsTr,dataset.json}`` (nnU-Net v2 raw).
+    - ``nnunet``: ``out/DatasetXXX_Name/{imagesTr,labelsTr,dataset.json}`` (nnU-Net v2 raw); cases of the
+      ``test`` split go to ``imagesTs`` / ``labelsTs``.
     - ``hdf5``: one file ``out`` (``.h5``) with ``/cases/<ID>/{image,mask,...}``, written by one writer to a
       temporary file and renamed.
 
@@ -239,9 +242,11 @@ def export_store(
     root = _nnunet_folder(out, dataset_id, dataset_name) if fmt == "nnunet" else out
     check_output_vs_inputs(root, [store.location])
     plans = {}
+    splits = {case_id: store.case_attrs(case_id).get("split") for case_id in case_ids}
     for case_id in case_ids:
         has_synthetic = fmt == "nifti" and "synthetic_mask" in store.array_names(case_id)
-        plans[case_id] = _case_files(fmt, case_id, int(store.open_array(case_id, "image").shape[0]), has_synthetic)
+        plans[case_id] = _case_files(fmt, case_id, int(store.open_array(case_id, "image").shape[0]), has_synthetic,
+                                     test=splits[case_id] == "test")
     planned = {rel for files in plans.values() for rel, _, _ in files} | {_EXTRA_FILE[fmt]}
     owned = _claim_folder(root, identity, fmt, planned, into_nonempty)
     if _remove_own(root, planned | owned, partial_only=True):
@@ -259,7 +264,7 @@ def export_store(
         dataset_json = {
             "channel_names": {"0": "pre_contrast", "1": "post_contrast"},
             "labels": {"background": 0, "tumor": 1},
-            "numTraining": len(case_ids),
+            "numTraining": sum(splits[c] != "test" for c in case_ids),
             "file_ending": ".nii.gz",
             "name": dataset_name,
             "description": "Exported from a synbt store; synthetic cases carry synthetic tumors.",
@@ -269,8 +274,7 @@ def export_store(
     else:
         lines = ["train_split,test_split"]
         for case_id in case_ids:
-            split = store.case_attrs(case_id).get("split")
-            lines.append(f"{case_id}," if split != "test" else f",{case_id}")
+            lines.append(f"{case_id}," if splits[case_id] != "test" else f",{case_id}")
         _write_text(root / "train_test_splits.csv", "\n".join(lines) + "\n")
     stale = _remove_own(root, owned - planned, partial_only=False)
     if stale:

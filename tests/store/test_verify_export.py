@@ -17,7 +17,7 @@ from synbt_factory.store.export import export_store
 from synbt_factory.store.verify import verify_store
 
 
-def _store(path: Path, n: int = 3) -> Path:
+def _store(path: Path, n: int = 3, test_cases: tuple[int, ...] = ()) -> Path:
     rng = np.random.default_rng(0)
     store = CaseStore.create(path, kind="synthetic", card={"synthetic": True}, layout=StoreLayout(chunk=8))
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -26,8 +26,9 @@ def _store(path: Path, n: int = 3) -> Path:
         image = (rng.random((2, 16, 16, 16)) + 0.5).astype(np.float16)
         mask = np.zeros((16, 16, 16), np.uint8)
         mask[4:9, 5:10, 6:11] = 1
+        split = "test" if i in test_cases else "train"
         store.write_case(f"SYN_{i:06d}", {"image": image, "mask": mask, "synthetic_mask": mask},
-                         {"affine": affine.tolist(), "spacing": [1, 1, 1], "split": "train", "method": "syntumor"})
+                         {"affine": affine.tolist(), "spacing": [1, 1, 1], "split": split, "method": "syntumor"})
     return path
 
 
@@ -65,6 +66,16 @@ def test_export_nnunet_layout(tmp_path: Path) -> None:
                                                                          "SYN_000000_0001.nii.gz"]
     label = nib.load(str(root / "labelsTr" / "SYN_000001.nii.gz"))
     assert label.get_fdata().sum() == 125 and np.allclose(label.affine[:3, 3], [-10, 20, 5])
+
+
+def test_export_nnunet_puts_test_cases_in_images_ts(tmp_path: Path) -> None:
+    path = _store(tmp_path / "s.zarr", n=3, test_cases=(1,))
+    root = export_store(path, tmp_path / "nn", fmt="nnunet")
+    assert json.loads((root / "dataset.json").read_text())["numTraining"] == 2
+    assert sorted(p.name for p in (root / "imagesTs").iterdir()) == ["SYN_000001_0000.nii.gz", "SYN_000001_0001.nii.gz"]
+    assert [p.name for p in (root / "labelsTs").iterdir()] == ["SYN_000001.nii.gz"]
+    assert not any(p.name.startswith("SYN_000001") for p in (root / "imagesTr").iterdir())
+    assert sorted(p.name for p in (root / "labelsTr").iterdir()) == ["SYN_000000.nii.gz", "SYN_000002.nii.gz"]
 
 
 def test_export_nifti_is_read_back_by_the_indexer(tmp_path: Path) -> None:
