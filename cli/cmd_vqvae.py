@@ -82,7 +82,9 @@ def train_vqvae(
     config: Path | None = typer.Option(
         None,
         "--config",
-        help="JSON/TOML overrides: {model: {...VQVAEConfig}, train: {...VQVAETrainConfig}} or flat keys.",
+        help="JSON/TOML overrides: {model: {...VQVAEConfig}, train: {...VQVAETrainConfig}} or flat keys; e.g. "
+             "{\"train\": {\"perceptual\": true, \"perceptual_weights_path\": \"resnet50.pth\"}} turns on the "
+             "perceptual loss with a local weights file.",
     ),
     preset: str = typer.Option(AUTO, "--preset", help=preset_help(
         "train vqvae", "tiny: seconds, tests; cpu: the CPU recipe; small: a laptop; paper: the published sizes."
