@@ -84,6 +84,7 @@ class _Command(TyperCommand):
         return option
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        args = self._split_comma_values(args)
         if not any(a in ("--help", "-h") for a in args):
             given = {a.split("=", 1)[0] for a in args}
             missing = [p.opts[0] for p in self.params
@@ -91,6 +92,17 @@ class _Command(TyperCommand):
             if len(missing) > 1:
                 ctx.fail(f"Missing options: {', '.join(missing)}.")
         return super().parse_args(ctx, args)
+
+    def _split_comma_values(self, args: list[str]) -> list[str]:
+        """One syntax for X Y Z options (``--crop 48 48 48``); the older ``--crop 48,48,48`` still works."""
+        multi = {opt for p in self.params if p.param_type_name == "option" and (p.nargs or 1) > 1 for opt in p.opts}
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if i > 0 and args[i - 1] in multi and "," in arg:
+                out.extend(v for v in arg.replace(" ", "").split(",") if v)
+            else:
+                out.append(arg)
+        return out
 
 
 app = typer.Typer(

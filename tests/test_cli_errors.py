@@ -356,7 +356,7 @@ def test_segment_eval_without_out_writes_next_to_the_checkpoint(valid, tmp_path:
 # ---------------------------------------------------------------------------- exactly one error line
 @pytest.mark.parametrize("args", [
     ["generate", "--n", "1", "--out", "{tmp}/syn.zarr", "--data", "{tmp}/p.zarr", "--bank", "{tmp}/bank.zarr"],
-    ["train", "diffusion", "--vqvae", "{vq}", "--data", "{tmp}/p.zarr", "--out", "{tmp}/run", "--crop", "8,8"],
+    ["train", "diffusion", "--vqvae", "{vq}", "--data", "{tmp}/p.zarr", "--out", "{tmp}/run", "--crop", "8", "8", "0"],
 ])
 def test_a_failing_command_prints_one_error_line(valid, args: list[str], tmp_path: Path) -> None:
     """fail() inside a command's ``try`` that catches RuntimeError used to add a second line 'error: 2'."""

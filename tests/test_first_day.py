@@ -561,3 +561,17 @@ def test_generate_ends_with_a_placement_summary_and_warns_without_fgt(stores, tm
     assert result.exit_code == 0, result.output
     assert "placement: 0/2 centred in FGT (2 fell back" in result.output
     assert "warning: only 0 of 2 tumors" in " ".join(result.output.split())
+
+
+# ---------------------------------------------------------------------------- item 9: one --crop syntax
+def test_every_xyz_option_takes_three_values_and_the_old_comma_form_still_works() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app)
+    diffusion = command.commands["train"].commands["diffusion"]  # type: ignore[attr-defined]
+    segment = command.commands["segment"].commands["train"]  # type: ignore[attr-defined]
+    for cmd in (diffusion, segment):
+        crop = next(p for p in cmd.params if "--crop" in p.opts)
+        assert crop.nargs == 3, cmd.name
+        assert cmd._split_comma_values(["--crop", "8,8,8", "--out", "a,b"]) == ["--crop", "8", "8", "8", "--out", "a,b"]
+        assert cmd._split_comma_values(["--crop", "8", "8", "8"]) == ["--crop", "8", "8", "8"]
