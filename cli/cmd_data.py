@@ -184,5 +184,8 @@ def data_prepare(
                   f"failed {len(result.failed)} → {escape(str(out))}")
     for case_id, message in sorted(result.failed.items()):
         console.print(f"[red]failed[/] [bold]{escape(case_id)}[/] {escape(message.removeprefix(f'{case_id}: '))}")
+    padding = result.padding_warning(config.fov_mm)
+    if padding:
+        console.print(f"[yellow]warning:[/] {escape(padding)}")
     if result.failed:
         raise typer.Exit(1)

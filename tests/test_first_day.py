@@ -575,3 +575,21 @@ def test_every_xyz_option_takes_three_values_and_the_old_comma_form_still_works(
         assert crop.nargs == 3, cmd.name
         assert cmd._split_comma_values(["--crop", "8,8,8", "--out", "a,b"]) == ["--crop", "8", "8", "8", "--out", "a,b"]
         assert cmd._split_comma_values(["--crop", "8", "8", "8"]) == ["--crop", "8", "8", "8"]
+
+
+# ---------------------------------------------------------------------------- item 6: the FOV trap
+def test_prepare_warns_when_most_of_the_fov_is_padding_and_names_a_fov_that_fits(tmp_path: Path) -> None:
+    from synbt_factory.phantom import write_phantom
+
+    write_phantom(tmp_path / "phantom", n=1, seed=0, size="tiny", healthy_fraction=0.0)
+    result = CliRunner().invoke(app, ["data", "prepare", str(tmp_path / "phantom"), "--out", str(tmp_path / "a.zarr"),
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "of the field of view of the median case is padding" in text and "--fov 64 64 48" in text
+    attrs = CaseStore.open(tmp_path / "a.zarr").case_attrs(CaseStore.open(tmp_path / "a.zarr").case_ids()[0])
+    assert attrs["fov_padding_fraction"] > 0.9
+    fitted = CliRunner().invoke(app, ["data", "prepare", str(tmp_path / "phantom"), "--out", str(tmp_path / "b.zarr"),
+                                      "--workers", "1", "--fov", "64", "64", "48"])
+    assert fitted.exit_code == 0, fitted.output
+    assert "padding" not in fitted.output

@@ -79,9 +79,32 @@ class PrepareConfig:
 
 @dataclass
 class PrepareResult:
+    """What a prepare run did.
+
+    Attributes:
+        prepared / skipped / failed: case ids (failed: with the reason).
+        padding: share of each prepared case's field of view that lies outside its source volume (zero padding).
+        source_extent_mm: (X, Y, Z) extent in mm of each prepared case's source volume (RAS).
+    """
+
     prepared: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    padding: dict[str, float] = field(default_factory=dict)
+    source_extent_mm: dict[str, list[float]] = field(default_factory=dict)
+
+    def padding_warning(self, fov_mm: tuple[float, float, float], *, threshold: float = 0.5) -> str | None:
+        """A sentence with a ``--fov`` that fits the data, when most of the median case's FOV is padding."""
+        if not self.padding:
+            return None
+        median = float(np.median(list(self.padding.values())))
+        if median <= threshold:
+            return None
+        extent = np.max(np.array(list(self.source_extent_mm.values())), axis=0)
+        fit = [int(min(f, 16 * np.ceil(e / 16))) for e, f in zip(extent, fov_mm, strict=True)]
+        return (f"{median:.0%} of the field of view of the median case is padding (volumes up to "
+                f"{' × '.join(f'{e:.0f}' for e in extent)} mm in a {' × '.join(f'{f:g}' for f in fov_mm)} mm FOV): "
+                f"every later step pays for it. Prepare again with --fov {' '.join(map(str, fit))}")
 
 
 def crop_window(
@@ -242,6 +265,9 @@ def prepare_case(
         "crop_window": [list(w) for w in window],
         "source_files": [str(p) for p in case.phases] + [str(case.expert_mask)],
         "tumor_voxels": int(arrays["mask"].sum()),
+        "fov_padding_fraction": 1.0 - float(np.prod([e - s for s, e in zip(roi_start, roi_end, strict=True)]))
+        / float(np.prod(size)),
+        "source_extent_mm": [float(d * config.spacing_mm) for d in shape],
     }
     return arrays, attrs
 
@@ -315,6 +341,8 @@ def prepare_dataset(
                 store.write_case(case.case_id, arrays, attrs)
                 with lock:
                     result.prepared.append(case.case_id)
+                    result.padding[case.case_id] = attrs["fov_padding_fraction"]
+                    result.source_extent_mm[case.case_id] = attrs["source_extent_mm"]
             except Exception as exc:  # one bad case never stops the rest
                 expected = isinstance(exc, (ValueError, StoreError))
                 message = str(exc) if expected else f"{case.case_id}: failed unexpectedly ({describe_exception(exc)})"
