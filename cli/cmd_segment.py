@@ -246,7 +246,22 @@ def segment_eval(
     )
     if mama_mia_score:
         console.print(f"MAMA-MIA performance score: {_fmt(result.summary['mama_mia_score'], 4)}")
+    healthy = _healthy_note(result.rows)
+    if healthy:
+        console.print(f"[yellow]note:[/] {healthy}")
     console.print(f"wrote {result.csv_path} and {result.summary_path}")
+
+
+def _healthy_note(rows: list[dict[str, Any]]) -> str | None:
+    """What the means are made of when some scored cases have no tumor (Dice 0 / HD95 = the image diagonal
+    there as soon as anything is predicted, which reads like a failure)."""
+    healthy = [r for r in rows if int(r.get("truth_voxels") or 0) == 0]
+    if not healthy:
+        return None
+    false_alarms = sum(int(r.get("pred_voxels") or 0) > 0 for r in healthy)
+    return (f"{len(healthy)} of {len(rows)} scored case(s) have no tumor: Dice is 1 there when nothing is "
+            f"predicted and 0 otherwise, with HD95 and MSD set to the image diagonal ({false_alarms} such false "
+            "alarm(s)); the means above include them. Score a split with tumors for segmentation quality")
 
 
 def segment_score(

@@ -593,3 +593,13 @@ def test_prepare_warns_when_most_of_the_fov_is_padding_and_names_a_fov_that_fits
                                       "--workers", "1", "--fov", "64", "64", "48"])
     assert fitted.exit_code == 0, fitted.output
     assert "padding" not in fitted.output
+
+
+# ---------------------------------------------------------------------------- item 10: healthy test cases
+def test_segment_eval_explains_scores_of_cases_without_tumor() -> None:
+    from cli.cmd_segment import _healthy_note
+
+    tumor = {"truth_voxels": 120, "pred_voxels": 100}
+    assert _healthy_note([tumor]) is None
+    note = _healthy_note([tumor, {"truth_voxels": 0, "pred_voxels": 5}, {"truth_voxels": 0, "pred_voxels": 0}])
+    assert note is not None and note.startswith("2 of 3 scored case(s) have no tumor") and "(1 such false" in note
