@@ -219,14 +219,26 @@ def run_evidence(config: EvidenceConfig, out: str | Path, *, progress: ProgressF
                    val_every=config.budget_every)
             for seed in config.seeds for size in config.sizes for arm in config.arms]
     t_runs = time.perf_counter()
+    todo = sum(not (Path(j.out) / "done.json").is_file() for j in jobs)
     with bar(f"segmenters ({len(jobs)} runs)") as cb:
         markers = _run_all(jobs, config.parallel_runs, cb)
     runs_wall = time.perf_counter() - t_runs
+    if todo:
+        _record_call(paths.out, runs=todo, runs_wall=runs_wall, parallel=config.parallel_runs)
 
     result = _analyse(config, paths, jobs, markers, seg_steps)
     result.seconds["this_call_wall"] = round(time.perf_counter() - t_start, 1)
     result.seconds["runs_wall_this_call"] = round(runs_wall, 1)
     return result
+
+
+def _record_call(out: Path, *, runs: int, runs_wall: float, parallel: int) -> None:
+    """Append this call's segmenter phase to ``run_calls.json``: the run's wall time when it took several calls."""
+    path = out / "run_calls.json"
+    calls = json.loads(path.read_text()) if path.is_file() else []
+    calls.append({"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs_trained": runs,
+                  "runs_wall_seconds": round(runs_wall, 1), "parallel_runs": parallel})
+    atomic_write_json(path, calls)
 
 
 def _budget(config: EvidenceConfig, paths: EvidencePaths, bar: Callable[[str], Any]) -> dict[str, Any]:
@@ -276,7 +288,12 @@ def _analyse(config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob],
     run_seconds: dict[str, float] = {}
     for job in jobs:
         run_seconds[job.arm] = run_seconds.get(job.arm, 0.0) + float(markers[job.out]["total_seconds"])
+    calls_path = paths.out / "run_calls.json"
+    calls = json.loads(calls_path.read_text()) if calls_path.is_file() else []
+    runs_wall = sum(float(c["runs_wall_seconds"]) for c in calls)
     timing = {
+        "whole_run_wall_seconds (steps + segmenter phases)": round(sum(step_seconds.values()) + runs_wall, 1),
+        "segmenter_phase_calls": calls,
         "steps_wall_seconds": step_seconds,
         "run_seconds_by_arm (sum over runs, one thread each)": {k: round(v, 1) for k, v in run_seconds.items()},
         "runs": len(jobs),

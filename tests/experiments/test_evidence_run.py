@@ -85,4 +85,9 @@ def test_outputs_are_written_and_a_rerun_redoes_nothing(finished: Path) -> None:
     summary = json.loads((finished / "evidence.json").read_text())["summary"]
     run_evidence(MINI, finished)
     assert {p: p.stat().st_mtime_ns for p in markers} == before
-    assert json.loads((finished / "evidence.json").read_text())["summary"] == summary
+    evidence = json.loads((finished / "evidence.json").read_text())
+    assert evidence["summary"] == summary
+    calls = evidence["timing"]["segmenter_phase_calls"]  # the rerun trained nothing and adds no call
+    assert [c["runs_trained"] for c in calls] == [len(MINI.arms) * len(MINI.sizes) * len(MINI.seeds)]
+    whole = evidence["timing"]["whole_run_wall_seconds (steps + segmenter phases)"]
+    assert whole >= calls[0]["runs_wall_seconds"] + sum(evidence["timing"]["steps_wall_seconds"].values()) - 0.2
