@@ -64,21 +64,49 @@ def ssim(
     return float(metric(p[None, None], t[None, None]).mean())
 
 
+def masked_psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, mask: np.ndarray,
+                *, data_range: float | None = None) -> float:
+    """PSNR in dB over the voxels of ``mask`` only: 10 · log10(range² / mean((pred − target)²) inside the mask).
+
+    On a small volume in a large field of view the zero padding dominates a whole-volume PSNR (an all-black
+    reconstruction of a 96 %-padding volume scores 24 dB); inside the body it does not.
+
+    Args:
+        pred, target: (X, Y, Z). mask: (X, Y, Z) bool (e.g. the body). data_range: default ``target`` range.
+    """
+    p, t = _as_tensor(pred), _as_tensor(target)
+    m = torch.as_tensor(np.asarray(mask, dtype=bool))
+    if p.shape != t.shape or tuple(m.shape) != tuple(t.shape):
+        raise ValueError(f"pred {tuple(p.shape)}, target {tuple(t.shape)} and mask {tuple(m.shape)} must match")
+    if not m.any():
+        return float("nan")
+    rng = data_range if data_range is not None else _data_range(t)
+    mse = float(((p - t)[m].double() ** 2).mean())
+    return float("inf") if mse == 0 else float(10.0 * np.log10(rng**2 / mse))
+
+
 def channel_quality(
-    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, *, ssim_win: int = 7
+    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, *, ssim_win: int = 7,
+    mask: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """PSNR and SSIM per channel of (C, X, Y, Z) volumes, each with that channel's target range.
 
+    Args:
+        mask: optional (X, Y, Z) bool region (the body): adds ``psnr_masked`` (:func:`masked_psnr`).
+
     Returns:
-        ``{"psnr": [C floats], "ssim": [C floats]}``.
+        ``{"psnr": [C floats], "ssim": [C floats]}`` (+ ``"psnr_masked"``).
     """
     p, t = _as_tensor(pred), _as_tensor(target)
     if p.shape != t.shape or p.ndim != 4:
         raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} must be equal (C, X, Y, Z) shapes")
-    return {
+    out = {
         "psnr": [psnr(p[c], t[c]) for c in range(p.shape[0])],
         "ssim": [ssim(p[c], t[c], win_size=ssim_win) for c in range(p.shape[0])],
     }
+    if mask is not None:
+        out["psnr_masked"] = [masked_psnr(p[c], t[c], mask) for c in range(p.shape[0])]
+    return out
 
 
 def grid_artifact_score(

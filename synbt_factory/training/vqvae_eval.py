@@ -96,10 +96,13 @@ def reconstruct_volume(
 
 
 def _case_metrics(recon: np.ndarray, image: np.ndarray, patch: int, cell: int, ssim_win: int) -> dict[str, Any]:
-    q = channel_quality(recon, image, ssim_win=ssim_win)
+    from synbt_factory.synthesis.placement import body_mask
+
+    q = channel_quality(recon, image, ssim_win=ssim_win, mask=body_mask(image))
     out: dict[str, Any] = {}
     for c, name in enumerate(CHANNEL_NAMES[: image.shape[0]]):
         out[f"psnr_{name}"] = q["psnr"][c]
+        out[f"psnr_body_{name}"] = q["psnr_masked"][c]  # inside the body: padding cannot inflate it
         out[f"ssim_{name}"] = q["ssim"][c]
     out["grid_score"] = _safe_grid(recon, patch, cell)
     out["grid_departure"] = abs(out["grid_score"] - 1.0)

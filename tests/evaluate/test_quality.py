@@ -80,3 +80,19 @@ def test_grid_score_with_cell_ignores_a_cell_periodic_texture_but_sees_seams() -
     assert grid_artifact_score(seamed, patch=64, cell=4) > 1.5
     with pytest.raises(ValueError, match="cell"):
         grid_artifact_score(vol, patch=64, cell=6)
+
+
+def test_body_psnr_is_not_inflated_by_padding() -> None:
+    from synbt_factory.evaluate.quality import masked_psnr
+
+    rng = np.random.default_rng(0)
+    target = np.zeros((2, 48, 48, 32), np.float32)  # 96 % zero padding around a small body
+    target[:, 18:30, 18:30, 12:20] = rng.uniform(0.5, 1.5, (2, 12, 12, 8))
+    body = target[0] > 0
+    black = np.zeros_like(target)
+    q = channel_quality(black, target, mask=body)
+    assert q["psnr"][0] > 20.0  # the whole volume rewards predicting the padding
+    assert q["psnr_masked"][0] < 5.0  # inside the body an all-black reconstruction is hopeless
+    mse = float(np.mean((target[0][body]) ** 2))
+    assert q["psnr_masked"][0] == pytest.approx(10 * math.log10(float(np.ptp(target[0])) ** 2 / mse), rel=1e-5)
+    assert math.isnan(masked_psnr(black[0], target[0], np.zeros_like(body)))
