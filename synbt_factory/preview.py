@@ -35,14 +35,29 @@ class CaseView:
         return self.image.shape[-1] // 2
 
 
-def _axial(vol: np.ndarray, z: int) -> np.ndarray:
+def _axial(vol: np.ndarray, z: int, box: tuple[slice, slice] | None = None) -> np.ndarray:
     # RAS (X toward the right, Y anterior): anterior up, patient's right on the right of the picture
-    return np.rot90(vol[:, :, z])
+    plane = vol[:, :, z]
+    return np.rot90(plane[box] if box is not None else plane)
+
+
+def _content_box(image: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
+    """The (X, Y) bounding box of non-zero voxels of a (C, X, Y, Z) image, plus ``margin``: zero padding around a
+    small volume in a large field of view is cut away (the whole plane when nothing is zero)."""
+    filled = np.any(image != 0, axis=(0, 3))
+    if not filled.any():
+        return (slice(None), slice(None))
+    box = []
+    for axis in range(2):
+        idx = np.flatnonzero(filled.any(axis=1 - axis))
+        box.append(slice(max(0, int(idx[0]) - margin), min(filled.shape[axis], int(idx[-1]) + 1 + margin)))
+    return box[0], box[1]
 
 
 def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = None,
                  window: tuple[float, float] | None = None) -> Path:
-    """Write a montage: one row per view, columns pre | post | post − pre | post + outline.
+    """Write a montage: one row per view, columns pre | post | post − pre | post + outline; each row cropped to
+    its image's non-zero (X, Y) extent, so a small volume padded into a large field of view fills its panels.
 
     Args:
         views: the rows.
@@ -63,8 +78,9 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
     fig, axes = plt.subplots(len(views), 4, figsize=(12, 3 * len(views)), squeeze=False)
     for row, view in zip(axes, views, strict=True):
         z = view.slice_index()
-        pre = _axial(view.image[0].astype(np.float32), z)
-        post = _axial(view.image[1].astype(np.float32), z)
+        box = _content_box(view.image)
+        pre = _axial(view.image[0].astype(np.float32), z, box)
+        post = _axial(view.image[1].astype(np.float32), z, box)
         vmax = window[0] if window else float(np.percentile(view.image[1], 99.8)) or 1.0
         row[0].imshow(pre, cmap="gray", vmin=0, vmax=vmax)
         row[1].imshow(post, cmap="gray", vmin=0, vmax=vmax)
@@ -74,7 +90,7 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
         row[3].imshow(post, cmap="gray", vmin=0, vmax=vmax)
         for m, colour in ((view.mask, "red"), (view.second_mask, "cyan")):
             if m is not None and m.any():
-                row[3].contour(_axial(m.astype(np.float32), z), levels=[0.5], colors=colour, linewidths=0.8)
+                row[3].contour(_axial(m.astype(np.float32), z, box), levels=[0.5], colors=colour, linewidths=0.8)
         for ax, label in zip(row, ("pre", "post", "post − pre", "mask outline"), strict=True):
             ax.set_xticks([])
             ax.set_yticks([])

@@ -25,3 +25,15 @@ def test_slice_index_prefers_the_second_mask_and_falls_back_to_the_middle() -> N
     image = np.zeros((2, 8, 8, 10), np.float16)
     assert CaseView("c", image, first, second).slice_index() == 8
     assert CaseView("c", image, np.zeros_like(first), None).slice_index() == 5
+
+
+def test_montage_rows_are_cropped_to_the_volume_inside_its_padding() -> None:
+    from synbt_factory.preview import _content_box
+
+    image = np.zeros((2, 96, 96, 20), np.float32)
+    image[:, 40:60, 30:50, 5:15] = 1.0
+    bx, by = _content_box(image, margin=3)
+    assert (bx.start, bx.stop, by.start, by.stop) == (37, 63, 27, 53)
+    edge = np.ones((2, 10, 12, 4), np.float32)  # nothing to cut
+    bx, by = _content_box(edge)
+    assert (bx.start, bx.stop, by.start, by.stop) == (0, 10, 0, 12)
