@@ -30,6 +30,7 @@ __all__ = [
     "AugmentRecord",
     "draw_augment",
     "apply_augment",
+    "augment_coordinates",
     "largest_component",
     "close_mask",
     "crop_to_bbox",
@@ -220,6 +221,39 @@ def crop_to_bbox(mask: np.ndarray, margin: int = 1) -> np.ndarray:
     return np.pad(mask[sl], margin)
 
 
+def augment_coordinates(shape: tuple[int, ...], record: AugmentRecord,
+                        scale: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """The resampling of :func:`apply_augment` after its flips and turns, for an input of ``shape``.
+
+    Rotation × (zoom · scale) about the centre, plus the elastic field, in an output box that holds the whole
+    transformed input with room for the displacement.
+
+    Returns:
+        coords: (3, X', Y', Z') float32 input coordinates of every output voxel (for ``map_coordinates``);
+        out_shape: (X', Y', Z'); out_centre: (3,) output centre in voxels.
+    """
+    zoom = np.asarray(record.zoom, dtype=np.float64) * scale
+    forward = _rotation_matrix(record.angles_deg) @ np.diag(zoom)  # input offsets → output offsets
+    inverse = np.linalg.inv(forward)
+    in_shape = np.asarray(shape, dtype=np.float64)
+    in_centre = (in_shape - 1.0) / 2.0
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]) * (in_shape - 1.0) - in_centre
+    extent = np.abs(corners @ forward.T).max(axis=0)
+    sigma_vox = record.elastic_strength * float(2.0 * extent.max())
+    pad = 2.0 + 3.0 * sigma_vox
+    out_shape = tuple(int(np.ceil(2.0 * (e + pad))) + 1 for e in extent)
+    out_centre = (np.asarray(out_shape, dtype=np.float64) - 1.0) / 2.0
+
+    disp = _elastic_field(out_shape, record, sigma_vox)  # type: ignore[arg-type]
+    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre, strict=True)]
+    grids = np.meshgrid(*offs, indexing="ij", sparse=True)
+    pos = [grids[d] + disp[d] for d in range(3)]
+    coords = np.empty((3, *out_shape), dtype=np.float32)
+    for i in range(3):
+        coords[i] = (inverse[i, 0] * pos[0] + inverse[i, 1] * pos[1] + inverse[i, 2] * pos[2]) + in_centre[i]
+    return coords, out_shape, out_centre  # type: ignore[return-value]
+
+
 def apply_augment(template: np.ndarray, record: AugmentRecord, *, scale: float = 1.0) -> np.ndarray:
     """Apply ``record`` (and an extra isotropic ``scale``) to a binary template.
 
@@ -246,26 +280,7 @@ def apply_augment(template: np.ndarray, record: AugmentRecord, *, scale: float =
     if record.rot90_k:
         m = np.rot90(m, k=record.rot90_k, axes=record.rot90_axes)
     m = np.ascontiguousarray(m, dtype=np.float32)
-
-    zoom = np.asarray(record.zoom, dtype=np.float64) * scale
-    forward = _rotation_matrix(record.angles_deg) @ np.diag(zoom)  # input offsets → output offsets
-    inverse = np.linalg.inv(forward)
-    in_shape = np.asarray(m.shape, dtype=np.float64)
-    in_centre = (in_shape - 1.0) / 2.0
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]) * (in_shape - 1.0) - in_centre
-    extent = np.abs(corners @ forward.T).max(axis=0)
-    sigma_vox = record.elastic_strength * float(2.0 * extent.max())
-    pad = 2.0 + 3.0 * sigma_vox
-    out_shape = tuple(int(np.ceil(2.0 * (e + pad))) + 1 for e in extent)
-    out_centre = (np.asarray(out_shape, dtype=np.float64) - 1.0) / 2.0
-
-    disp = _elastic_field(out_shape, record, sigma_vox)
-    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre, strict=True)]
-    grids = np.meshgrid(*offs, indexing="ij", sparse=True)
-    pos = [grids[d] + disp[d] for d in range(3)]
-    coords = np.empty((3, *out_shape), dtype=np.float32)
-    for i in range(3):
-        coords[i] = (inverse[i, 0] * pos[0] + inverse[i, 1] * pos[1] + inverse[i, 2] * pos[2]) + in_centre[i]
+    coords, out_shape, out_centre = augment_coordinates(m.shape, record, scale)
     warped = ndimage.map_coordinates(m, coords, order=1, mode="constant", cval=0.0, prefilter=False) >= 0.5
     out = close_mask(warped)
     if not out.any():

@@ -33,9 +33,8 @@ from synbt_factory.synthesis.augment import (
     STRUCTURE_26,
     AugmentConfig,
     AugmentRecord,
-    _elastic_field,
-    _rotation_matrix,
     apply_augment,
+    augment_coordinates,
     close_mask,
     draw_augment,
 )
@@ -297,31 +296,6 @@ def _window(arr: np.ndarray, start: list[int], stop: list[int], *, mode: str = "
     return np.pad(arr[(..., *inner)], widths, mode=mode)  # type: ignore[call-overload]
 
 
-def _augment_coordinates(shape: tuple[int, ...], record: AugmentRecord,
-                         scale: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
-    """The resampling of :func:`~synbt_factory.synthesis.augment.apply_augment` after its flips and turns: the
-    (3, X', Y', Z') input coordinates of every output voxel, the output shape and its centre."""
-    zoom = np.asarray(record.zoom, dtype=np.float64) * scale
-    forward = _rotation_matrix(record.angles_deg) @ np.diag(zoom)
-    inverse = np.linalg.inv(forward)
-    in_shape = np.asarray(shape, dtype=np.float64)
-    in_centre = (in_shape - 1.0) / 2.0
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]) * (in_shape - 1.0) - in_centre
-    extent = np.abs(corners @ forward.T).max(axis=0)
-    sigma_vox = record.elastic_strength * float(2.0 * extent.max())
-    pad = 2.0 + 3.0 * sigma_vox
-    out_shape = tuple(int(np.ceil(2.0 * (e + pad))) + 1 for e in extent)
-    out_centre = (np.asarray(out_shape, dtype=np.float64) - 1.0) / 2.0
-    disp = _elastic_field(out_shape, record, sigma_vox)  # type: ignore[arg-type]
-    offs = [np.arange(n, dtype=np.float32) - np.float32(c) for n, c in zip(out_shape, out_centre, strict=True)]
-    grids = np.meshgrid(*offs, indexing="ij", sparse=True)
-    pos = [grids[d] + disp[d] for d in range(3)]
-    coords = np.empty((3, *out_shape), dtype=np.float32)
-    for i in range(3):
-        coords[i] = (inverse[i, 0] * pos[0] + inverse[i, 1] * pos[1] + inverse[i, 2] * pos[2]) + in_centre[i]
-    return coords, out_shape, out_centre  # type: ignore[return-value]
-
-
 class TumorBank:
     """Read access to a bank store, with replayable augmented sampling.
 
@@ -467,7 +441,7 @@ class TumorBank:
             img = np.rot90(img, k=augment.rot90_k, axes=(a + 1, b + 1))
         m = np.ascontiguousarray(m, dtype=np.float32)
         img = np.ascontiguousarray(img, dtype=np.float32)
-        coords, out_shape, out_centre = _augment_coordinates(m.shape, augment, record.scale)
+        coords, out_shape, out_centre = augment_coordinates(m.shape, augment, record.scale)
         out = close_mask(ndimage.map_coordinates(m, coords, order=1, mode="constant", cval=0.0, prefilter=False) >= 0.5)
         if not out.any():
             out = np.zeros(out_shape, dtype=bool)
