@@ -138,7 +138,8 @@ def run_placements(store: Any, bank: Any, ids: list[str], *, source: str, n: int
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``n`` accepted placements cycling over the cases, FGT/breast from ``source``; figures and PNG rows."""
     from synbt_factory.rng import case_generator
-    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor
+    from synbt_factory.synthesis.background_context import context_from_store
+    from synbt_factory.synthesis.placement import PlacementError, place_tumor
 
     contexts, ctx_times = {}, []
     for cid in ids:

@@ -189,3 +189,36 @@ def data_prepare(
         console.print(f"[yellow]warning:[/] {escape(padding)}")
     if result.failed:
         raise typer.Exit(1)
+
+
+def data_placement_context(
+    data: str = typer.Option(..., "--data", help="Prepared store (synbt data prepare) to store the contexts in."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild contexts that are already stored."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Store each background's placement context (body, chest wall, breast, depth map) in the prepared store.
+
+    'synbt data prepare' and 'synbt data tissue' already do this for the cases they write; run it for a store
+    prepared by an older release. 'synbt generate' then reads the contexts instead of building them in every run;
+    placements are identical either way. A context is rebuilt only when its case's image, tumor or breast mask
+    changed.
+    """
+    setup_logging(verbose)
+    from synbt_factory.store import CaseStore, StoreError
+    from synbt_factory.store.lock import writer_lock
+    from synbt_factory.synthesis.background_context import store_placement_anatomy
+
+    try:
+        store = CaseStore.open(data, mode="r+")
+        if store.kind != "prepared":
+            fail(f"--data {data} is a {store.kind!r} store; give the prepared store made by 'synbt data prepare'")
+        with writer_lock(store.location, command="data placement-context"):
+            with progress_bar("placement context", total=len(store.case_ids())) as update:
+                result = store_placement_anatomy(store, progress=update, overwrite=overwrite)
+    except (StoreError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"[green]placement context stored[/] for {result['written']} case(s), {result['skipped']} "
+                  f"already stored → {escape(data)}")
+    if result["no_breast"]:
+        console.print(f"[yellow]warning:[/] {len(result['no_breast'])} case(s) have no breast inside the body, so "
+                      f"no tumor can be placed in them: {escape(', '.join(result['no_breast'][:5]))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging
 
@@ -133,5 +134,5 @@ def _print_placement_summary(out: str, case_ids: list[str]) -> None:
         return
     if summary.n:
         console.print(summary.text())
-    if summary.warning:
-        console.print(f"[yellow]warning: {summary.warning}[/]")
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning: {escape(warning)}[/]")

@@ -200,8 +200,9 @@ def preview_placement(
     setup_logging(verbose)
     from synbt_factory.rng import case_generator
     from synbt_factory.store import CaseStore, StoreError
+    from synbt_factory.synthesis.background_context import context_from_store
     from synbt_factory.synthesis.bank import TumorBank
-    from synbt_factory.synthesis.placement import PlacementError, context_from_store, place_tumor, placement_figure
+    from synbt_factory.synthesis.placement import PlacementError, place_tumor, placement_figure
 
     cases = aliased(max_cases, cases, "--max-cases", "--cases", required=False) or 4
     check_writable(out, "--out", folder=False)

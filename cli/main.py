@@ -156,6 +156,7 @@ data_app.command("phantom")(cmd_data.data_phantom)
 data_app.command("index")(cmd_data.data_index)
 data_app.command("check")(cmd_data.data_check)
 data_app.command("prepare")(cmd_data.data_prepare)
+data_app.command("placement-context")(cmd_data.data_placement_context)
 
 app.command("generate")(cmd_generate.generate)
 

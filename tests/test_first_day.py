@@ -603,3 +603,21 @@ def test_segment_eval_explains_scores_of_cases_without_tumor() -> None:
     assert _healthy_note([tumor]) is None
     note = _healthy_note([tumor, {"truth_voxels": 0, "pred_voxels": 5}, {"truth_voxels": 0, "pred_voxels": 0}])
     assert note is not None and note.startswith("2 of 3 scored case(s) have no tumor") and "(1 such false" in note
+
+
+def test_placement_summary_warns_when_most_tumors_were_shrunk_to_the_breast_size_cap() -> None:
+    from synbt_factory.generate.placement_summary import summarize_placements
+
+    def record(capped: bool, size: float) -> dict:
+        return {"centre_region": "fgt", "in_fgt_fraction": 0.5, "voxels": 200, "tries": 1, "size_capped": capped,
+                "breast_size_mm": size}
+
+    older = {"centre_region": "fgt", "in_fgt_fraction": 0.5, "voxels": 200, "tries": 1}  # before the field
+    few = summarize_placements([record(True, 30.0), record(False, 31.0), record(False, 29.0), older])
+    assert (few.capped, few.cap_known) == (1, 3) and few.warnings == []
+    assert "1/3 shrunk to the breast-size cap" in few.text()
+    most = summarize_placements([record(True, 10.0), record(True, 12.0), record(False, 30.0)])
+    assert len(most.warnings) == 1 and "2 of 3 tumors were shrunk" in most.warnings[0]
+    assert "median 12 mm" in most.warnings[0] and "max_diameter_fraction" in most.warnings[0]
+    assert summarize_placements([older]).warnings == []
+

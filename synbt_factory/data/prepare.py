@@ -272,6 +272,18 @@ def prepare_case(
     return arrays, attrs
 
 
+def _store_anatomy(store: CaseStore, case_ids: list[str]) -> None:
+    """Store the cases' placement anatomy (:mod:`~synbt_factory.synthesis.background_context`); a failure only
+    means ``generate`` builds it each run, so it is logged, never fatal."""
+    from synbt_factory.synthesis.background_context import store_placement_anatomy
+
+    try:
+        store_placement_anatomy(store, case_ids)
+    except Exception as exc:  # noqa: BLE001 - the prepared case is complete and valid without it
+        log.warning("placement context of %s not stored (%s); generate builds it each run",
+                    ", ".join(case_ids[:3]), describe_exception(exc))
+
+
 def prepare_dataset(
     dataset_dir: Path,
     out: str | Path,
@@ -339,6 +351,7 @@ def prepare_dataset(
             try:
                 arrays, attrs = prepare_case(case, config, root=index.root)
                 store.write_case(case.case_id, arrays, attrs)
+                _store_anatomy(store, [case.case_id])
                 with lock:
                     result.prepared.append(case.case_id)
                     result.padding[case.case_id] = attrs["fov_padding_fraction"]
@@ -357,6 +370,7 @@ def prepare_dataset(
 
         tasks = [dask.delayed(run)(case) for case in todo]
         dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers))
+        _store_anatomy(store, result.skipped)  # cases a kill or an older release left without one
         store.update_card(case_ids=store.case_ids())
     result.prepared.sort()
     return result

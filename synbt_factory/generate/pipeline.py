@@ -146,6 +146,20 @@ def _holding_writer_lock(fn: _Fn) -> _Fn:
     return locked  # type: ignore[return-value]
 
 
+def _note_unstored_anatomy(source: CaseStore, backgrounds: list[str], placement_config: dict[str, Any] | None) -> None:
+    """Log once when backgrounds lack a stored placement anatomy: the run builds each one (it is slower, never
+    different), and one command stores them for every later run."""
+    from synbt_factory.synthesis.background_context import has_stored_anatomy
+    from synbt_factory.synthesis.placement import PlacementConfig
+
+    config = config_from_dict(PlacementConfig, placement_config or {})
+    lacking = sum(not has_stored_anatomy(source, c, config) for c in backgrounds)
+    if lacking:
+        log.info("%d of %d backgrounds have no stored placement context for these placement settings, so this run "
+                 "builds each one; store them once with: synbt data placement-context --data %s",
+                 lacking, len(backgrounds), source.location)
+
+
 @_holding_writer_lock
 def run_generate(
     config: GenerateConfig,
@@ -201,6 +215,7 @@ def run_generate(
     result = GenerateResult(removed_incomplete=store.remove_incomplete())
     backgrounds = [c for c in source.case_ids()
                    if config.background_split is None or source.case_attrs(c).get("split") == config.background_split]
+    _note_unstored_anatomy(source, backgrounds, placement_config)
     jobs = plan_jobs(config, backgrounds)
     done_ids = set(store.case_ids())
     todo = [j for j in jobs if j.case_id not in done_ids]

@@ -84,7 +84,7 @@ class Placer:
         return shared_placer, (self.token, self.prepared, self.bank_location, self.placement_config, self.cache_bytes)
 
     def _context(self, store: Any, case_id: str, config: Any) -> Any:
-        from synbt_factory.synthesis.placement import context_from_store
+        from synbt_factory.synthesis.background_context import context_from_store
 
         with self._lock:
             if case_id in self._contexts:

@@ -399,14 +399,15 @@ class CaseStore:
         _sync(_write_case_async(self._cases._async_group, case_id, contiguous,
                                 {**attrs, "case_id": case_id, "sha256": checksums}, self.layout))
 
-    def add_arrays(self, case_id: str, arrays: dict[str, np.ndarray]) -> None:
+    def add_arrays(self, case_id: str, arrays: dict[str, np.ndarray], *, attrs: dict[str, Any] | None = None) -> None:
         """Add or replace arrays of a complete case without ever unmarking the case.
 
         Each array's marker is its ``sha256`` entry: the entries of arrays being replaced are
         dropped first (one attribute update), the arrays are deleted and written, then their
         entries are added (one attribute update). A crash in between leaves the case complete
         with its other arrays readable; the new arrays lack an entry (an unfinished addition that
-        readers refuse and a rerun writes again).
+        readers refuse and a rerun writes again). ``attrs`` describing the arrays are set in that
+        last update, with their markers.
         """
         self._require_writable()
         validate_case_id(case_id)
@@ -430,7 +431,10 @@ class CaseStore:
             )
             arr[...] = data
             added[name] = array_sha256(data)
-        group.attrs.update({"sha256": {**checksums, **added}})
+        protected = {"sha256", "complete", "case_id"} & set(attrs or {})
+        if protected:
+            raise ValueError(f"add_arrays cannot set {sorted(protected)}")
+        group.attrs.update({**(attrs or {}), "sha256": {**checksums, **added}})
 
     def delete_case(self, case_id: str) -> None:
         """Delete one case group; a group that is a symbolic link loses the link, never what it points to.

@@ -47,7 +47,8 @@ __all__ = [
     "place_tumor",
     "apply_placement",
     "paste",
-    "context_from_store",
+    "PlacementAnatomy",
+    "ANATOMY_FIELDS",
     "placement_figure",
     "dilate_mm",
 ]
@@ -155,6 +156,9 @@ class PlacementRecord:
         centre_region: ``"fgt"`` or ``"breast"`` (fallback when the case has no usable FGT).
         in_breast_fraction / in_fgt_fraction: measured at acceptance.
         voxels: tumor voxels.
+        size_capped: whether the template was shrunk to ``max_diameter_fraction`` of the background's breast
+            size (when most are, the breast masks are likely too small: see the generate placement summary).
+        breast_size_mm: the background's breast size the scale and the cap used (None: unknown).
     """
 
     template: TemplateRecord
@@ -166,6 +170,8 @@ class PlacementRecord:
     in_breast_fraction: float = 1.0
     in_fgt_fraction: float = 0.0
     voxels: int = 0
+    size_capped: bool = False
+    breast_size_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -277,6 +283,84 @@ def _depth_inside(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+#: PlacementConfig fields the anatomy of a context depends on (the rest only choose centres and sizes)
+ANATOMY_FIELDS = ("body_threshold", "anterior_axis", "anterior_sign", "overlap_margin_mm")
+
+
+@dataclass
+class PlacementAnatomy:
+    """The background-only, costly half of a placement context: hole fills and distance transforms.
+
+    It depends on the background's image, tumor mask and breast mask and on :data:`ANATOMY_FIELDS` of the
+    config alone, so it can be computed once per background and stored
+    (:mod:`synbt_factory.synthesis.background_context`).
+
+    Attributes:
+        breast: (X, Y, Z) bool breast mask inside the body (a given mask trimmed to the anatomical prior).
+        forbidden: (X, Y, Z) bool, outside the body ∪ chest wall.
+        avoid: (X, Y, Z) bool, existing tumors dilated by ``overlap_margin_mm``.
+        depth: (X, Y, Z) float32 Euclidean distance (voxels) of each breast voxel to the breast's outside.
+        breast_size_mm: cube root of one breast's volume on the breast mask as given (None if empty).
+        breast_given: whether a breast mask was given (else it was derived from intensity).
+    """
+
+    breast: np.ndarray
+    forbidden: np.ndarray
+    avoid: np.ndarray
+    depth: np.ndarray
+    breast_size_mm: float | None
+    breast_given: bool
+
+    @classmethod
+    def build(
+        cls,
+        image: np.ndarray,
+        *,
+        mask: np.ndarray | None = None,
+        breast: np.ndarray | None = None,
+        body: np.ndarray | None = None,
+        config: PlacementConfig | None = None,
+    ) -> PlacementAnatomy:
+        """Body, breast, chest wall, the existing tumors' margin and the depth map of one background.
+
+        Args:
+            image: (2, X, Y, Z) normalised pre/post image.
+            mask: (X, Y, Z) existing tumor mask (None or empty for a healthy background).
+            breast: (X, Y, Z) breast mask; None → :func:`intensity_breast_mask`.
+            body: (X, Y, Z) body mask; None → :func:`body_mask` of ``image``.
+            config: placement rules (only :data:`ANATOMY_FIELDS` matter).
+
+        Raises:
+            PlacementError: if the case has no breast voxel to place a tumor in.
+        """
+        config = config or PlacementConfig()
+        shape = tuple(int(s) for s in image.shape[1:])
+        if body is None:
+            body = body_mask(image, threshold=config.body_threshold)
+        body = np.asarray(body, dtype=bool)
+        given = breast is not None and bool(np.any(breast))
+        if not given:
+            breast = intensity_breast_mask(body, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
+        # Sized on the mask as given, as the bank sizes its templates' source breasts; the anatomical trim
+        # below makes it ~5 % smaller per axis, which shrank every placed tumor by ~15 % in volume.
+        size_mm = breast_size_mm(breast)
+        if given:
+            # Anatomical prior: a given (e.g. predicted) breast mask may only extend a little posterior to
+            # the sternum line, so a poor tissue model can never send tumors into the heart or lungs.
+            anatomical = intensity_breast_mask(body, anterior_axis=config.anterior_axis,
+                                               anterior_sign=config.anterior_sign)
+            if anatomical.any():
+                breast = np.asarray(breast, dtype=bool) & ndimage.binary_dilation(
+                    anatomical, iterations=ANATOMICAL_MARGIN_VOXELS)
+        breast = np.asarray(breast, dtype=bool) & body
+        if not breast.any():
+            raise PlacementError("the background has no breast voxel inside the body; check its breast mask / image")
+        wall = chest_wall_mask(body, breast, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
+        existing = np.zeros(shape, bool) if mask is None else np.asarray(mask) > 0
+        return cls(breast=breast, forbidden=~body | wall, avoid=dilate_mm(existing, config.overlap_margin_mm),
+                   depth=_depth_inside(breast), breast_size_mm=size_mm, breast_given=given)
+
+
 @dataclass
 class PlacementContext:
     """Per-background masks, computed once and reused for many placements.
@@ -312,7 +396,8 @@ class PlacementContext:
         body: np.ndarray | None = None,
         config: PlacementConfig | None = None,
     ) -> PlacementContext:
-        """Derive the placement masks of one background.
+        """Derive the placement masks of one background (:meth:`PlacementAnatomy.build`, then
+        :meth:`from_anatomy`).
 
         Args:
             image: (2, X, Y, Z) normalised pre/post image.
@@ -326,36 +411,28 @@ class PlacementContext:
             PlacementError: if the case has no breast voxel to place a tumor in.
         """
         config = config or PlacementConfig()
-        shape = tuple(int(s) for s in image.shape[1:])
-        if body is None:
-            body = body_mask(image, threshold=config.body_threshold)
-        body = np.asarray(body, dtype=bool)
-        given = breast is not None and np.any(breast)
-        if not given:
-            breast = intensity_breast_mask(body, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
-        notes: dict[str, Any] = {"breast_source": "given" if given else "intensity"}
-        # Sized on the mask as given, as the bank sizes its templates' source breasts; the anatomical trim
-        # below makes it ~5 % smaller per axis, which shrank every placed tumor by ~15 % in volume.
-        size_mm = breast_size_mm(breast)
-        if given:
-            # Anatomical prior: a given (e.g. predicted) breast mask may only extend a little posterior to
-            # the sternum line, so a poor tissue model can never send tumors into the heart or lungs.
-            anatomical = intensity_breast_mask(body, anterior_axis=config.anterior_axis,
-                                               anterior_sign=config.anterior_sign)
-            if anatomical.any():
-                breast = np.asarray(breast, dtype=bool) & ndimage.binary_dilation(
-                    anatomical, iterations=ANATOMICAL_MARGIN_VOXELS)
-        breast = np.asarray(breast, dtype=bool) & body
-        if not breast.any():
-            raise PlacementError("the background has no breast voxel inside the body; check its breast mask / image")
-        wall = chest_wall_mask(body, breast, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
-        forbidden = ~body | wall
-        existing = np.zeros(shape, bool) if mask is None else np.asarray(mask) > 0
-        avoid = dilate_mm(existing, config.overlap_margin_mm)
+        anatomy = PlacementAnatomy.build(image, mask=mask, breast=breast, body=body, config=config)
+        return cls.from_anatomy(anatomy, fgt=fgt, config=config)
+
+    @classmethod
+    def from_anatomy(cls, anatomy: PlacementAnatomy, *, fgt: np.ndarray | None = None,
+                     config: PlacementConfig | None = None) -> PlacementContext:
+        """The candidate centres: FGT voxels deep enough inside the breast, else breast voxels.
+
+        Args:
+            anatomy: the background's anatomy (built now or read from the prepared store).
+            fgt: (X, Y, Z) fibroglandular tissue mask, or None.
+            config: placement rules.
+
+        Raises:
+            PlacementError: when every breast voxel is forbidden or next to the existing tumor.
+        """
+        config = config or PlacementConfig()
+        breast, depth = anatomy.breast, anatomy.depth
+        shape = tuple(int(s) for s in breast.shape)
         fgt_b = np.zeros(shape, bool) if fgt is None else (np.asarray(fgt) > 0)
         fgt_b &= breast
-        allowed = ~forbidden & ~avoid
-        depth = _depth_inside(breast)
+        allowed = ~anatomy.forbidden & ~anatomy.avoid
         region, name = np.zeros(shape, bool), "fgt"
         fgt_allowed = fgt_b & allowed
         if config.centre_erosion_mm > 0 and fgt_allowed.any():
@@ -379,12 +456,12 @@ class PlacementContext:
             shape=shape,  # type: ignore[arg-type]
             breast=breast,
             fgt=fgt_b,
-            forbidden=forbidden,
-            avoid=avoid,
+            forbidden=anatomy.forbidden,
+            avoid=anatomy.avoid,
             centres=np.flatnonzero(region),
             centre_region=name,
-            breast_size_mm=size_mm,
-            notes=notes,
+            breast_size_mm=anatomy.breast_size_mm,
+            notes={"breast_source": "given" if anatomy.breast_given else "intensity"},
         )
 
 
@@ -398,9 +475,10 @@ def _draw_spread(rng: np.random.Generator, spread: tuple[float, float]) -> float
 
 
 def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig,
-               *, spread: float = 1.0) -> float:
-    """Template scale: background/source breast size (clipped to ``scale_range``) × ``spread``, then capped so the
-    equivalent diameter stays under ``max_diameter_fraction`` of the background's breast size."""
+               *, spread: float = 1.0) -> tuple[float, bool]:
+    """(template scale, whether the cap bound): background/source breast size (clipped to ``scale_range``) ×
+    ``spread``, then capped so the equivalent diameter stays under ``max_diameter_fraction`` of the background's
+    breast size."""
     meta = bank.meta(record.template_id)
     scale = 1.0
     background_source = ctx.notes.get("breast_source")
@@ -417,8 +495,8 @@ def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, c
         diameter = meta.equivalent_diameter_mm * zoom * scale
         cap = config.max_diameter_fraction * ctx.breast_size_mm
         if diameter > cap:
-            scale *= cap / diameter
-    return scale
+            return scale * cap / diameter, True
+    return scale, False
 
 
 def _check(
@@ -463,8 +541,8 @@ def place_tumor(
     for _ in range(config.max_templates):
         record = bank.draw(rng, min_voxels=config.min_template_voxels)
         spread = _draw_spread(rng, config.size_spread)
-        record = TemplateRecord(template_id=record.template_id, augment=record.augment,
-                                scale=_scale_for(bank, record, ctx, config, spread=spread))
+        scale, capped = _scale_for(bank, record, ctx, config, spread=spread)
+        record = TemplateRecord(template_id=record.template_id, augment=record.augment, scale=scale)
         tumor = bank.render(record).astype(bool)
         if tumor.sum() < config.min_template_voxels:
             reasons[f"under {config.min_template_voxels} voxels once zoomed and scaled"] += 1
@@ -487,6 +565,8 @@ def place_tumor(
                     in_breast_fraction=float(in_breast),
                     in_fgt_fraction=float(in_fgt),
                     voxels=int(tumor.sum()),
+                    size_capped=capped,
+                    breast_size_mm=ctx.breast_size_mm,
                 )
                 return paste(tumor, placed.offset, ctx.shape), placed
             reasons[reason] += 1
@@ -520,46 +600,6 @@ def apply_placement(record: PlacementRecord, bank: TumorBank, shape: tuple[int, 
     """Replay ``record``: the identical (X, Y, Z) uint8 tumor mask, from the bank alone."""
     shape = tuple(shape) if shape is not None else record.volume_shape  # type: ignore[assignment]
     return paste(bank.render(record.template), record.offset, shape)  # type: ignore[arg-type]
-
-
-def context_from_store(
-    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
-) -> PlacementContext:
-    """A :class:`PlacementContext` for one prepared case.
-
-    Args:
-        store: an open :class:`~synbt_factory.store.CaseStore`.
-        case_id: the background case.
-        config: placement rules.
-        source: ``"auto"`` — FGT from ``tissue_pred`` (the tissue model's, written by ``synbt data
-            tissue``) else the ``tissue`` label map's class 2, breast from ``breast_pred`` else
-            ``breast`` else intensity; ``"pred"`` — only the model's arrays; ``"labels"`` — only
-            the label maps (e.g. to compare placement on true and predicted tissue).
-
-    Raises:
-        PlacementError: if ``source`` asks for arrays the case does not have.
-    """
-    if source not in ("auto", "pred", "labels"):
-        raise ValueError(f"source must be 'auto', 'pred' or 'labels', got {source!r}")
-    names = set(store.array_names(case_id))
-    auto = tuple(zip(("tissue_pred", "tissue"), BREAST_SOURCES, strict=True))  # the bank's order of breast masks
-    order = {"auto": auto, "pred": auto[:1], "labels": auto[1:]}[source]
-    fgt_name = next((f for f, _ in order if f in names), None)
-    breast_name = next((b for _, b in order if b in names), None)
-    if source != "auto" and fgt_name is None:
-        raise PlacementError(f"case {case_id} has no {order[0][0]!r} array (placement source {source!r})")
-    arrays, _ = store.read_case(case_id, ("image", "mask"))
-    image = arrays["image"].astype(np.float32)
-    fgt = None
-    if fgt_name == "tissue_pred":
-        fgt = store.read_array(case_id, "tissue_pred") > 0
-    elif fgt_name == "tissue":
-        fgt = store.read_array(case_id, "tissue") == 2
-    breast = store.read_array(case_id, breast_name) > 0 if breast_name else None
-    ctx = PlacementContext.build(image, mask=arrays["mask"], fgt=fgt, breast=breast, config=config)
-    ctx.notes["fgt_source"] = fgt_name or "none"
-    ctx.notes["breast_source"] = breast_name or "intensity"
-    return ctx
 
 
 # ----------------------------------------------------------------------------- figure

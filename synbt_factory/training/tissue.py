@@ -686,13 +686,15 @@ def add_tissue_to_store(
     overwrite: bool = False,
     case_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Write ``tissue_pred`` (uint8 0/1 FGT, post-processed) and ``breast_pred`` into each prepared case.
+    """Write ``tissue_pred`` (uint8 0/1 FGT, post-processed) and ``breast_pred`` into each prepared case, then the
+    case's placement anatomy for the new breast mask (:mod:`~synbt_factory.synthesis.background_context`).
 
     Cases whose ``tissue_pred`` and ``breast_pred`` are finished (both have a checksum entry) are skipped
     unless ``overwrite``; an addition a crash left unfinished is redone. Runs under the store's writer lock.
     Returns counts and the per-case FGT fraction of the breast.
     """
     from synbt_factory.store.lock import writer_lock
+    from synbt_factory.synthesis.background_context import store_placement_anatomy
 
     model, config = load_tissue_model(ckpt, device=device)
     store = prepared_store if isinstance(prepared_store, CaseStore) else CaseStore.open(prepared_store, mode="r+")
@@ -705,12 +707,14 @@ def add_tissue_to_store(
             finished = store.case_attrs(case_id).get("sha256", {})
             if not overwrite and {"tissue_pred", "breast_pred"} <= set(finished):
                 skipped += 1
+                store_placement_anatomy(store, [case_id])  # no-op unless a kill or an older release left none
                 report(progress, i, len(ids), {"skipped": float(skipped)})
                 continue
             image = store.read_array(case_id, "image").astype(np.float32)
             fgt, breast = predict_tissue(model, image, post=config.post, roi=config.roi,
                                          sw_batch_size=config.sw_batch_size)
             store.add_arrays(case_id, {"tissue_pred": fgt, "breast_pred": breast})
+            store_placement_anatomy(store, [case_id])  # the new breast mask changes where tumors may go
             fractions[case_id] = float(fgt.sum() / max(1, int(breast.sum())))
             done += 1
             report(progress, i, len(ids), {"fgt_fraction": fractions[case_id]})

@@ -32,16 +32,16 @@ def test_copies_of_a_placer_unpickle_to_one_placer(factory_inputs: dict[str, str
 
 def test_a_run_builds_each_background_context_once(factory_inputs: dict[str, str], tmp_path: Path,
                                                    monkeypatch) -> None:
-    from synbt_factory.synthesis import placement
+    from synbt_factory.synthesis import background_context
 
     built: list[str] = []
-    original = placement.context_from_store
+    original = background_context.context_from_store
 
     def counting(store: Any, case_id: str, config: Any) -> Any:
         built.append(case_id)
         return original(store, case_id, config)
 
-    monkeypatch.setattr(placement, "context_from_store", counting)
+    monkeypatch.setattr(background_context, "context_from_store", counting)
     prepared = factory_inputs["prepared"]
     method = SynTumorMethod.from_prepared(prepared)
     result = run_generate(GenerateConfig(n=10, seed=5, workers=2, background_split=None), out=tmp_path / "s.zarr",

@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from synbt_factory.store import CaseStore
+from synbt_factory.synthesis.background_context import context_from_store
 from synbt_factory.synthesis.bank import TumorBank, breast_size_mm, build_bank
 from synbt_factory.synthesis.placement import (
     PlacementConfig,
@@ -18,7 +19,6 @@ from synbt_factory.synthesis.placement import (
     apply_placement,
     body_mask,
     chest_wall_mask,
-    context_from_store,
     intensity_breast_mask,
     place_tumor,
     sample_placement,
@@ -158,6 +158,19 @@ def test_size_is_capped_by_breast_size(bank: TumorBank) -> None:
         placed, _ = place_tumor(rng, bank, ctx, config)
         diameter = (6 * placed.sum() / np.pi) ** (1 / 3)
         assert diameter < cap + 2.5  # voxelisation of a tiny shape adds at most a couple of mm
+
+
+def test_each_placement_records_whether_the_breast_size_cap_bound(bank: TumorBank) -> None:
+    image, mask, fgt, breast, body = _anatomy(1, tumor=False)
+    tight = PlacementConfig(max_diameter_fraction=0.1, min_in_breast=0.5, min_template_voxels=1)
+    loose = PlacementConfig(max_diameter_fraction=2.0, min_in_breast=0.5, min_template_voxels=1)
+    for config, capped in ((tight, True), (loose, False)):
+        ctx = PlacementContext.build(image, fgt=fgt, breast=breast, body=body, config=config)
+        rng = np.random.default_rng(3)
+        records = [place_tumor(rng, bank, ctx, config)[1] for _ in range(6)]
+        assert all(r.size_capped is capped for r in records)
+        assert all(r.breast_size_mm == pytest.approx(ctx.breast_size_mm) for r in records)
+        assert PlacementRecord.from_dict(records[0].to_dict()) == records[0]
 
 
 def test_templates_zoomed_below_the_minimum_size_are_drawn_again(bank: TumorBank) -> None:
@@ -328,7 +341,7 @@ def test_size_spread_scales_tumors_and_the_default_draws_nothing(bank: TumorBank
             unspread = PlacementConfig(**{**base.__dict__})
             from synbt_factory.synthesis.placement import _scale_for
 
-            factors.append(record.template.scale / _scale_for(bank, first, ctx, unspread))
+            factors.append(record.template.scale / _scale_for(bank, first, ctx, unspread)[0])
             assert factors[-1] == pytest.approx(factor)
     assert factors and min(factors) >= 0.8 and max(factors) <= 2.0
     with pytest.raises(ValueError, match="size_spread"):

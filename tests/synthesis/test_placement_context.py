@@ -15,8 +15,9 @@ from scipy import ndimage
 from synbt_factory.data.prepare import PrepareConfig, prepare_dataset
 from synbt_factory.store import CaseStore
 from synbt_factory.synthesis import placement
+from synbt_factory.synthesis.background_context import context_from_store
 from synbt_factory.synthesis.bank import TumorBank, build_bank
-from synbt_factory.synthesis.placement import body_mask, context_from_store, intensity_breast_mask, place_tumor
+from synbt_factory.synthesis.placement import body_mask, intensity_breast_mask, place_tumor
 
 
 def _slicewise_body_mask(image: np.ndarray, *, threshold: float = 0.08, sigma: float = 1.5) -> np.ndarray:
@@ -113,6 +114,9 @@ def test_contexts_and_placements_match_the_slicewise_code(phantom_inputs: tuple[
             out.append((ctx, drawn))
         return out
 
+    from synbt_factory.synthesis import background_context
+
+    monkeypatch.setattr(background_context, "has_stored_anatomy", lambda *a, **k: False)  # both sides build it
     new = contexts_and_placements()
     with monkeypatch.context() as m:
         m.setattr(placement, "body_mask", _slicewise_body_mask)
