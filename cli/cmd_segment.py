@@ -204,8 +204,11 @@ def segment_eval(
         "Folder for metrics.csv, summary.json and predictions (default: eval_SPLIT next to --ckpt)."
     )),
     save_nifti: bool = typer.Option(
-        False, "--save-nifti", help="Write predictions as NIfTI (prepared grid, and original grid when known)."
+        False, "--save-nifti", help="Write predictions as NIfTI (prepared grid, and original grid with --dataset)."
     ),
+    dataset: Path | None = typer.Option(
+        None, "--dataset", help="The MAMA-MIA folder --data was prepared from: with --save-nifti, predictions are "
+                                "also written on each case's original grid."),
     mama_mia_score: bool = typer.Option(
         False, "--mama-mia-score", help="Also compute the MAMA-MIA challenge score (DSC, HD95/150)."
     ),
@@ -224,6 +227,8 @@ def segment_eval(
     if out is None:
         out = ckpt.parent / f"eval_{split}"
     check_writable(out, "--out")
+    if dataset is not None and not dataset.is_dir():
+        fail(f"--dataset {dataset} is not a folder; give the MAMA-MIA folder --data was prepared from")
     try:
         config = EvalConfig(
             split=split,
@@ -236,7 +241,8 @@ def segment_eval(
             max_cases=max_cases,
         )
         with progress_bar(f"eval {split}", total=None) as update:
-            result = evaluate_segmenter(ckpt, data, config=config, out_dir=out, device=device, progress=update)
+            result = evaluate_segmenter(ckpt, data, config=config, out_dir=out, device=device, progress=update,
+                                        dataset=dataset)
     except (StoreError, CheckpointError, ValueError) as exc:
         fail(str(exc))
     console.print(

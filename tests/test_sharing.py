@@ -40,6 +40,10 @@ def test_a_prepared_store_records_no_absolute_local_path(tmp_path: Path) -> None
 
     write_phantom(tmp_path / "my_phantom", n=1, seed=0, size="tiny", healthy_fraction=0.0)
     prepare_dataset(tmp_path / "my_phantom", tmp_path / "p.zarr", config=PrepareConfig(fov_mm=(64, 64, 48)), workers=1)
-    attrs = CaseStore.open(tmp_path / "p.zarr").attrs
+    store = CaseStore.open(tmp_path / "p.zarr")
+    attrs = store.attrs
     assert attrs["source_dir"] == "my_phantom"
     assert str(tmp_path) not in repr(attrs)
+    case = store.case_attrs(store.case_ids()[0])
+    assert str(tmp_path) not in repr(case)  # the case's source files too: relative to the dataset root
+    assert all((tmp_path / "my_phantom" / f).is_file() for f in case["source_files"])

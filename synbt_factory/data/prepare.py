@@ -263,13 +263,22 @@ def prepare_case(
         "n_post_phases": case.n_post_phases,
         "intensity_scale": scale,
         "crop_window": [list(w) for w in window],
-        "source_files": [str(p) for p in case.phases] + [str(case.expert_mask)],
+        # relative to the dataset root: stores are shared with other groups, local paths are not
+        "source_files": [_shareable_name(p, root) for p in (*case.phases, case.expert_mask) if p is not None],
         "tumor_voxels": int(arrays["mask"].sum()),
         "fov_padding_fraction": 1.0 - float(np.prod([e - s for s, e in zip(roi_start, roi_end, strict=True)]))
         / float(np.prod(size)),
         "source_extent_mm": [float(d * config.spacing_mm) for d in shape],
     }
     return arrays, attrs
+
+
+def _shareable_name(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset ``root`` (POSIX); a file outside it (a linked phase) by its name alone."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def _store_anatomy(store: CaseStore, case_ids: list[str]) -> None:

@@ -131,9 +131,13 @@ def save_prediction_nifti(path: Path, mask: np.ndarray, affine: np.ndarray) -> P
     return path
 
 
-def _source_reference(attrs: dict[str, Any]) -> Path | None:
+def _source_reference(attrs: dict[str, Any], dataset: Path | None = None) -> Path | None:
     """The original NIfTI whose grid a prediction is resampled onto: the expert mask (last of
-    ``source_files``) when it exists, else the first (pre-contrast) image."""
+    ``source_files``) when it exists, else the first (pre-contrast) image.
+
+    ``source_files`` are relative to the dataset root the store was prepared from (``dataset``); stores
+    prepared by older releases recorded absolute paths, which are used as they are when they exist.
+    """
     files = attrs.get("source_files")
     if isinstance(files, dict):
         files = list(files.values())
@@ -141,6 +145,10 @@ def _source_reference(attrs: dict[str, Any]) -> Path | None:
         return None
     for candidate in (files[-1], files[0]):
         p = Path(str(candidate))
+        if not p.is_absolute():
+            if dataset is None:
+                continue
+            p = Path(dataset) / p
         if p.is_file():
             return p
     return None
@@ -164,6 +172,7 @@ def evaluate_segmenter(
     out_dir: Path | None = None,
     device: str = "auto",
     progress: ProgressFn | None = None,
+    dataset: Path | None = None,
 ) -> EvalResult:
     """Segment and score the cases of a prepared store with a trained checkpoint.
 
@@ -174,6 +183,8 @@ def evaluate_segmenter(
         out_dir: folder for ``metrics.csv``, ``summary.json`` and predictions (``None`` = write nothing).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: ``(cases done, total, {"dice": running mean})`` callback.
+        dataset: the dataset root the store was prepared from; with ``config.save_nifti``, predictions are also
+            written on each case's original grid (``predictions_original/``), found through ``source_files``.
 
     Raises:
         ValueError: if the split has no cases or the window does not suit the network.
@@ -202,6 +213,7 @@ def evaluate_segmenter(
     )
 
     rows: list[dict[str, Any]] = []
+    no_reference: list[str] = []
     for i, case_id in enumerate(ids, start=1):
         t0 = time.perf_counter()
         image, mask, attrs = load_case(store, case_id)
@@ -223,14 +235,21 @@ def evaluate_segmenter(
         if out is not None and config.save_nifti:
             affine = np.asarray(attrs.get("affine", np.eye(4)), dtype=np.float64)
             save_prediction_nifti(out / "predictions" / f"{case_id}.nii.gz", pred, affine)
-            reference = _source_reference(attrs)
+            reference = _source_reference(attrs, dataset)
             if reference is not None:
                 _save_original_geometry(out / "predictions_original" / f"{case_id}.nii.gz", pred, affine, reference)
+            else:
+                no_reference.append(case_id)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         log.debug("%s: dice %.4f hd95 %.2f msd %.2f", case_id, row["dice"], row["hd95"], row["msd"])
         report(progress, i, len(ids), {"dice": float(np.mean([r["dice"] for r in rows]))})
 
+    if no_reference:
+        where = ("its source files were not found under --dataset " + str(dataset) if dataset is not None
+                 else "pass --dataset, the folder the store was prepared from")
+        log.warning("%d prediction(s) written on the prepared grid only (not on the original grid: %s), e.g. %s",
+                    len(no_reference), where, no_reference[0])
     names = ["dice", "hd95", "msd"] + (["mama_mia_dsc", "mama_mia_norm_hd"] if config.mama_mia else [])
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint),

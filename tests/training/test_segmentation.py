@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -157,6 +158,17 @@ def test_eval_writes_consistent_metrics_and_nifti(real_store: str, tmp_path: Pat
         assert original.shape == (20, 20, 12)
     with open(out / "metrics.csv") as fh:
         assert [r["case_id"] for r in csv.DictReader(fh)] == [r["case_id"] for r in result.rows]
+    # source files recorded relative to the dataset root (as prepare records them): found through --dataset only
+    relative = _write_store(tmp_path / "relative.zarr", source_files=["masks/source_mask.nii.gz"])
+    dataset = tmp_path / "dataset"
+    (dataset / "masks").mkdir(parents=True)
+    shutil.copy(Path(real_store).parent / "source_mask.nii.gz", dataset / "masks" / "source_mask.nii.gz")
+    config = EvalConfig(save_nifti=True, max_cases=1)
+    evaluate_segmenter(run.best_checkpoint, relative, config=config, out_dir=tmp_path / "without", device="cpu")
+    assert not (tmp_path / "without" / "predictions_original").exists()
+    evaluate_segmenter(run.best_checkpoint, relative, config=config, out_dir=tmp_path / "with", device="cpu",
+                       dataset=dataset)
+    assert [nib.load(str(p)).shape for p in (tmp_path / "with" / "predictions_original").iterdir()] == [(20, 20, 12)]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["dice"]["n"] == 2 and "mama_mia_score" in summary
     # a "perfect" evaluation: predicting each case's truth gives Dice 1 and zero distances
@@ -241,3 +253,13 @@ def test_cli_train_then_eval(real_store: str, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "mean ± std" in res.output
+
+
+def test_a_missing_real_store_leaves_no_empty_run_folder(tmp_path: Path) -> None:
+    """``synbt segment train --mix 0.5 --data WRONG --synthetic …`` failed on the store but left runs/seg behind."""
+    size = (16, 16, 16)
+    config = SegTrainConfig(model=SegmenterConfig(name="unet", preset="tiny", patch_size=size),
+                            data=MixConfig(crop=size), real=str(tmp_path / "missing.zarr"), max_steps=1)
+    with pytest.raises(Exception, match="missing.zarr"):
+        train_segmenter(config, tmp_path / "runs" / "seg", device="cpu")
+    assert not (tmp_path / "runs").exists()
