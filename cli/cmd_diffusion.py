@@ -36,7 +36,7 @@ def train_diffusion(
         "Run folder: checkpoints (step_N.pt, last.pt, final.pt), metrics.jsonl/.csv, config.json, latents/."
     )),
     preset: str = typer.Option(AUTO, "--preset", help=preset_help(
-        "train diffusion", "tiny: tests, seconds; cpu: the CPU recipe (8,8,8 crops, 2500 steps); small: 20k steps; "
+        "train diffusion", "tiny: tests, seconds; cpu: the CPU recipe (8 8 8 crops, 2500 steps); small: 20k steps; "
         "paper: DiffTumor-size UNet, 500k steps."
     )),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (default: the preset's; paper 500000)."),
@@ -80,7 +80,7 @@ def train_diffusion(
     setup_logging(verbose)
     import dataclasses
 
-    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.checkpoint import CheckpointError, check_checkpoint_file
     from synbt_factory.device import resolve_device
     from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
@@ -103,6 +103,10 @@ def train_diffusion(
         fail(name_flags(str(exc), _TRAIN_FLAGS))
     if not vqvae.is_file():
         fail(f"VQ-VAE checkpoint {vqvae} does not exist; train one with 'synbt train vqvae' or fix --vqvae")
+    try:
+        check_checkpoint_file(vqvae)
+    except CheckpointError as exc:
+        fail(f"--vqvae: {exc}")
     check_writable(out, "--out")
     try:
         with progress_bar("diffusion (encode cases, then train)") as update:
@@ -148,7 +152,7 @@ def generate_one(
         "Mask guidance scale: 1 = the paper's sampler; above 1 pushes the tumor away from what "
         "the denoiser predicts without the mask (classifier-free guidance; twice the denoiser work per step). Needs a "
         "denoiser trained on latent crops smaller than the volume, so that some hold no tumor (the recipe's "
-        "--crop 8,8,8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
+        "--crop 8 8 8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
     )),
     mode: str = typer.Option("window", "--mode", help=(
         "window: diffuse and decode a latent window around the mask; whole: the whole latent (paper)."

@@ -33,7 +33,7 @@ def generate(
         "Mask guidance scale (method synbt): 1 = the paper's sampler; above 1 pushes the tumor away from what "
         "the denoiser predicts without the mask (classifier-free guidance; twice the denoiser work per step). Needs a "
         "denoiser trained on latent crops smaller than the volume, so that some hold no tumor (the recipe's "
-        "--crop 8,8,8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
+        "--crop 8 8 8). On the phantom recipe 1.5 brings placed tumors' post/pre to that of real ones."
     )),
     batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
     workers: int = typer.Option(2, "--workers",

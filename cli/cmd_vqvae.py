@@ -111,6 +111,8 @@ def train_vqvae(
     from synbt_factory.training.vqvae import train_vqvae as run_training
 
     check_writable(out, "--out")
+    if stage == "volume" and init is None and not resume:
+        fail("--stage volume needs --init <patch-stage final.pt> (from synbt train vqvae --stage patch)")
     preset = choose_preset("train vqvae", preset, device)
     try:
         model_cfg, train_cfg = train_presets(preset, stage)

@@ -67,6 +67,10 @@ class _ErrorBoundary(TyperGroup):
             raise typer.Exit(report_error(exc)) from None
 
 
+#: options a command needs only for one value of another: command → (option, value, the options it needs)
+NEEDED_WITH = {"generate": ("--method", "synbt", ("--vqvae", "--diffusion"))}
+
+
 class _Command(TyperCommand):
     """Every synbt command: names every missing required option in one usage error (not one per try), and
     shows flags in ``--help`` without a ``<bool>`` value they do not take."""
@@ -89,9 +93,28 @@ class _Command(TyperCommand):
             given = {a.split("=", 1)[0] for a in args}
             missing = [p.opts[0] for p in self.params
                        if p.param_type_name == "option" and p.required and not given & set(p.opts)]
+            needed, why = self._needed_with(args, given)
+            if missing and needed:
+                ctx.fail(f"Missing options: {', '.join(missing + needed)} ({why}).")
             if len(missing) > 1:
                 ctx.fail(f"Missing options: {', '.join(missing)}.")
         return super().parse_args(ctx, args)
+
+    def _needed_with(self, args: list[str], given: set[str]) -> tuple[list[str], str]:
+        """Options this command needs for the value another option has (given or default), not given; and why."""
+        rule = NEEDED_WITH.get(self.name or "")
+        if rule is None:
+            return [], ""
+        option, value, needed = rule
+        chosen = next((a.split("=", 1)[1] for a in args if a.startswith(option + "=")), None)
+        if chosen is None and option in args and args.index(option) + 1 < len(args):
+            chosen = args[args.index(option) + 1]
+        default = next((p.default for p in self.params if option in getattr(p, "opts", ())), None)
+        if (chosen or default) != value:
+            return [], ""
+        lacking = [o for o in needed if o not in given]
+        why = f"{' and '.join(lacking)}: for {option} {value}" + ("" if chosen else ", the default")
+        return lacking, why
 
     def _split_comma_values(self, args: list[str]) -> list[str]:
         """One syntax for X Y Z options (``--crop 48 48 48``); the older ``--crop 48,48,48`` still works."""

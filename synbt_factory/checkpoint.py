@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Iterator
@@ -30,10 +31,12 @@ __all__ = [
     "rebuilding_from",
     "file_sha256",
     "CheckpointError",
+    "check_checkpoint_file",
     "prune_checkpoints",
 ]
 
 log = logging.getLogger(__name__)
+_TORCH_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 class CheckpointError(RuntimeError):
@@ -130,16 +133,32 @@ def load_checkpoint(path: Path, *, kind: str | None = None, map_location: str | 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; train one first or pass the right --ckpt path")
+    check_checkpoint_file(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: {exc}); "
-                              "it may be truncated or not a synbt checkpoint") from exc
+    except pickle.UnpicklingError as exc:  # the safe loader refused an object no synbt checkpoint holds
+        raise CheckpointError(f"{path} is not a synbt checkpoint: it holds Python objects other than tensors and "
+                              "plain values, which synbt never saves (refused by the safe loader)") from exc
+    except Exception as exc:  # torch raises several types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); it may be "
+                              "truncated or damaged") from exc
     if not isinstance(data, dict) or "kind" not in data or "config" not in data:
         raise CheckpointError(f"{path} is not a synbt checkpoint (no 'kind'/'config' entries)")
     if kind is not None and data["kind"] != kind:
         raise CheckpointError(f"{path} is a {data['kind']!r} checkpoint, expected {kind!r}")
     return data
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` starts like a ``torch.save`` file (a zip archive), so that a
+    text file or an image given as a checkpoint is named as such rather than with the unpickler's advice.
+    Reads 4 bytes: commands check their checkpoint arguments with it before any work starts."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_TORCH_MAGIC))
+    if head != _TORCH_MAGIC:
+        raise CheckpointError(f"{path} is not a synbt checkpoint (not a file written by torch.save); pass a .pt file "
+                              "written by a synbt trainer, e.g. runs/<run>/final.pt")
 
 
 def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:

@@ -129,7 +129,7 @@ def install_pretrained(name: str, component: str, dest: Path) -> str:
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    log.info("installed pretrained %s/%s (sha256 %s…) → %s", name, component, sha[:12], dest)
+    log.debug("installed pretrained %s/%s (sha256 %s…) → %s", name, component, sha[:12], dest)
     return sha
 
 

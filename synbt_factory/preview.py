@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CaseView", "case_montage"]
+__all__ = ["CaseView", "case_montage", "content_box", "most_tumor_slice"]
 
 
 class CaseView:
@@ -31,8 +31,16 @@ class CaseView:
         """
         for m in (self.second_mask, self.mask):
             if m is not None and m.any():
-                return int(np.argmax((m > 0).sum(axis=(0, 1))))
+                return most_tumor_slice(np.argwhere(m > 0), self.image.shape[-1])
         return self.image.shape[-1] // 2
+
+
+def most_tumor_slice(tumor_voxels: np.ndarray, depth: int) -> int:
+    """The axial slice (last axis) holding most of the tumor, from its (N, 3) voxel coordinates; the middle of
+    ``depth`` slices when there is no tumor."""
+    if len(tumor_voxels) == 0:
+        return depth // 2
+    return int(np.argmax(np.bincount(np.asarray(tumor_voxels)[:, 2].astype(np.int64), minlength=depth)))
 
 
 def _axial(vol: np.ndarray, z: int, box: tuple[slice, slice] | None = None) -> np.ndarray:
@@ -41,7 +49,7 @@ def _axial(vol: np.ndarray, z: int, box: tuple[slice, slice] | None = None) -> n
     return np.rot90(plane[box] if box is not None else plane)
 
 
-def _content_box(image: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
+def content_box(image: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
     """The (X, Y) bounding box of non-zero voxels of a (C, X, Y, Z) image, plus ``margin``: zero padding around a
     small volume in a large field of view is cut away (the whole plane when nothing is zero)."""
     filled = np.any(image != 0, axis=(0, 3))
@@ -78,7 +86,7 @@ def case_montage(views: Sequence[CaseView], path: Path, *, title: str | None = N
     fig, axes = plt.subplots(len(views), 4, figsize=(12, 3 * len(views)), squeeze=False)
     for row, view in zip(axes, views, strict=True):
         z = view.slice_index()
-        box = _content_box(view.image)
+        box = content_box(view.image)
         pre = _axial(view.image[0].astype(np.float32), z, box)
         post = _axial(view.image[1].astype(np.float32), z, box)
         vmax = window[0] if window else float(np.percentile(view.image[1], 99.8)) or 1.0

@@ -410,10 +410,20 @@ def test_train_tissue_resume_is_opt_in(stores, tmp_path: Path) -> None:
 
 def test_every_missing_required_option_is_named_at_once() -> None:
     """``synbt generate --n 5000 --out …`` named one missing option per try (--data, then --bank)."""
+    # --method synbt (the default) also needs both checkpoints: named with the rest, not at the next try
     result = CliRunner().invoke(app, ["generate", "--n", "5000", "--out", "datasets/synth.zarr"],
                                 env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "Missing options: --data, --bank." in result.output, result.output
-    one = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "Missing options: --data, --bank, --vqvae, --diffusion (--vqvae and --diffusion: for --method synbt, " \
+           "the default)." in result.output, result.output
+    syntumor = CliRunner().invoke(app, ["generate", "--n", "5", "--out", "x", "--method", "syntumor"],
+                                  env={"COLUMNS": "200"})
+    assert syntumor.exit_code == 2 and "Missing options: --data, --bank." in syntumor.output, syntumor.output
+    some = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y", "--vqvae", "v.pt"],
+                              env={"COLUMNS": "200"})
+    assert "Missing options: --bank, --diffusion (--diffusion: for --method synbt, the default)." in some.output
+    one = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y", "--method=copypaste"],
+                             env={"COLUMNS": "200"})
     assert one.exit_code == 2 and "Missing option '--bank'." in one.output, one.output
 
 

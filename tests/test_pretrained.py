@@ -66,6 +66,13 @@ def test_install_copies_the_verified_file_and_keeps_an_identical_one(tmp_path: P
     assert not list(dest.parent.glob("*.partial"))
 
 
+def test_install_is_quiet_at_the_default_verbosity(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The demo logged two lines per shipped file that its closing table repeats (issue #22, item 8)."""
+    with caplog.at_level("INFO", logger="synbt_factory"):
+        install_pretrained("phantom_tiny", "diffusion", tmp_path / "final.pt")
+    assert not [r for r in caplog.records if r.levelno >= 20], caplog.text
+
+
 def test_pack_keeps_what_the_loader_reads_and_drops_training_state(tmp_path: Path) -> None:
     from synbt_factory.models.vqvae import PatchVolumeVQVAE, vqvae_preset
     from synbt_factory.training.vqvae import load_vqvae

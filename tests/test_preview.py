@@ -28,12 +28,20 @@ def test_slice_index_prefers_the_second_mask_and_falls_back_to_the_middle() -> N
 
 
 def test_montage_rows_are_cropped_to_the_volume_inside_its_padding() -> None:
-    from synbt_factory.preview import _content_box
+    from synbt_factory.preview import content_box
 
     image = np.zeros((2, 96, 96, 20), np.float32)
     image[:, 40:60, 30:50, 5:15] = 1.0
-    bx, by = _content_box(image, margin=3)
+    bx, by = content_box(image, margin=3)
     assert (bx.start, bx.stop, by.start, by.stop) == (37, 63, 27, 53)
     edge = np.ones((2, 10, 12, 4), np.float32)  # nothing to cut
-    bx, by = _content_box(edge)
+    bx, by = content_box(edge)
     assert (bx.start, bx.stop, by.start, by.stop) == (0, 10, 0, 12)
+
+
+def test_most_tumor_slice_counts_voxels_per_slice_and_falls_back_to_the_middle() -> None:
+    from synbt_factory.preview import most_tumor_slice
+
+    voxels = np.array([[0, 0, 2], [1, 0, 2], [5, 5, 7], [5, 6, 7], [5, 7, 7]])
+    assert most_tumor_slice(voxels, 12) == 7
+    assert most_tumor_slice(np.zeros((0, 3), np.int64), 12) == 6

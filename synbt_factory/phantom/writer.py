@@ -291,7 +291,7 @@ def write_phantom(
         config = dataclasses.replace(config, test_fraction=float(test_fraction))
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-    log.info("writing %d %s site-%s phantom cases (seed %d) to %s", n, size, site, seed, out_dir)
+    log.debug("writing %d %s site-%s phantom cases (seed %d) to %s", n, size, site, seed, out_dir)
 
     summaries: dict[int, dict[str, Any]] = {}
     if workers == 1 or n == 1:

@@ -300,7 +300,6 @@ def train_segmenter(
     from torch.utils.data import DataLoader, Subset
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
     dev = resolve_device(device)
     config_dict = config_to_dict(config)
@@ -325,6 +324,7 @@ def train_segmenter(
         synthetic=config.synthetic,
         onthefly=onthefly_hook,
     )
+    out_dir.mkdir(parents=True, exist_ok=True)  # once the stores opened: a wrong --data leaves no empty run folder
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:

@@ -26,6 +26,7 @@ import torch
 from synbt_factory.evaluate.quality import channel_quality, grid_artifact_score
 from synbt_factory.models.quantizer import code_histogram, codebook_usage
 from synbt_factory.models.vqvae import PatchVolumeVQVAE
+from synbt_factory.preview import content_box, most_tumor_slice
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
 from synbt_factory.training.vqvae import load_vqvae
@@ -190,7 +191,7 @@ def evaluate_vqvae(
             figure["patch-to-volume" if patch_model is not None else "reconstruction"] = recon
         rows.append(row)
         report(progress, i + 1, len(case_ids), {k: v for k, v in row.items() if isinstance(v, float)})
-        log.info("%s: %s", case_id, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        log.debug("%s: %s", case_id, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
 
     keys = [k for k in rows[0] if k != "case_id"]
     summary: dict[str, Any] = {
@@ -208,16 +209,20 @@ def evaluate_vqvae(
     (out / "vqvae_metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     order = ["real", "patch-only", "patch-to-volume", "reconstruction"]
     save_comparison_figure(
-        {k: figure[k] for k in order if k in figure}, out / "vqvae_reconstruction.png", title=figure_case
+        {k: figure[k] for k in order if k in figure}, out / "vqvae_reconstruction.png", title=figure_case,
+        z=most_tumor_slice(volumes.tumor_voxels(figure_case), figure["real"].shape[-1]),
     )
     return summary
 
 
-def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title: str = "") -> Path:
+def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title: str = "",
+                           z: int | None = None) -> Path:
     """Fig. 4a-style PNG: one column per entry of ``columns`` ((C, X, Y, Z) volumes), rows post / pre.
 
-    Shows the middle axial slice (last axis: superior–inferior in RAS order) of each volume, all
-    with the first column's (the real image's) display range per row.
+    Shows axial slice ``z`` (last axis: superior–inferior in RAS order; the middle one when None; the
+    evaluation passes the slice holding most of the tumor) of each volume, all with the first column's (the
+    real image's) display range per row, cropped to the real image's non-zero extent (zero padding around a
+    small volume is cut away).
     """
     import matplotlib
 
@@ -226,15 +231,16 @@ def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title:
 
     names = list(columns)
     first = columns[names[0]]
-    z = first.shape[-1] // 2
+    z = first.shape[-1] // 2 if z is None else z
+    bx, by = content_box(first)
     rows = [(1, "post-contrast"), (0, "pre-contrast")] if first.shape[0] > 1 else [(0, "image")]
     fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 3.2 * len(rows)), squeeze=False)
     for r, (ch, row_name) in enumerate(rows):
-        ref = first[ch, :, :, z]
+        ref = first[ch, bx, by, z]
         vmin, vmax = float(np.percentile(ref, 0.5)), float(np.percentile(ref, 99.5))
         for c, name in enumerate(names):
             ax = axes[r][c]
-            ax.imshow(columns[name][ch, :, :, z].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
+            ax.imshow(columns[name][ch, bx, by, z].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -242,7 +248,7 @@ def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title:
             if c == 0:
                 ax.set_ylabel(row_name)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(f"{title} (axial slice z={z})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

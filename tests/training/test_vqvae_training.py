@@ -381,3 +381,51 @@ def test_ctrl_c_saves_the_step_it_stopped_at_and_resumes_identically(store_path:
     a = load_checkpoint(tmp_path / "full" / "final.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "final.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluation_figure_shows_the_slice_holding_most_of_the_tumor_and_logs_no_case_metrics(
+    patch_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reconstruction figure was drawn on the middle slice, which held no tumor when the tumor sat low."""
+    import synbt_factory.training.vqvae_eval as vqvae_eval
+
+    store = CaseStore.create(tmp_path / "low_tumor.zarr", kind="prepared", card={})
+    image = np.full((2, *SHAPE), 0.4, np.float16)
+    image[:, 4:36, 4:44, :] = 0.6
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[10:16, 12:20, 3:7] = 1  # slices 3..6 of 32: the middle slice (16) has no tumor
+    mask[11:15, 13:17, 5] = 1
+    image[1][mask > 0] = 1.5
+    store.write_case("CASE_LOW", {"image": image, "mask": mask},
+                     {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "test"})
+    drawn: dict[str, object] = {}
+    original = vqvae_eval.save_comparison_figure
+
+    def spy(columns: dict[str, np.ndarray], path: Path, **kwargs: object) -> Path:
+        drawn.update(kwargs)
+        return original(columns, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vqvae_eval, "save_comparison_figure", spy)
+    with caplog.at_level("INFO", logger="synbt_factory"):
+        evaluate_vqvae(patch_run / "final.pt", tmp_path / "low_tumor.zarr", tmp_path / "eval")
+    # the per-case metrics go to vqvae_metrics.json; at INFO they were 7 log lines per case in the demo's log
+    assert not [r for r in caplog.records if r.levelno >= 20 and "psnr_pre" in r.getMessage()], caplog.text
+    z = drawn.get("z")
+    assert isinstance(z, int) and 3 <= z <= 6, drawn
+    assert (tmp_path / "eval" / "vqvae_reconstruction.png").read_bytes()[:4] == b"\x89PNG"
+
+
+
+def test_volume_stage_without_init_names_the_flags_before_any_work(store_path: Path, tmp_path: Path) -> None:
+    """It said 'the volume --stage needs init=<patch-stage checkpoint>' after announcing the run."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["train", "vqvae", "--stage", "volume", "--data", str(store_path), "--out",
+                                      str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--stage volume needs --init" in lines[0] and "init=" not in lines[0], result.output
+    assert not (tmp_path / "run").exists()
