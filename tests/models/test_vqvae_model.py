@@ -6,6 +6,7 @@ import pytest
 import torch
 from monai.networks.layers.vector_quantizer import EMAQuantizer
 
+from synbt_factory.models import vqvae as vqvae_module
 from synbt_factory.models.autoencoder import LatentAutoencoder
 from synbt_factory.models.quantizer import (
     codebook_usage,
@@ -13,7 +14,13 @@ from synbt_factory.models.quantizer import (
     nearest_code_indices,
     restart_dead_codes,
 )
-from synbt_factory.models.vqvae import PatchVolumeVQVAE, VQVAEConfig, tile_weight_map, vqvae_preset
+from synbt_factory.models.vqvae import (
+    PatchVolumeVQVAE,
+    VQVAEConfig,
+    patch_chunks,
+    tile_weight_map,
+    vqvae_preset,
+)
 
 
 def _model(preset: str = "tiny", seed: int = 0) -> PatchVolumeVQVAE:
@@ -59,6 +66,47 @@ def test_patch_batch_size_does_not_change_the_latent() -> None:
     x = torch.rand(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert torch.allclose(model.encode(x, patch_batch=1), model.encode(x, patch_batch=8), atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 6, 9, 13, 48, 64, 125, 1000])
+@pytest.mark.parametrize("most", [4, 5, 8, 64])
+def test_patch_chunks_cover_each_patch_once_leaving_alone_only_what_calls_of_four_leave_alone(
+    n: int, most: int
+) -> None:
+    chunks = patch_chunks(n, most)
+    assert [i for a, b in chunks for i in range(a, b)] == list(range(n))
+    assert all(b - a <= most for a, b in chunks)
+    lone = [(a, b) for a, b in chunks if b - a == 1]
+    assert lone == ([(n - 1, n)] if n % 4 == 1 else [])
+
+
+# (B, X, Y, Z) → patches of the tiny preset's 16³: 1, 2, 5 (a lone tail in calls of 4), 6, 9, 3 × 9 (calls of 4
+# straddle the volumes), 27 (a lone tail) and 64
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (1, 16, 16, 16),
+        (1, 32, 16, 16),
+        (1, 80, 16, 16),
+        (1, 48, 32, 16),
+        (1, 48, 48, 16),
+        (3, 48, 48, 16),
+        (1, 48, 48, 48),
+        (1, 64, 64, 64),
+    ],
+)
+def test_default_encoding_equals_calls_of_four_patches_bit_for_bit(shape: tuple[int, ...], monkeypatch) -> None:
+    """The default packs a volume's patches into few encoder calls (fast on a loaded CPU) and still gives the
+    latent of 4-patch calls exactly, also when the memory budget forces several calls."""
+    model = _model()
+    x = 3 * torch.rand(shape[0], 2, *shape[1:], generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        reference = model.encode(x, patch_batch=4)
+        assert torch.equal(model.encode(x), reference)
+        per_patch = model.config.channels[0] * (model.config.patch_size // model.config.strides[0]) ** 3 * 4
+        monkeypatch.setattr(vqvae_module, "ENCODE_CHUNK_BYTES", 5 * per_patch)  # calls of at most 5 patches
+        assert model.patches_per_call() == 5
+        assert torch.equal(model.encode(x), reference)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 500, 4096, None])
