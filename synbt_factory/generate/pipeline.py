@@ -378,7 +378,9 @@ def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, tod
                                                retries=2)))
 
     def drain_writes(limit: int) -> None:
-        while len(writing) > limit:
+        """Account writes in order: every one already finished (so progress never trails the store), then wait
+        for the oldest until at most ``limit`` are in flight."""
+        while writing and (len(writing) > limit or writing[0][1].done()):
             job, fut = writing.popleft()
             try:
                 account(job, fut.result())
