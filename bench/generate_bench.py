@@ -1,18 +1,23 @@
 """Generate bench: SynTumor fixed and marginal CPU seconds per call and per case, peak memory of the generating
 process tree at two N, and Dask in one process (threads) against a process ``LocalCluster``.
 
-    python -m bench.generate_bench [--size small] [--ns 20,200] [--dask-n 40] [--rounds 2]
+    python -m bench.generate_bench [--size small] [--ns 20,200,400] [--size-rounds 2] [--dask-n 40] [--rounds 2]
 
 Every measured run is a fresh child process (``python -m bench.generate_bench --child ...``), measured from outside
 (:func:`bench.common.run_measured`): its wall and CPU seconds (its Dask worker processes included), and the peak RSS
 of its process tree sampled with psutil, so neither the parent's memory nor its imports count. Fixed and marginal
-costs come from the two N: marginal = ΔCPU / ΔN, fixed = CPU(N₁) − N₁ × marginal. The Dask comparison runs
+costs come from the first two N (median CPU of ``--size-rounds`` runs each, the counts measured in alternating
+order): marginal = ΔCPU / ΔN, fixed = CPU(N₁) − N₁ × marginal. Peak memory is reported per N, and as the ratio of
+each N to the previous one: a run too short to touch every background has not reached the steady state
+(every background's placement context cached, the in-flight window full), so flatness shows between the larger
+N. The Dask comparison runs
 threads / processes in interleaved pairs and reports the ratio per pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -68,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="small", help="phantom preset of the backgrounds")
     parser.add_argument("--backgrounds", type=int, default=10)
-    parser.add_argument("--ns", default="20,200", help="two case counts: fixed/marginal cost and peak memory")
+    parser.add_argument("--ns", default="20,200,400",
+                        help="case counts: the first two give fixed/marginal cost; all, peak memory against N")
+    parser.add_argument("--size-rounds", type=int, default=2, help="measurements of each count, alternating order")
     parser.add_argument("--dask-n", type=int, default=40, help="cases per run of the threads/processes comparison")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved threads/processes pairs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -82,18 +89,26 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    n1, n2 = (int(v) for v in args.ns.split(","))
+    ns = sorted(int(v) for v in args.ns.split(","))
+    if len(ns) < 2:
+        parser.error("--ns needs at least two case counts")
     workdir = Path(tempfile.mkdtemp(prefix="synbt-generate-bench-"))
     try:
         t0 = time.perf_counter()
         prepared, bank = _inputs(workdir, args.size, args.backgrounds)
         setup_s = time.perf_counter() - t0
-        runs = []
-        for n in (n1, n2):
-            runs.append(_measure(workdir, prepared, bank, n))
-            print({k: v for k, v in runs[-1].items() if k != "stage_seconds_total"}, flush=True)
-        marginal = (runs[1]["cpu_s"] - runs[0]["cpu_s"]) / (n2 - n1)
-        fixed = runs[0]["cpu_s"] - n1 * marginal
+        # the counts alternate in order (up, then down) so machine load falls on small and large N alike
+        by_n: dict[int, list[dict[str, Any]]] = {n: [] for n in ns}
+        for r in range(args.size_rounds):
+            for n in (ns if r % 2 == 0 else ns[::-1]):
+                by_n[n].append(_measure(workdir, prepared, bank, n))
+                print({k: v for k, v in by_n[n][-1].items() if k != "stage_seconds_total"}, flush=True)
+        runs = [run for n in ns for run in by_n[n]]
+        cpu = {n: statistics.median(r["cpu_s"] for r in by_n[n]) for n in ns}
+        rss = {n: statistics.median(r["tree_peak_rss_mb"] for r in by_n[n]) for n in ns}
+        n1, n2 = ns[0], ns[1]
+        marginal = (cpu[n2] - cpu[n1]) / (n2 - n1)
+        fixed = cpu[n1] - n1 * marginal
         pairs = []
         for _ in range(args.rounds):
             threads = _measure(workdir, prepared, bank, args.dask_n, cluster="threads", tag="dask")
@@ -107,7 +122,11 @@ def main() -> None:
             "syntumor_runs": runs,
             "syntumor_fixed_cpu_s_per_call": fixed,
             "syntumor_marginal_cpu_s_per_case": marginal,
-            "peak_rss_tree_ratio_n2_over_n1": runs[1]["tree_peak_rss_mb"] / runs[0]["tree_peak_rss_mb"],
+            "median_cpu_s_by_n": cpu,
+            "median_tree_peak_rss_mb_by_n": rss,
+            "peak_rss_tree_ratio_n2_over_n1": rss[n2] / rss[n1],
+            "peak_rss_tree_ratio_each_n_over_the_previous": {f"{b}/{a}": rss[b] / rss[a]
+                                                             for a, b in itertools.pairwise(ns)},
             "dask_threads_vs_local_cluster_2_workers": {
                 "n": args.dask_n, "pairs": pairs,
                 "median_wall_local_over_threads": statistics.median(p["wall_local_over_threads"] for p in pairs),
@@ -115,7 +134,8 @@ def main() -> None:
             },
         }
         save_result("generate", figures, command=f"python -m bench.generate_bench --size {args.size} "
-                                                 f"--ns {args.ns} --dask-n {args.dask_n} --rounds {args.rounds}")
+                                                 f"--ns {args.ns} --size-rounds {args.size_rounds} "
+                                                 f"--dask-n {args.dask_n} --rounds {args.rounds}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
