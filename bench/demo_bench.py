@@ -67,7 +67,7 @@ def main() -> None:
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="synbt-demo-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    from synbt_factory.demo import DEMO_PRESETS
+    from synbt_factory.experiments.demo import DEMO_PRESETS
 
     names = DEMO_PRESETS[args.preset].step_names()
     command = demo_command()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from synbt_factory.experiments.evidence_data import EvidencePaths
-from synbt_factory.preview import CaseView, case_montage
+from synbt_factory.figures import CaseView, case_montage
 from synbt_factory.store import CaseStore
 
 

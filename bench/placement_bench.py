@@ -66,7 +66,7 @@ def fat_suppression(dataset_dir: Path) -> dict[str, bool | None]:
 def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, steps: int, preset: str,
                  patch: int, clusters: str, device: str, resume: bool = False) -> dict[str, Any]:
     """Train on train-split label maps only, score on held-out real images, write tissue_pred."""
-    from synbt_factory.training.tissue import (
+    from synbt_factory.tissue.train import (
         TissueTrainConfig,
         add_tissue_to_store,
         evaluate_tissue,
@@ -83,7 +83,7 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     if clusters == "position":
         train = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train")
                  for c in train]
-    from synbt_factory.synthesis.tissue_synth import TissueSynthConfig
+    from synbt_factory.tissue.synth import TissueSynthConfig
 
     config = TissueTrainConfig.preset(preset, steps=steps, val_every=0, workers=1, log_every=25, patch=patch,
                                       roi=patch, synth=TissueSynthConfig(cluster_features=clusters))

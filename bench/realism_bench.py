@@ -22,10 +22,10 @@ import numpy as np
 
 from bench.common import save_result
 from synbt_factory.evaluate.realism_figures import by_size, post_over_pre, summary
+from synbt_factory.figures import CaseView, case_montage
 from synbt_factory.generate import GenerateConfig, run_generate
 from synbt_factory.generate.methods import SynTumorMethod
 from synbt_factory.generate.synbt_method import SynBTMethod
-from synbt_factory.preview import CaseView, case_montage
 from synbt_factory.store import CaseStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,8 +44,8 @@ def _real_tumor_ratios(
     """
     import torch
 
+    from synbt_factory.evaluate.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
     from synbt_factory.rng import torch_generator
-    from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, reconstruct_volume
 
     sampler, eval_config = method.sampler(), VQVAEEvalConfig()
     real, real_sizes, recon, views = [], [], [], []

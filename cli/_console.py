@@ -229,7 +229,7 @@ def report_interrupt(exc: BaseException | None = None, resume: str | None = None
     """Ctrl-C: one line; returns the exit code :data:`EXIT_INTERRUPTED`.
 
     A training run stopped by Ctrl-C (``exc`` carries ``step`` and ``checkpoint``, see
-    :class:`synbt_factory.training.loop_utils.TrainingInterrupted`) is named with its step, the checkpoint it
+    :class:`synbt_factory.training.runs.TrainingInterrupted`) is named with its step, the checkpoint it
     saved and ``resume``, the command that continues it.
     """
     checkpoint, step = getattr(exc, "checkpoint", None), getattr(exc, "step", None)

@@ -48,7 +48,7 @@ def demo(
     from rich.markdown import Markdown
     from rich.table import Table
 
-    from synbt_factory.demo import DEMO_PRESETS, DemoError, demo_preset, run_demo
+    from synbt_factory.experiments.demo import DEMO_PRESETS, DemoError, demo_preset, run_demo
 
     if preset not in DEMO_PRESETS:
         fail(f"--preset must be one of {', '.join(DEMO_PRESETS)}, got {preset!r}")

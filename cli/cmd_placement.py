@@ -115,8 +115,8 @@ def train_tissue(
     from synbt_factory.device import resolve_device
     from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
-    from synbt_factory.training.tissue import TissueTrainConfig
-    from synbt_factory.training.tissue import train_tissue as run
+    from synbt_factory.tissue.train import TissueTrainConfig
+    from synbt_factory.tissue.train import train_tissue as run
 
     labels = aliased(data, labels, "--data", "--labels")
     if resume and no_resume:
@@ -133,7 +133,7 @@ def train_tissue(
     if patch is not None:
         changes.update(patch=patch, roi=patch)
     try:
-        from synbt_factory.synthesis.tissue_synth import TissueSynthConfig
+        from synbt_factory.tissue.synth import TissueSynthConfig
 
         changes["synth"] = TissueSynthConfig(cluster_features=clusters)
         config = TissueTrainConfig.preset(preset, **changes)
@@ -170,7 +170,7 @@ def data_tissue(
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.store import CaseStore, StoreError
-    from synbt_factory.training.tissue import add_tissue_to_store
+    from synbt_factory.tissue.train import add_tissue_to_store
 
     try:
         store = CaseStore.open(data, mode="r+")

@@ -335,8 +335,8 @@ def experiment_table1(
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.config import load_config_file, replace
+    from synbt_factory.experiments.table1 import Table1Config, table1
     from synbt_factory.store import StoreError
-    from synbt_factory.training.experiment import Table1Config, table1
 
     try:
         cfg = load_config_file(Table1Config, config)

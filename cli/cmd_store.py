@@ -116,7 +116,7 @@ def store_preview(
     max_cases: int = typer.Option(6, "--max-cases", help="Rows in the montage.", min=1),
 ) -> None:
     """A PNG montage: pre, post, subtraction and mask outline (synthetic tumor in cyan)."""
-    from synbt_factory.preview import CaseView, case_montage
+    from synbt_factory.figures import CaseView, case_montage
     from synbt_factory.store import CaseStore, StoreError
 
     check_writable(out, "--out", folder=False)

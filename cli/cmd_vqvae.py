@@ -185,8 +185,8 @@ def eval_vqvae(
     setup_logging(verbose)
     from synbt_factory.checkpoint import CheckpointError
     from synbt_factory.device import resolve_device
+    from synbt_factory.evaluate.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
     from synbt_factory.store import StoreError
-    from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 
     check_writable(out, "--out")
     try:

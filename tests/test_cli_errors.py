@@ -47,7 +47,7 @@ def _save_diffusion(path: Path) -> Path:
     from synbt_factory.models.autoencoder import LatentNorm
     from synbt_factory.models.diffusion import MaskConditionedDenoiser
     from synbt_factory.training.diffusion import diffusion_train_preset
-    from synbt_factory.training.loop_utils import make_ema
+    from synbt_factory.training.runs import make_ema
 
     config, _ = diffusion_train_preset("tiny")
     model = MaskConditionedDenoiser(config)
@@ -58,7 +58,7 @@ def _save_diffusion(path: Path) -> Path:
 
 def _save_tissue(path: Path) -> Path:
     from synbt_factory.models.tissue import build_tissue_model
-    from synbt_factory.training.tissue import TissueTrainConfig, _checkpoint_payload
+    from synbt_factory.tissue.train import TissueTrainConfig, _checkpoint_payload
 
     config = TissueTrainConfig.preset("tiny")
     payload = _checkpoint_payload(build_tissue_model(config.model), None, 0, config, {})
@@ -172,9 +172,9 @@ def _assert_one_error(result: Any, *, code: int, names: list[str]) -> str:
 # ---------------------------------------------------------------------------- broken checkpoints
 @pytest.mark.parametrize("kind", KINDS)
 def test_valid_tiny_checkpoints_load(valid: dict[str, Path], kind: str) -> None:
+    from synbt_factory.tissue.train import load_tissue_model
     from synbt_factory.training.diffusion import load_diffusion
     from synbt_factory.training.segmentation import load_segmenter
-    from synbt_factory.training.tissue import load_tissue_model
     from synbt_factory.training.vqvae import load_vqvae
 
     loader = {"vqvae": load_vqvae, "diffusion": load_diffusion, "tissue": load_tissue_model,
@@ -186,9 +186,9 @@ def test_valid_tiny_checkpoints_load(valid: dict[str, Path], kind: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_loaders_raise_one_checkpoint_error_naming_the_file(valid, kind: str, variant: str, tmp_path: Path) -> None:
+    from synbt_factory.tissue.train import load_tissue_model
     from synbt_factory.training.diffusion import load_diffusion
     from synbt_factory.training.segmentation import load_segmenter
-    from synbt_factory.training.tissue import load_tissue_model
     from synbt_factory.training.vqvae import load_vqvae
 
     loader = {"vqvae": load_vqvae, "diffusion": load_diffusion, "tissue": load_tissue_model,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from synbt_factory.demo import DemoConfig, demo_preset, read_marker, run_demo
+from synbt_factory.experiments.demo import DemoConfig, demo_preset, read_marker, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,7 @@ def test_config_validation() -> None:
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_every_preset_builds_valid_library_configs(tmp_path: Path, preset: str) -> None:
     """The library configs each step would run with are valid (no training, no IO)."""
-    from synbt_factory.demo import DEMO_PRESETS, DemoRun
+    from synbt_factory.experiments.demo import DEMO_PRESETS, DemoRun
 
     config = DEMO_PRESETS[preset]
     run = DemoRun(tmp_path, config, device="cpu", seed=0, progress_factory=lambda _: None)  # type: ignore[arg-type]
@@ -217,7 +217,7 @@ def test_from_scratch_trains_the_generators_with_the_cpu_recipe_and_validates_th
 def test_untrained_generators_stop_the_demo_at_the_quality_gate(tmp_path: Path) -> None:
     """Generators trained for a few steps make no tumors: the demo fails at SynBT's generation, naming the figure,
     instead of reporting success; the steps before it are kept."""
-    from synbt_factory.demo import DemoError
+    from synbt_factory.experiments.demo import DemoError
 
     config = demo_preset("tiny", name="untrained", generators="scratch", n_cases=6, vqvae_patch_steps=4,
                          vqvae_volume_steps=2, vqvae_eval_cases=1, diffusion_steps=4, tissue_steps=3, n_generate=4,

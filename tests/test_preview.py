@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synbt_factory.preview import CaseView
+from synbt_factory.figures import CaseView
 
 
 def test_slice_index_lands_on_the_mask_when_it_has_two_components() -> None:
@@ -28,7 +28,7 @@ def test_slice_index_prefers_the_second_mask_and_falls_back_to_the_middle() -> N
 
 
 def test_montage_rows_are_cropped_to_the_volume_inside_its_padding() -> None:
-    from synbt_factory.preview import content_box
+    from synbt_factory.figures import content_box
 
     image = np.zeros((2, 96, 96, 20), np.float32)
     image[:, 40:60, 30:50, 5:15] = 1.0
@@ -40,7 +40,7 @@ def test_montage_rows_are_cropped_to_the_volume_inside_its_padding() -> None:
 
 
 def test_most_tumor_slice_counts_voxels_per_slice_and_falls_back_to_the_middle() -> None:
-    from synbt_factory.preview import most_tumor_slice
+    from synbt_factory.figures import most_tumor_slice
 
     voxels = np.array([[0, 0, 2], [1, 0, 2], [5, 5, 7], [5, 6, 7], [5, 7, 7]])
     assert most_tumor_slice(voxels, 12) == 7

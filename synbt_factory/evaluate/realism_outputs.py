@@ -73,7 +73,7 @@ def write_report(report_: RealismReport, out_dir: Path, *, headline: dict[str, A
         out_dir: folder (created).
         headline: the headline to write (e.g. with the gate verdict added); default ``report_.headline``.
     """
-    from synbt_factory.preview import CaseView, case_montage
+    from synbt_factory.figures import CaseView, case_montage
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def make_real_stores(config: EvidenceConfig, paths: EvidencePaths, split: CaseSp
 def make_tissue_maps(config: EvidenceConfig, paths: EvidencePaths, progress: ProgressFn | None = None
                      ) -> dict[str, Any]:
     """Train the tissue model on the smallest size's cases; write its FGT/breast maps into every real store."""
-    from synbt_factory.training.tissue import TissueTrainConfig, add_tissue_to_store, train_tissue
+    from synbt_factory.tissue.train import TissueTrainConfig, add_tissue_to_store, train_tissue
 
     smallest = paths.real(min(config.sizes))
     tissue_cfg = TissueTrainConfig.preset(config.tissue_preset, steps=config.tissue_steps, seed=config.split_seed)

@@ -4,7 +4,7 @@ Input (B, 2, X, Y, Z): pre- and post-contrast channels, normalised like a prepar
 Output (B, 4, X, Y, Z) logits over :data:`TISSUE_CLASSES`: 0 other (air, body outside the
 breast), 1 breast fat (breast mask minus tissue), 2 vessel, 3 dense fibroglandular tissue.
 The breast mask is classes ≥ 1; FGT is class 3. The network is trained only on images
-synthesised from label maps (SynthSeg idea, :mod:`synbt_factory.synthesis.tissue_synth`),
+synthesised from label maps (SynthSeg idea, :mod:`synbt_factory.tissue.synth`),
 so it must not depend on any particular contrast.
 """
 

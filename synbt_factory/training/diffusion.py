@@ -5,7 +5,7 @@ Noise-prediction objective: for a latent crop z₀ with condition Z_cond, draw t
 minimise ‖ε − ε_θ(z_t, t, Z_cond)‖², optionally weighted ``1 + mask_loss_weight`` on latent
 cells with tumor. Adam at lr 1e-4 (paper), EMA of the weights, bf16 autocast on CUDA.
 
-Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt`` via :mod:`synbt_factory.training.loop_utils`)
+Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt`` via :mod:`synbt_factory.training.runs`)
 hold the model, EMA, optimiser, step, RNG states (crop sampler, noise generator), the
 :class:`~synbt_factory.models.diffusion.DiffusionConfig`, the train config, the latent
 normalisation and the sha256 of the VQ-VAE checkpoint the latents came from, so a resumed run
@@ -26,6 +26,15 @@ import torch
 
 from synbt_factory.checkpoint import file_sha256, load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.data.latents import (
+    LatentCase,
+    effective_crop,
+    latent_statistics,
+    precompute_latents,
+    renormalise,
+    sample_crop_batch,
+    select_tumor_cases,
+)
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.diffusion import (
     DiffusionConfig,
@@ -35,16 +44,7 @@ from synbt_factory.models.diffusion import (
 )
 from synbt_factory.progress import ProgressFn
 from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
-from synbt_factory.training.diffusion_data import (
-    LatentCase,
-    effective_crop,
-    latent_statistics,
-    precompute_latents,
-    renormalise,
-    sample_crop_batch,
-    select_tumor_cases,
-)
-from synbt_factory.training.loop_utils import (
+from synbt_factory.training.runs import (
     FINAL_NAME,
     LAST_NAME,
     MetricLog,
@@ -244,7 +244,7 @@ def train_diffusion(
     """Train the denoiser on precomputed latents, checkpointing into ``out``.
 
     Args:
-        latents: cases from :func:`~synbt_factory.training.diffusion_data.precompute_latents`.
+        latents: cases from :func:`~synbt_factory.data.latents.precompute_latents`.
         out: run folder: ``step_<N>.pt``, ``last.pt``, ``final.pt``, ``metrics.jsonl`` / ``.csv``, ``config.json``.
         model_config: architecture (a resumed run must use its checkpoint's; a different one is an error).
         train_config: hyper-parameters.

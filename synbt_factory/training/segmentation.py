@@ -46,7 +46,7 @@ from synbt_factory.device import resolve_device
 from synbt_factory.models.segmenters import SegmenterConfig, build_segmenter, check_spatial_size
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
-from synbt_factory.training.loop_utils import FINAL_NAME, TrainingInterrupted, interrupted_run, stop_on_ctrl_c
+from synbt_factory.training.runs import FINAL_NAME, TrainingInterrupted, interrupted_run, stop_on_ctrl_c
 
 __all__ = [
     "SegTrainConfig",

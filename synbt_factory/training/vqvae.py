@@ -28,13 +28,14 @@ from torch import nn
 
 from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.data.volumes import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.quantizer import restart_dead_codes
 from synbt_factory.models.vqvae import PatchVolumeVQVAE, VQVAEConfig, vqvae_preset
 from synbt_factory.progress import ProgressFn
 from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
 from synbt_factory.store import CaseStore
-from synbt_factory.training.loop_utils import (
+from synbt_factory.training.runs import (
     FINAL_NAME,
     MetricLog,
     capture_rng_state,
@@ -44,7 +45,6 @@ from synbt_factory.training.loop_utils import (
     save_training_checkpoint,
     to_float_metrics,
 )
-from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
 
 __all__ = [
     "VQVAETrainConfig",

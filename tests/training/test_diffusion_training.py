@@ -15,10 +15,7 @@ from typer.testing import CliRunner
 
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.config import replace
-from synbt_factory.models.diffusion import build_condition
-from synbt_factory.store import CaseStore
-from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
-from synbt_factory.training.diffusion_data import (
+from synbt_factory.data.latents import (
     effective_crop,
     flip_variants,
     latent_statistics,
@@ -27,6 +24,9 @@ from synbt_factory.training.diffusion_data import (
     sample_crop_batch,
     select_tumor_cases,
 )
+from synbt_factory.models.diffusion import build_condition
+from synbt_factory.store import CaseStore
+from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
 
 SHAPE = (48, 48, 32)
 
@@ -300,7 +300,7 @@ def test_ctrl_c_before_the_first_checkpoint_saves_a_resumable_one(latents, autoe
     """A run stopped at step 2 of 6 (save_every=3) used to leave no last.pt: every step was lost."""
     import signal
 
-    from synbt_factory.training.loop_utils import TrainingInterrupted
+    from synbt_factory.training.runs import TrainingInterrupted
 
     cases, _ = latents
     model_cfg, train_cfg = diffusion_train_preset("tiny")

@@ -16,6 +16,7 @@ import torch
 from synbt_factory.data.mixing import MixConfig
 from synbt_factory.evaluate.metrics import segmentation_metrics
 from synbt_factory.evaluate.segmentation_eval import EvalConfig, evaluate_segmenter
+from synbt_factory.experiments.table1 import Table1Config, method_name, table1
 from synbt_factory.models.segmenters import (
     SEGMENTER_NAMES,
     SegmenterConfig,
@@ -25,7 +26,6 @@ from synbt_factory.models.segmenters import (
     spatial_divisor,
 )
 from synbt_factory.store import CaseStore
-from synbt_factory.training.experiment import Table1Config, method_name, table1
 from synbt_factory.training.segmentation import SegTrainConfig, load_segmenter, train_segmenter
 
 SHAPE = (32, 32, 24)

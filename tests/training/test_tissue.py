@@ -11,8 +11,8 @@ import torch
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.models.tissue import TissueModelConfig, build_tissue_model, tissue_preset
 from synbt_factory.store import CaseStore
-from synbt_factory.synthesis.tissue_synth import TissueSynthConfig, generation_labels, synthesize_tissue_image
-from synbt_factory.training.tissue import (
+from synbt_factory.tissue.synth import TissueSynthConfig, generation_labels, synthesize_tissue_image
+from synbt_factory.tissue.train import (
     TissueBatches,
     TissueTrainConfig,
     add_tissue_to_store,
@@ -200,7 +200,7 @@ def test_final_pt_ctrl_c_and_opt_in_resume(label_store: CaseStore, tmp_path: Pat
     step it stopped at; a rerun without resume refuses to overwrite the run (it used to resume or start over)."""
     import signal
 
-    from synbt_factory.training.loop_utils import TrainingInterrupted
+    from synbt_factory.training.runs import TrainingInterrupted
 
     config = TissueTrainConfig.preset("tiny", steps=4, log_every=1, val_every=0)
     out = tmp_path / "run"

@@ -12,10 +12,10 @@ import torch
 
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.config import replace
+from synbt_factory.data.volumes import PreparedVolumes, sample_patch_batch, sample_volume_batch
+from synbt_factory.evaluate.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 from synbt_factory.store import CaseStore
 from synbt_factory.training.vqvae import VQVAETrainConfig, load_vqvae, reconstruction_l1, train_presets, train_vqvae
-from synbt_factory.training.vqvae_data import PreparedVolumes, sample_patch_batch, sample_volume_batch
-from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 
 SHAPE = (40, 48, 32)
 
@@ -333,7 +333,7 @@ def test_cli_train_and_eval_commands(store_path: Path, tmp_path: Path) -> None:
 
 
 def test_loop_utils_rng_roundtrip_metric_log_and_ema(tmp_path: Path) -> None:
-    from synbt_factory.training.loop_utils import MetricLog, capture_rng_state, make_ema, restore_rng_state
+    from synbt_factory.training.runs import MetricLog, capture_rng_state, make_ema, restore_rng_state
 
     gen = np.random.default_rng(7)
     state = capture_rng_state({"sampler": gen})
@@ -361,7 +361,7 @@ def test_ctrl_c_saves_the_step_it_stopped_at_and_resumes_identically(store_path:
     """Ctrl-C between checkpoints used to lose the steps since the last one (save_every=2: step 3 was lost)."""
     import signal
 
-    from synbt_factory.training.loop_utils import TrainingInterrupted
+    from synbt_factory.training.runs import TrainingInterrupted
 
     model_cfg, cfg = _tiny("patch", steps=5, adv_start_step=1, save_every=2, keep_last=2)
     train_vqvae(store_path, tmp_path / "full", train_config=cfg, model_config=model_cfg, seed=3)
@@ -387,7 +387,7 @@ def test_evaluation_figure_shows_the_slice_holding_most_of_the_tumor_and_logs_no
     patch_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The reconstruction figure was drawn on the middle slice, which held no tumor when the tumor sat low."""
-    import synbt_factory.training.vqvae_eval as vqvae_eval
+    import synbt_factory.evaluate.vqvae_eval as vqvae_eval
 
     store = CaseStore.create(tmp_path / "low_tumor.zarr", kind="prepared", card={})
     image = np.full((2, *SHAPE), 0.4, np.float16)

@@ -441,7 +441,7 @@ class DemoRun:
 
     def tissue_config(self) -> Any:
         """TissueTrainConfig: the library preset with the demo's budget and seed."""
-        from synbt_factory.training.tissue import TissueTrainConfig
+        from synbt_factory.tissue.train import TissueTrainConfig
 
         return TissueTrainConfig.preset(self.config.tissue_preset, steps=self.config.tissue_steps, seed=self.seed)
 
@@ -522,7 +522,7 @@ class DemoRun:
 
     def step_vqvae_eval(self) -> tuple[dict[str, str], dict[str, Any]]:
         """PSNR/SSIM/grid score of patch-only vs patch-to-volume decoding on held-out cases (Fig. 4a-like)."""
-        from synbt_factory.training.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
+        from synbt_factory.evaluate.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
 
         with self.progress("VQ-VAE evaluation") as bar:
             summary = evaluate_vqvae(
@@ -570,7 +570,7 @@ class DemoRun:
 
     def step_tissue(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Tissue model trained on images synthesised from label maps; its FGT/breast maps go into the store."""
-        from synbt_factory.training.tissue import add_tissue_to_store, train_tissue
+        from synbt_factory.tissue.train import add_tissue_to_store, train_tissue
 
         cfg = self.tissue_config()
         with self.progress("tissue model") as bar:
@@ -602,7 +602,7 @@ class DemoRun:
         import numpy as np
 
         from synbt_factory.store import CaseStore
-        from synbt_factory.training.tissue import dice
+        from synbt_factory.tissue.train import dice
 
         store = CaseStore.open(self.prepared)
         breast, fgt = [], []
@@ -729,7 +729,7 @@ class DemoRun:
 
     def step_previews(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Montages of each synthetic store and a side-by-side of background / SynTumor / SynBT."""
-        from synbt_factory.preview import CaseView, case_montage
+        from synbt_factory.figures import CaseView, case_montage
         from synbt_factory.store import CaseStore
 
         n = self.config.preview_cases
@@ -847,8 +847,8 @@ def _paired_notes(out: Path, config: DemoConfig, *, seed: int) -> list[str]:
 
 
 def write_eval_table(out: Path, rows: list[dict[str, Any]], config: DemoConfig, *, seed: int) -> None:
-    """``eval_table.md`` (via :func:`synbt_factory.training.experiment.render_table1`), ``.csv`` and ``.json``."""
-    from synbt_factory.training.experiment import render_table1
+    """``eval_table.md`` (via :func:`synbt_factory.experiments.table1.render_table1`), ``.csv`` and ``.json``."""
+    from synbt_factory.experiments.table1 import render_table1
 
     out = Path(out)
     n_cases = sorted({r["n_cases"] for r in rows})

@@ -3,7 +3,7 @@
 Label maps (tissue 0/1/2 + breast mask) are read from a prepared store's ``tissue``/``breast``
 arrays or from NIfTI files ``<dir>/tissue/labels/<ID>.nii.gz`` and ``<dir>/tissue/breast/<ID>.nii.gz``
 (resampled to 1 mm RAS, nearest). Each training patch is a new random-contrast pre/post image
-drawn from its labels (:mod:`synbt_factory.synthesis.tissue_synth`): the real images are never
+drawn from its labels (:mod:`synbt_factory.tissue.synth`): the real images are never
 needed for training (when present they only shape the k-means clusters outside the breast, the
 paper's recipe; their intensities never reach the network). Validation runs the model on real prepared
 images (held-out cases) and scores FGT Dice against their ``tissue`` labels.
@@ -44,8 +44,8 @@ from synbt_factory.models.tissue import FGT_CLASS, TissueModelConfig, build_tiss
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.rng import case_generator
 from synbt_factory.store import CaseStore
-from synbt_factory.synthesis.tissue_synth import TissueSynthConfig, synthesize_tissue_image
-from synbt_factory.training.loop_utils import (
+from synbt_factory.tissue.synth import TissueSynthConfig, synthesize_tissue_image
+from synbt_factory.training.runs import (
     FINAL_NAME,
     LAST_NAME,
     TrainingInterrupted,

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from synbt_factory.data.volumes import PreparedVolumes, pad_to_multiple, select_cases
 from synbt_factory.evaluate.quality import channel_quality, grid_artifact_score
+from synbt_factory.figures import content_box, most_tumor_slice
 from synbt_factory.models.quantizer import code_histogram, codebook_usage
 from synbt_factory.models.vqvae import PatchVolumeVQVAE
-from synbt_factory.preview import content_box, most_tumor_slice
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
 from synbt_factory.training.vqvae import load_vqvae
-from synbt_factory.training.vqvae_data import PreparedVolumes, pad_to_multiple, select_cases
 
 __all__ = ["VQVAEEvalConfig", "evaluate_vqvae", "reconstruct_volume", "save_comparison_figure"]
 
