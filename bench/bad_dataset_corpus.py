@@ -248,103 +248,285 @@ def _chmod0(path: Path) -> None:
 
 DEFECTS: list[Defect] = [
     # voxel values
-    Defect("nan_post", "error", "NaN voxels in the first post-contrast phase",
-           lambda ds: _edit(_phase(ds, 1), _nan_voxels), f"{CASE}_0001"),
-    Defect("all_nan_post", "error", "second post-contrast phase is all NaN",
-           lambda ds: _edit(_phase(ds, 2), lambda d: np.full_like(d, np.nan)), f"{CASE}_0002"),
-    Defect("inf_pre", "error", "+Inf voxels in the pre-contrast phase",
-           lambda ds: _edit(_phase(ds, 0), lambda d: np.where(d > np.percentile(d, 99.9), np.inf, d)), f"{CASE}_0000"),
-    Defect("pre_all_zero", "error", "pre-contrast phase all zero",
-           lambda ds: _edit(_phase(ds, 0), np.zeros_like), f"{CASE}_0000"),
-    Defect("pre_constant", "error", "pre-contrast phase constant 100",
-           lambda ds: _edit(_phase(ds, 0), lambda d: np.full_like(d, 100.0)), f"{CASE}_0000"),
-    Defect("mask_nan", "error", "NaN voxels in the expert mask",
-           lambda ds: _edit(_mask(ds), _nan_voxels), f"{CASE}.nii.gz"),
+    Defect(
+        "nan_post",
+        "error",
+        "NaN voxels in the first post-contrast phase",
+        lambda ds: _edit(_phase(ds, 1), _nan_voxels),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "all_nan_post",
+        "error",
+        "second post-contrast phase is all NaN",
+        lambda ds: _edit(_phase(ds, 2), lambda d: np.full_like(d, np.nan)),
+        f"{CASE}_0002",
+    ),
+    Defect(
+        "inf_pre",
+        "error",
+        "+Inf voxels in the pre-contrast phase",
+        lambda ds: _edit(_phase(ds, 0), lambda d: np.where(d > np.percentile(d, 99.9), np.inf, d)),
+        f"{CASE}_0000",
+    ),
+    Defect(
+        "pre_all_zero",
+        "error",
+        "pre-contrast phase all zero",
+        lambda ds: _edit(_phase(ds, 0), np.zeros_like),
+        f"{CASE}_0000",
+    ),
+    Defect(
+        "pre_constant",
+        "error",
+        "pre-contrast phase constant 100",
+        lambda ds: _edit(_phase(ds, 0), lambda d: np.full_like(d, 100.0)),
+        f"{CASE}_0000",
+    ),
+    Defect(
+        "mask_nan", "error", "NaN voxels in the expert mask", lambda ds: _edit(_mask(ds), _nan_voxels), f"{CASE}.nii.gz"
+    ),
     # geometry
-    Defect("mask_lr_flipped_affine", "error", "mask affine L/R-flipped (same voxels)",
-           lambda ds: _reaffine(_mask(ds), _lr_flip), f"{CASE}.nii.gz"),
-    Defect("mask_shift_15mm", "error", "mask affine shifted 15 mm",
-           lambda ds: _reaffine(_mask(ds), _shift(15.0)), f"{CASE}.nii.gz"),
-    Defect("phase_shift_7mm", "error", "first post-contrast affine shifted 7 mm",
-           lambda ds: _reaffine(_phase(ds, 1), _shift(7.0, axis=2)), f"{CASE}_0001"),
-    Defect("mask_shape_mismatch", "error", "mask one slice shorter than the image",
-           lambda ds: _mask_shape(_mask(ds)), f"{CASE}.nii.gz"),
-    Defect("tissue_shape_mismatch", "error", "tissue labels on another grid than the image",
-           _tissue_shape, f"{CASE}.nii.gz"),
-    Defect("image_4d", "error", "post-contrast phase is a 4D series of 2 volumes",
-           lambda ds: _4d(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("pixdim_zero", "error", "pixdim[1] = 0 (affine from the qform)",
-           lambda ds: _header_field(_phase(ds, 0), _set_pixdim(1, 0.0)), f"{CASE}_0000"),
-    Defect("pixdim_zero_all_files", "error", "pixdim[1] = 0 in every NIfTI file of the case (qform affines)",
-           lambda ds: [_header_field(p, _set_pixdim(1, 0.0)) for p in sorted(ds.rglob(f"{CASE}*.nii.gz"))],
-           f"{CASE}_0000"),
-    Defect("pixdim_negative", "error", "pixdim[2] = -1.2 (affine from the qform)",
-           lambda ds: _header_field(_phase(ds, 1), _set_pixdim(2, -1.2)), f"{CASE}_0001"),
-    Defect("pixdim_nan", "error", "pixdim[3] = NaN (affine from the qform)",
-           lambda ds: _header_field(_mask(ds), _set_pixdim(3, float("nan"))), f"{CASE}.nii.gz"),
-    Defect("singular_affine", "error", "sform with a zero column, no qform",
-           lambda ds: _header_field(_phase(ds, 1), _singular_sform), f"{CASE}_0001"),
+    Defect(
+        "mask_lr_flipped_affine",
+        "error",
+        "mask affine L/R-flipped (same voxels)",
+        lambda ds: _reaffine(_mask(ds), _lr_flip),
+        f"{CASE}.nii.gz",
+    ),
+    Defect(
+        "mask_shift_15mm",
+        "error",
+        "mask affine shifted 15 mm",
+        lambda ds: _reaffine(_mask(ds), _shift(15.0)),
+        f"{CASE}.nii.gz",
+    ),
+    Defect(
+        "phase_shift_7mm",
+        "error",
+        "first post-contrast affine shifted 7 mm",
+        lambda ds: _reaffine(_phase(ds, 1), _shift(7.0, axis=2)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "mask_shape_mismatch",
+        "error",
+        "mask one slice shorter than the image",
+        lambda ds: _mask_shape(_mask(ds)),
+        f"{CASE}.nii.gz",
+    ),
+    Defect(
+        "tissue_shape_mismatch",
+        "error",
+        "tissue labels on another grid than the image",
+        _tissue_shape,
+        f"{CASE}.nii.gz",
+    ),
+    Defect(
+        "image_4d",
+        "error",
+        "post-contrast phase is a 4D series of 2 volumes",
+        lambda ds: _4d(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "pixdim_zero",
+        "error",
+        "pixdim[1] = 0 (affine from the qform)",
+        lambda ds: _header_field(_phase(ds, 0), _set_pixdim(1, 0.0)),
+        f"{CASE}_0000",
+    ),
+    Defect(
+        "pixdim_zero_all_files",
+        "error",
+        "pixdim[1] = 0 in every NIfTI file of the case (qform affines)",
+        lambda ds: [_header_field(p, _set_pixdim(1, 0.0)) for p in sorted(ds.rglob(f"{CASE}*.nii.gz"))],
+        f"{CASE}_0000",
+    ),
+    Defect(
+        "pixdim_negative",
+        "error",
+        "pixdim[2] = -1.2 (affine from the qform)",
+        lambda ds: _header_field(_phase(ds, 1), _set_pixdim(2, -1.2)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "pixdim_nan",
+        "error",
+        "pixdim[3] = NaN (affine from the qform)",
+        lambda ds: _header_field(_mask(ds), _set_pixdim(3, float("nan"))),
+        f"{CASE}.nii.gz",
+    ),
+    Defect(
+        "singular_affine",
+        "error",
+        "sform with a zero column, no qform",
+        lambda ds: _header_field(_phase(ds, 1), _singular_sform),
+        f"{CASE}_0001",
+    ),
     # phases and files
-    Defect("phase_gap", "error", "_0001 deleted: phases 0, 2",
-           lambda ds: _phase(ds, 1).unlink(), "_0001"),
-    Defect("symlink_loop_phase", "error", "_0001 is a link to itself",
-           lambda ds: _symlink_loop(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("dangling_symlink_phase", "error", "_0001 is a link to a missing file",
-           lambda ds: _dangling(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("dir_named_like_nifti", "error", "_0001.nii.gz is a folder",
-           lambda ds: _dir_named_nifti(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("duplicate_phase_nii_and_gz", "error", "_0001.nii next to _0001.nii.gz",
-           lambda ds: _duplicate_nii(_phase(ds, 1)), CASE),
-    Defect("missing_pre", "error", "_0000 deleted",
-           lambda ds: _phase(ds, 0).unlink(), "_0000"),
-    Defect("missing_post", "error", "every post-contrast phase deleted",
-           lambda ds: [p.unlink() for p in sorted((ds / "images" / CASE).glob(f"{CASE}_000[1-9].nii.gz"))], CASE),
-    Defect("missing_mask", "error", "expert mask deleted",
-           lambda ds: _mask(ds).unlink(), f"{CASE}.nii.gz"),
-    Defect("truncated_gz", "error", "first post-contrast .nii.gz cut in half",
-           lambda ds: _truncate(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("zero_byte", "error", "first post-contrast file is empty",
-           lambda ds: _phase(ds, 1).write_bytes(b""), f"{CASE}_0001"),
-    Defect("not_gzip", "error", "a text file named .nii.gz",
-           lambda ds: _phase(ds, 1).write_text("this is not a NIfTI file\n"), f"{CASE}_0001"),
-    Defect("header_only", "error", "gzip of the 352-byte header only",
-           lambda ds: _header_only(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("wrong_magic", "error", "NIfTI magic bytes overwritten",
-           lambda ds: _wrong_magic(_phase(ds, 1)), f"{CASE}_0001"),
-    Defect("mask_truncated", "error", "expert mask .nii.gz cut in half",
-           lambda ds: _truncate(_mask(ds)), f"{CASE}.nii.gz"),
-    Defect("permission_denied", "error", "first post-contrast file mode 000 (run without DAC override)",
-           lambda ds: _chmod0(_phase(ds, 1)), f"{CASE}_0001", needs_no_dac=True),
-    Defect("unsafe_case_folder", "error", "case folder and files renamed 'PHANTOM 002'",
-           lambda ds: _rename_case(ds, "PHANTOM 002"), "PHANTOM 002"),
+    Defect("phase_gap", "error", "_0001 deleted: phases 0, 2", lambda ds: _phase(ds, 1).unlink(), "_0001"),
+    Defect(
+        "symlink_loop_phase",
+        "error",
+        "_0001 is a link to itself",
+        lambda ds: _symlink_loop(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "dangling_symlink_phase",
+        "error",
+        "_0001 is a link to a missing file",
+        lambda ds: _dangling(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "dir_named_like_nifti",
+        "error",
+        "_0001.nii.gz is a folder",
+        lambda ds: _dir_named_nifti(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "duplicate_phase_nii_and_gz",
+        "error",
+        "_0001.nii next to _0001.nii.gz",
+        lambda ds: _duplicate_nii(_phase(ds, 1)),
+        CASE,
+    ),
+    Defect("missing_pre", "error", "_0000 deleted", lambda ds: _phase(ds, 0).unlink(), "_0000"),
+    Defect(
+        "missing_post",
+        "error",
+        "every post-contrast phase deleted",
+        lambda ds: [p.unlink() for p in sorted((ds / "images" / CASE).glob(f"{CASE}_000[1-9].nii.gz"))],
+        CASE,
+    ),
+    Defect("missing_mask", "error", "expert mask deleted", lambda ds: _mask(ds).unlink(), f"{CASE}.nii.gz"),
+    Defect(
+        "truncated_gz",
+        "error",
+        "first post-contrast .nii.gz cut in half",
+        lambda ds: _truncate(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "zero_byte",
+        "error",
+        "first post-contrast file is empty",
+        lambda ds: _phase(ds, 1).write_bytes(b""),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "not_gzip",
+        "error",
+        "a text file named .nii.gz",
+        lambda ds: _phase(ds, 1).write_text("this is not a NIfTI file\n"),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "header_only",
+        "error",
+        "gzip of the 352-byte header only",
+        lambda ds: _header_only(_phase(ds, 1)),
+        f"{CASE}_0001",
+    ),
+    Defect(
+        "wrong_magic", "error", "NIfTI magic bytes overwritten", lambda ds: _wrong_magic(_phase(ds, 1)), f"{CASE}_0001"
+    ),
+    Defect(
+        "mask_truncated", "error", "expert mask .nii.gz cut in half", lambda ds: _truncate(_mask(ds)), f"{CASE}.nii.gz"
+    ),
+    Defect(
+        "permission_denied",
+        "error",
+        "first post-contrast file mode 000 (run without DAC override)",
+        lambda ds: _chmod0(_phase(ds, 1)),
+        f"{CASE}_0001",
+        needs_no_dac=True,
+    ),
+    Defect(
+        "unsafe_case_folder",
+        "error",
+        "case folder and files renamed 'PHANTOM 002'",
+        lambda ds: _rename_case(ds, "PHANTOM 002"),
+        "PHANTOM 002",
+    ),
     # the splits file and patient info
-    Defect("splits_leakage", "error", "case listed in train and in test",
-           lambda ds: _splits(ds, [INTACT, CASE], [CASE]), CASE),
-    Defect("splits_nul_byte", "error", "NUL byte in train_test_splits.csv",
-           _splits_nul, "train_test_splits.csv", dataset_level=True),
-    Defect("splits_not_utf8", "error", "Latin-1 byte in train_test_splits.csv",
-           _splits_latin1, "train_test_splits.csv", dataset_level=True),
-    Defect("splits_unknown_case", "warning", "splits list a case with no images",
-           lambda ds: _splits(ds, [INTACT, CASE, "PHANTOM_999"], []), "PHANTOM_999", dataset_level=True),
-    Defect("patient_info_list", "warning", "patient info JSON is a list",
-           lambda ds: (ds / "patient_info_files" / f"{CASE.lower()}.json").write_text("[1, 2, 3]\n"),
-           f"{CASE.lower()}.json"),
-    Defect("patient_info_invalid_json", "warning", "patient info JSON cut short",
-           lambda ds: (ds / "patient_info_files" / f"{CASE.lower()}.json").write_text('{"patient_id": '),
-           f"{CASE.lower()}.json"),
+    Defect(
+        "splits_leakage",
+        "error",
+        "case listed in train and in test",
+        lambda ds: _splits(ds, [INTACT, CASE], [CASE]),
+        CASE,
+    ),
+    Defect(
+        "splits_nul_byte",
+        "error",
+        "NUL byte in train_test_splits.csv",
+        _splits_nul,
+        "train_test_splits.csv",
+        dataset_level=True,
+    ),
+    Defect(
+        "splits_not_utf8",
+        "error",
+        "Latin-1 byte in train_test_splits.csv",
+        _splits_latin1,
+        "train_test_splits.csv",
+        dataset_level=True,
+    ),
+    Defect(
+        "splits_unknown_case",
+        "warning",
+        "splits list a case with no images",
+        lambda ds: _splits(ds, [INTACT, CASE, "PHANTOM_999"], []),
+        "PHANTOM_999",
+        dataset_level=True,
+    ),
+    Defect(
+        "patient_info_list",
+        "warning",
+        "patient info JSON is a list",
+        lambda ds: (ds / "patient_info_files" / f"{CASE.lower()}.json").write_text("[1, 2, 3]\n"),
+        f"{CASE.lower()}.json",
+    ),
+    Defect(
+        "patient_info_invalid_json",
+        "warning",
+        "patient info JSON cut short",
+        lambda ds: (ds / "patient_info_files" / f"{CASE.lower()}.json").write_text('{"patient_id": '),
+        f"{CASE.lower()}.json",
+    ),
     # tolerated, but must be handled right
-    Defect("mask_values_0_2_255", "warning", "mask values 0/2/255",
-           lambda ds: _mask_values(_mask(ds)), f"{CASE}.nii.gz"),
-    Defect("empty_mask", "warning", "expert mask all zero",
-           lambda ds: _edit(_mask(ds), np.zeros_like), f"{CASE}.nii.gz"),
-    Defect("stray_nifti_name", "warning", "an extra NIfTI file not named <ID>_NNNN",
-           lambda ds: shutil.copy(_phase(ds, 1), ds / "images" / CASE / f"{CASE}_extra.nii.gz"), f"{CASE}_extra"),
-    Defect("junk_non_nifti", "ok", "a non-NIfTI junk file in the case folder",
-           lambda ds: (ds / "images" / CASE / "notes.txt").write_bytes(os.urandom(64)), ""),
-    Defect("int16_scl_slope", "ok", "post-contrast phase as int16 with scl_slope 0.25",
-           lambda ds: _int16_slope(_phase(ds, 1)), ""),
-    Defect("splits_utf8_bom", "ok", "splits file with a UTF-8 byte-order mark",
-           _splits_bom, ""),
+    Defect(
+        "mask_values_0_2_255", "warning", "mask values 0/2/255", lambda ds: _mask_values(_mask(ds)), f"{CASE}.nii.gz"
+    ),
+    Defect(
+        "empty_mask", "warning", "expert mask all zero", lambda ds: _edit(_mask(ds), np.zeros_like), f"{CASE}.nii.gz"
+    ),
+    Defect(
+        "stray_nifti_name",
+        "warning",
+        "an extra NIfTI file not named <ID>_NNNN",
+        lambda ds: shutil.copy(_phase(ds, 1), ds / "images" / CASE / f"{CASE}_extra.nii.gz"),
+        f"{CASE}_extra",
+    ),
+    Defect(
+        "junk_non_nifti",
+        "ok",
+        "a non-NIfTI junk file in the case folder",
+        lambda ds: (ds / "images" / CASE / "notes.txt").write_bytes(os.urandom(64)),
+        "",
+    ),
+    Defect(
+        "int16_scl_slope",
+        "ok",
+        "post-contrast phase as int16 with scl_slope 0.25",
+        lambda ds: _int16_slope(_phase(ds, 1)),
+        "",
+    ),
+    Defect("splits_utf8_bom", "ok", "splits file with a UTF-8 byte-order mark", _splits_bom, ""),
 ]
 
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Traceback")
@@ -352,8 +534,12 @@ _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Traceback")
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path, no_dac: bool) -> tuple[int, str]:
     if no_dac and os.geteuid() == 0 and shutil.which("setpriv"):
-        cmd = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-               "--bounding-set=-dac_override,-dac_read_search", *cmd]
+        cmd = [
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            *cmd,
+        ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -429,8 +615,9 @@ def main() -> None:
     from synbt_factory.phantom import write_phantom
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repo", type=Path, default=None,
-                        help="Checkout whose CLI runs (PYTHONPATH); default: the installed one.")
+    parser.add_argument(
+        "--repo", type=Path, default=None, help="Checkout whose CLI runs (PYTHONPATH); default: the installed one."
+    )
     parser.add_argument("--baseline", type=Path, default=None, help="Result JSON of an earlier run to embed.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only these defects.")
     parser.add_argument("--name", default="bad_dataset_corpus", help="Result name (bench/results/<name>.json).")
@@ -442,8 +629,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="synbt-bad-corpus-"))
     rows = []
     try:
-        cli_file = subprocess.run([sys.executable, "-c", "import cli; print(cli.__file__)"], cwd=work, env=env,
-                                  capture_output=True, text=True).stdout.strip()
+        cli_file = subprocess.run(
+            [sys.executable, "-c", "import cli; print(cli.__file__)"], cwd=work, env=env, capture_output=True, text=True
+        ).stdout.strip()
         base = work / "base"
         write_phantom(base, n=2, seed=0, size="tiny", healthy_fraction=0.0)
         for defect in defects:
@@ -457,11 +645,29 @@ def main() -> None:
                 rows.append({"defect": defect.name, "error": f"damage failed: {type(exc).__name__}: {exc}"})
                 print(f"{defect.name:28s} damage failed: {exc}", flush=True)
                 continue
-            rc_c, out_c = _run([sys.executable, "-m", "cli.main", "data", "check", str(ds)], env, folder,
-                               defect.needs_no_dac)
+            rc_c, out_c = _run(
+                [sys.executable, "-m", "cli.main", "data", "check", str(ds)], env, folder, defect.needs_no_dac
+            )
             out = folder / "prepared.zarr"
-            rc_p, out_p = _run([sys.executable, "-m", "cli.main", "data", "prepare", str(ds), "--out", str(out),
-                                "--fov", *FOV, "--workers", "1"], env, folder, defect.needs_no_dac)
+            rc_p, out_p = _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "data",
+                    "prepare",
+                    str(ds),
+                    "--out",
+                    str(out),
+                    "--fov",
+                    *FOV,
+                    "--workers",
+                    "1",
+                ],
+                env,
+                folder,
+                defect.needs_no_dac,
+            )
             stored = _stored(out)
             row = {
                 "defect": defect.name,
@@ -481,8 +687,11 @@ def main() -> None:
                 row["prepare"] = "written wrong"
                 row["prepare_message"] = problem
             rows.append(row)
-            print(f"{defect.name:28s} check: {row['check']:24s} prepare: {row['prepare']:22s} "
-                  f"{row['prepare_message'][:90]}", flush=True)
+            print(
+                f"{defect.name:28s} check: {row['check']:24s} prepare: {row['prepare']:22s} "
+                f"{row['prepare_message'][:90]}",
+                flush=True,
+            )
             shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -510,12 +719,21 @@ def main() -> None:
             "cli": base_payload["figures"].get("cli"),
             "command": base_payload.get("command"),
             "totals": base_payload["figures"]["totals"],
-            "outcomes": {r["defect"]: {"check": r["check"], "prepare": r["prepare"],
-                                       "check_message": r["check_message"], "prepare_message": r["prepare_message"]}
-                         for r in base_payload["figures"]["defects"]},
+            "outcomes": {
+                r["defect"]: {
+                    "check": r["check"],
+                    "prepare": r["prepare"],
+                    "check_message": r["check_message"],
+                    "prepare_message": r["prepare_message"],
+                }
+                for r in base_payload["figures"]["defects"]
+            },
         }
-    command = "python -m bench.bad_dataset_corpus" + (f" --repo {args.repo}" if args.repo else "") + \
-        (f" --baseline {args.baseline}" if args.baseline else "")
+    command = (
+        "python -m bench.bad_dataset_corpus"
+        + (f" --repo {args.repo}" if args.repo else "")
+        + (f" --baseline {args.baseline}" if args.baseline else "")
+    )
     save_result(args.name, figures, command=command)
 
 

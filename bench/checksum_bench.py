@@ -62,7 +62,7 @@ def _ab(run: Callable[[bool], tuple[float, float]], repeats: int) -> dict[str, l
     run(True), run(False)
     times: dict[str, list[tuple[float, float]]] = {"checked": [], "unchecked": []}
     for r in range(repeats):
-        for check in ((True, False) if r % 2 == 0 else (False, True)):
+        for check in (True, False) if r % 2 == 0 else (False, True):
             times["checked" if check else "unchecked"].append(run(check))
     return times
 
@@ -77,11 +77,18 @@ def bench_read(store: CaseStore, case_ids: list[str], names: tuple[str, ...], re
     out: dict[str, Any] = {"arrays": list(names), "cases": len(case_ids), "decoded_mb": round(nbytes / 1e6, 2)}
     for mode, pairs in times.items():
         walls, cpus = [w for w, _ in pairs], [c for _, c in pairs]
-        out[mode] = {"wall_s": _summary(walls), "cpu_s": _summary(cpus),
-                     "mb_per_s_wall": {"max": round(nbytes / 1e6 / min(walls), 1),
-                                       "median": round(nbytes / 1e6 / statistics.median(walls), 1)},
-                     "mb_per_s_cpu": {"max": round(nbytes / 1e6 / min(cpus), 1),
-                                      "median": round(nbytes / 1e6 / statistics.median(cpus), 1)}}
+        out[mode] = {
+            "wall_s": _summary(walls),
+            "cpu_s": _summary(cpus),
+            "mb_per_s_wall": {
+                "max": round(nbytes / 1e6 / min(walls), 1),
+                "median": round(nbytes / 1e6 / statistics.median(walls), 1),
+            },
+            "mb_per_s_cpu": {
+                "max": round(nbytes / 1e6 / min(cpus), 1),
+                "median": round(nbytes / 1e6 / statistics.median(cpus), 1),
+            },
+        }
     ratios = [c[0] / u[0] for c, u in zip(times["checked"], times["unchecked"], strict=True)]
     cpu_ratios = [c[1] / u[1] for c, u in zip(times["checked"], times["unchecked"], strict=True)]
     out["checked_over_unchecked_wall"] = _summary(ratios)
@@ -106,9 +113,11 @@ def bench_hash(arrays: list[np.ndarray], repeats: int) -> dict[str, Any]:
 
     times = _ab(run, repeats)
     cpus = {k: [c for _, c in v] for k, v in times.items()}
-    return {"mb": round(nbytes / 1e6, 2),
-            "array_sha256_mb_per_cpu_s": round(nbytes / 1e6 / statistics.median(cpus["checked"]), 1),
-            "tobytes_copy_then_sha256_mb_per_cpu_s": round(nbytes / 1e6 / statistics.median(cpus["unchecked"]), 1)}
+    return {
+        "mb": round(nbytes / 1e6, 2),
+        "array_sha256_mb_per_cpu_s": round(nbytes / 1e6 / statistics.median(cpus["checked"]), 1),
+        "tobytes_copy_then_sha256_mb_per_cpu_s": round(nbytes / 1e6 / statistics.median(cpus["unchecked"]), 1),
+    }
 
 
 def bench_regions(store: CaseStore, case_id: str, repeats: int) -> dict[str, Any]:
@@ -124,7 +133,7 @@ def bench_regions(store: CaseStore, case_id: str, repeats: int) -> dict[str, Any
         fn()
     clocks: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
     for r in range(repeats):
-        for name in (list(cases) if r % 2 == 0 else list(reversed(cases))):
+        for name in list(cases) if r % 2 == 0 else list(reversed(cases)):
             clocks[name].append(_clock(cases[name]))
     for name, values in clocks.items():
         out[name] = {"wall_s": _summary([w for w, _ in values]), "cpu_s": _summary([c for _, c in values])}
@@ -142,8 +151,9 @@ def bench_train_step(location: str, case_ids: list[str], steps: int, crop: int) 
     model = build_segmenter(SegmenterConfig(name="unet", preset="tiny", patch_size=(crop, crop, crop)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    dataset = MixedDataset(location, case_ids, config=MixConfig(crop=(crop, crop, crop), samples_per_epoch=10**6),
-                           seed=0)
+    dataset = MixedDataset(
+        location, case_ids, config=MixConfig(crop=(crop, crop, crop), samples_per_epoch=10**6), seed=0
+    )
     checked_read = CaseStore.read_array
 
     def unchecked_read(self: CaseStore, case_id: str, name: str, *, verify: bool = True) -> np.ndarray:
@@ -169,15 +179,24 @@ def bench_train_step(location: str, case_ids: list[str], steps: int, crop: int) 
     runs: dict[str, list[tuple[float, float, float, float]]] = {"checked": [], "unchecked": []}
     index = 2
     for r in range(steps):
-        for check in ((True, False) if r % 2 == 0 else (False, True)):
+        for check in (True, False) if r % 2 == 0 else (False, True):
             runs["checked" if check else "unchecked"].append(step(index, check))
             index += 1
-    out: dict[str, Any] = {"model": "unet tiny", "crop": [crop] * 3, "batch": 1, "steps_per_mode": steps,
-                           "torch_threads": torch.get_num_threads(), "loader_workers": 0}
+    out: dict[str, Any] = {
+        "model": "unet tiny",
+        "crop": [crop] * 3,
+        "batch": 1,
+        "steps_per_mode": steps,
+        "torch_threads": torch.get_num_threads(),
+        "loader_workers": 0,
+    }
     for mode, values in runs.items():
-        out[mode] = {"step_wall_s": _summary([v[0] for v in values]), "step_cpu_s": _summary([v[1] for v in values]),
-                     "sample_load_wall_s": _summary([v[2] for v in values]),
-                     "sample_load_cpu_s": _summary([v[3] for v in values])}
+        out[mode] = {
+            "step_wall_s": _summary([v[0] for v in values]),
+            "step_cpu_s": _summary([v[1] for v in values]),
+            "sample_load_wall_s": _summary([v[2] for v in values]),
+            "sample_load_cpu_s": _summary([v[3] for v in values]),
+        }
     for label, col in (("wall", 0), ("cpu", 1)):
         med = {m: statistics.median(v[col] for v in runs[m]) for m in runs}
         out[f"step_{label}_checked_over_unchecked_median"] = round(med["checked"] / med["unchecked"], 4)
@@ -199,11 +218,14 @@ def main() -> None:
         case_ids = store.case_ids()[: args.cases]
         layout = store.layout
         figures: dict[str, Any] = {
-            "store": {"location": "phantom (small preset, prepared 192x192x128)" if args.prepared is None
-                      else str(location), "cases": len(case_ids), "codec": layout.codec, "level": layout.level,
-                      "chunk": layout.chunk,
-                      "arrays": {n: list(store.open_array(case_ids[0], n).shape)
-                                 for n in store.array_names(case_ids[0])}},
+            "store": {
+                "location": "phantom (small preset, prepared 192x192x128)" if args.prepared is None else str(location),
+                "cases": len(case_ids),
+                "codec": layout.codec,
+                "level": layout.level,
+                "chunk": layout.chunk,
+                "arrays": {n: list(store.open_array(case_ids[0], n).shape) for n in store.array_names(case_ids[0])},
+            },
             "read_image_mask": bench_read(store, case_ids, ("image", "mask"), args.repeats),
             "read_phases": bench_read(store, case_ids, ("phases",), args.repeats),
             "hash": bench_hash([store.read_array(c, n) for c in case_ids for n in ("image", "mask")], args.repeats),

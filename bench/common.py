@@ -129,6 +129,9 @@ def save_result(name: str, figures: dict[str, Any], *, command: str | None = Non
 def _command_line() -> str:
     """This run's command line; a bench run with ``python -m bench.NAME`` is written that way."""
     script = Path(sys.argv[0]).resolve()
-    head = (["python", "-m", f"bench.{script.stem}"] if script.parent == RESULTS_DIR.parent
-            else [Path(sys.executable).name, sys.argv[0]])
+    head = (
+        ["python", "-m", f"bench.{script.stem}"]
+        if script.parent == RESULTS_DIR.parent
+        else [Path(sys.executable).name, sys.argv[0]]
+    )
     return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])

@@ -28,7 +28,7 @@ from typing import Any
 from bench.common import save_result
 
 #: The registered ``synbt demo`` when the console script has it, else the same function through Typer.
-_FALLBACK = "import typer; from cli.cmd_demo import demo; typer.run(demo)"
+_FALLBACK = "import typer; from cli.demo import demo; typer.run(demo)"
 
 
 def demo_command() -> list[str]:
@@ -51,9 +51,17 @@ def _steps(out: Path, names: tuple[str, ...]) -> dict[str, float]:
 
 def _table(out: Path) -> list[dict[str, Any]]:
     with open(out / "eval_table.csv", newline="") as fh:
-        return [{"method": r["method"], "arm": r["arm"], "n_cases": int(r["n_cases"]),
-                 "dice_mean": float(r["dice_mean"]), "hd95_mean": float(r["hd95_mean"]),
-                 "msd_mean": float(r["msd_mean"])} for r in csv.DictReader(fh)]
+        return [
+            {
+                "method": r["method"],
+                "arm": r["arm"],
+                "n_cases": int(r["n_cases"]),
+                "dice_mean": float(r["dice_mean"]),
+                "hd95_mean": float(r["hd95_mean"]),
+                "msd_mean": float(r["msd_mean"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
 
 
 def main() -> None:
@@ -77,8 +85,17 @@ def main() -> None:
             out = base / f"run{i}"
             if out.exists():
                 shutil.rmtree(out)
-            cmd = [*command, "--out", str(out), "--preset", args.preset, "--device", args.device,
-                   "--seed", str(args.seed)]
+            cmd = [
+                *command,
+                "--out",
+                str(out),
+                "--preset",
+                args.preset,
+                "--device",
+                args.device,
+                "--seed",
+                str(args.seed),
+            ]
             load_before = _load()
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -86,8 +103,15 @@ def main() -> None:
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
                 raise SystemExit(f"run {i} failed with exit code {proc.returncode}")
-            runs.append({"wall_s": round(wall, 2), "load_before": load_before, "load_after": _load(),
-                         "steps_s": _steps(out, names), "table": _table(out)})
+            runs.append(
+                {
+                    "wall_s": round(wall, 2),
+                    "load_before": load_before,
+                    "load_after": _load(),
+                    "steps_s": _steps(out, names),
+                    "table": _table(out),
+                }
+            )
             print(f"run {i}: {wall:.1f} s (load {load_before} → {runs[-1]['load_after']})", flush=True)
     finally:
         if args.keep is None:
@@ -99,7 +123,7 @@ def main() -> None:
         "preset": args.preset,
         "device": args.device,
         "runs": len(runs),
-        "command": " ".join(command[:2]) if command[0] != sys.executable else "typer.run(cli.cmd_demo.demo)",
+        "command": " ".join(command[:2]) if command[0] != sys.executable else "typer.run(cli.demo.demo)",
         "wall_s_median": statistics.median(walls),
         "wall_s_all": walls,
         "steps_s_median": {n: round(statistics.median(r["steps_s"][n] for r in runs), 2) for n in step_names},

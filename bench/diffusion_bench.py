@@ -85,8 +85,9 @@ def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def alternating(kernels: dict[str, tuple[Callable[[], Any], int]], device: torch.device,
-                repeat: int) -> dict[str, dict[str, float]]:
+def alternating(
+    kernels: dict[str, tuple[Callable[[], Any], int]], device: torch.device, repeat: int
+) -> dict[str, dict[str, float]]:
     """Time the kernels in ``repeat`` rounds, each round calling every kernel once (after one warm-up round);
     per kernel: the fastest and the median call, and GFLOP/s at the fastest."""
     for fn, _ in kernels.values():
@@ -136,24 +137,38 @@ def denoiser_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
                 t = torch.full((batch,), 500, device=device, dtype=torch.long)
 
                 def call(z=z, t=t, c=c, bf16=precision == "bf16") -> None:
-                    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                                                enabled=bf16):
+                    with (
+                        torch.inference_mode(),
+                        torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16),
+                    ):
                         net(z, t, c)
 
                 timed = alternating({**yardstick, "denoiser": (call, flops * batch)}, device, repeat)
                 den = timed.pop("denoiser")
                 best_name = max(timed, key=lambda k: timed[k]["gflops"])
                 ratio = den["gflops"] / timed[best_name]["gflops"]
-                rows.append({
-                    "latent": list(shape), "batch": batch, "precision": precision,
-                    "median_s": den["median_s"], "per_case_s": den["median_s"] / batch,
-                    "gflop_per_case": flops / 1e9, "achieved_gflops": den["gflops"],
-                    "yardstick": {k: v["gflops"] for k, v in timed.items()}, "yardstick_best": best_name,
-                    "ratio_to_yardstick": ratio,
-                    **({"yardstick_wrong": f"the denoiser ran {ratio:.2f}× the yardstick's GFLOP/s: the yardstick "
-                                           "is not this machine's best, so this ratio is no measure of efficiency"}
-                       if ratio > 1 else {}),
-                })
+                rows.append(
+                    {
+                        "latent": list(shape),
+                        "batch": batch,
+                        "precision": precision,
+                        "median_s": den["median_s"],
+                        "per_case_s": den["median_s"] / batch,
+                        "gflop_per_case": flops / 1e9,
+                        "achieved_gflops": den["gflops"],
+                        "yardstick": {k: v["gflops"] for k, v in timed.items()},
+                        "yardstick_best": best_name,
+                        "ratio_to_yardstick": ratio,
+                        **(
+                            {
+                                "yardstick_wrong": f"the denoiser ran {ratio:.2f}× the yardstick's GFLOP/s: the "
+                                "yardstick is not this machine's best, so this ratio is no measure of efficiency"
+                            }
+                            if ratio > 1
+                            else {}
+                        ),
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
@@ -222,8 +237,9 @@ def per_case(
             }
             print(key, result[key], flush=True)
     for batch in batches:
-        result[f"window_speedup_batch{batch}"] = (result[f"whole_batch{batch}"]["seconds_per_case"]
-                                                  / result[f"window_batch{batch}"]["seconds_per_case"])
+        result[f"window_speedup_batch{batch}"] = (
+            result[f"whole_batch{batch}"]["seconds_per_case"] / result[f"window_batch{batch}"]["seconds_per_case"]
+        )
     result["mask_region_equivalence"] = _window_equivalence(vq, images[:1].to(device), masks[:1].to(device))
     return result
 
@@ -246,7 +262,8 @@ def _window_equivalence(vq: Any, image: torch.Tensor, mask: torch.Tensor) -> dic
     scale = float(dec_whole[:, :, inside].abs().mean())
     return {
         "encode_codes_equal_fraction_in_mask_cells": float(
-            (z_whole[(slice(None), slice(None), *lat)] == z_win).all(1)[0][cells].float().mean()),
+            (z_whole[(slice(None), slice(None), *lat)] == z_win).all(1)[0][cells].float().mean()
+        ),
         "decode_max_abs_diff_in_mask": float((dec_whole - dec_win)[:, :, inside].abs().max()),
         "decode_abs_mean_in_mask": scale,
     }
@@ -268,8 +285,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     batches = tuple(int(v) for v in (args.case_batches or ("1,4" if device.type == "cuda" else "1")).split(","))
     fov = tuple(int(v) for v in args.fov.split(","))
-    figures: dict[str, Any] = {"device": str(device), "load_average_at_start": list(os.getloadavg()),
-                               "denoiser_paper_channels": list(diffusion_preset("paper").channels)}
+    figures: dict[str, Any] = {
+        "device": str(device),
+        "load_average_at_start": list(os.getloadavg()),
+        "denoiser_paper_channels": list(diffusion_preset("paper").channels),
+    }
     if not args.skip_steps:
         from synbt_factory.generate.jobs import GenerateConfig
 

@@ -50,8 +50,10 @@ def breakdown(run: Path) -> dict[str, Any]:
     table = run / "evidence_cases.csv"
     files = [table] if table.is_file() else sorted(run.glob("runs/*/*/*/cases.csv"))  # finished runs so far
     rows = [r for f in files for r in csv.DictReader(f.open())]
-    info = {"own": _patient_info(run / "data" / "own_phantom"),
-            "external": _patient_info(run / "data" / "external_phantom")}
+    info = {
+        "own": _patient_info(run / "data" / "own_phantom"),
+        "external": _patient_info(run / "data" / "external_phantom"),
+    }
     per_case: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for r in rows:
         per_case[(r["test_set"], r["size"], r["arm"], r["case_id"])].append(float(r["dice"]))
@@ -64,8 +66,13 @@ def breakdown(run: Path) -> dict[str, Any]:
         case = info[test_set].get(case_id, {})
         groups = {"size": _size_bin(case.get("diameter_mm"))}
         if test_set == "external":
-            groups.update({"fat_suppressed": str(case.get("fat_suppressed")), "shape": str(case.get("shape")),
-                           "enhancement": str(case.get("enhancement"))})
+            groups.update(
+                {
+                    "fat_suppressed": str(case.get("fat_suppressed")),
+                    "shape": str(case.get("shape")),
+                    "enhancement": str(case.get("enhancement")),
+                }
+            )
         for grouping, group in groups.items():
             cell = out.setdefault(test_set, {}).setdefault(size, {}).setdefault(arm, {}).setdefault(grouping, {})
             cell.setdefault(group, []).append(delta)
@@ -73,9 +80,14 @@ def breakdown(run: Path) -> dict[str, Any]:
         for size in test_set.values():
             for arm in size.values():
                 for grouping, groups in arm.items():
-                    arm[grouping] = {g: {"n": len(d), "delta_dice": round(float(np.mean(d)), 4),
-                                         "improved": round(float(np.mean(np.array(d) > 0)), 3)}
-                                     for g, d in sorted(groups.items())}
+                    arm[grouping] = {
+                        g: {
+                            "n": len(d),
+                            "delta_dice": round(float(np.mean(d)), 4),
+                            "improved": round(float(np.mean(np.array(d) > 0)), 3),
+                        }
+                        for g, d in sorted(groups.items())
+                    }
     return out
 
 
@@ -87,14 +99,28 @@ def markdown(result: dict[str, Any]) -> str:
             groupings = list(next(iter(arms.values())).keys())
             for grouping in groupings:
                 groups = sorted({g for a in arms.values() for g in a[grouping]})
-                lines += [f"| {grouping} | " + " | ".join(f"{g} (n={arms[next(iter(arms))][grouping][g]['n']})"
-                                                          if g in arms[next(iter(arms))][grouping] else g
-                                                          for g in groups) + " |",
-                          "|---|" + "---|" * len(groups)]
+                lines += [
+                    f"| {grouping} | "
+                    + " | ".join(
+                        f"{g} (n={arms[next(iter(arms))][grouping][g]['n']})"
+                        if g in arms[next(iter(arms))][grouping]
+                        else g
+                        for g in groups
+                    )
+                    + " |",
+                    "|---|" + "---|" * len(groups),
+                ]
                 for arm, cells in arms.items():
-                    lines.append(f"| {arm} | " + " | ".join(
-                        f"{cells[grouping][g]['delta_dice']:+.3f} ({cells[grouping][g]['improved']:.0%} better)"
-                        if g in cells[grouping] else "–" for g in groups) + " |")
+                    lines.append(
+                        f"| {arm} | "
+                        + " | ".join(
+                            f"{cells[grouping][g]['delta_dice']:+.3f} ({cells[grouping][g]['improved']:.0%} better)"
+                            if g in cells[grouping]
+                            else "–"
+                            for g in groups
+                        )
+                        + " |"
+                    )
                 lines.append("")
     return "\n".join(lines)
 

@@ -31,19 +31,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="prefix: writes <out>.json and <out>.md")
     args = parser.parse_args(argv)
 
-    rows = [dict(r, size=int(r["size"]), seed=int(r["seed"]), dice=float(r["dice"]))
-            for r in csv.DictReader((args.run / "evidence_cases.csv").open())]
+    rows = [
+        dict(r, size=int(r["size"]), seed=int(r["seed"]), dice=float(r["dice"]))
+        for r in csv.DictReader((args.run / "evidence_cases.csv").open())
+    ]
     rng = np.random.default_rng(args.seed)
     result = []
-    lines = [f"# {args.arm} against other arms (ΔDice = {args.arm} − other; 95 % CI over seeds and cases; "
-             "Wilcoxon over seed-averaged cases)", "",
-             "| test set | real cases | vs | ΔDice | 95 % CI | per-seed Δ | better / worse cases | p |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {args.arm} against other arms (ΔDice = {args.arm} − other; 95 % CI over seeds and cases; "
+        "Wilcoxon over seed-averaged cases)",
+        "",
+        "| test set | real cases | vs | ΔDice | 95 % CI | per-seed Δ | better / worse cases | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for test_set in ("own", "external"):
         for size in sorted({r["size"] for r in rows}):
             for other in args.vs:
-                paired = paired_vs_baseline(rows, arm=args.arm, baseline=other, size=size, test_set=test_set,
-                                            metric="dice", rng=rng, n_boot=args.n_boot).as_dict()
+                paired = paired_vs_baseline(
+                    rows,
+                    arm=args.arm,
+                    baseline=other,
+                    size=size,
+                    test_set=test_set,
+                    metric="dice",
+                    rng=rng,
+                    n_boot=args.n_boot,
+                ).as_dict()
                 result.append({"test_set": test_set, "size": size, "vs": other, **paired})
                 lines.append(_row(test_set, size, other, paired))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,9 +68,11 @@ def main(argv: list[str] | None = None) -> None:
 def _row(test_set: str, size: int, other: str, paired: dict) -> str:
     seeds = ", ".join(f"{v:+.3f}" for v in paired["seed_means"])
     p = paired["p_value"]
-    return (f"| {test_set} | {size} | {other} | {paired['mean']:+.3f} | {paired['ci_low']:+.3f} … "
-            f"{paired['ci_high']:+.3f} | {seeds} | {paired['better']} / {paired['worse']} | "
-            f"{'–' if p is None else f'{p:.3g}'} |")
+    return (
+        f"| {test_set} | {size} | {other} | {paired['mean']:+.3f} | {paired['ci_low']:+.3f} … "
+        f"{paired['ci_high']:+.3f} | {seeds} | {paired['better']} / {paired['worse']} | "
+        f"{'–' if p is None else f'{p:.3g}'} |"
+    )
 
 
 if __name__ == "__main__":

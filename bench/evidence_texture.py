@@ -38,14 +38,23 @@ def main(argv: list[str] | None = None) -> None:
         for arm, store in stores.items():
             arrays, _ = store.read_case(case_id, ("image", "mask", "synthetic_mask"))
             real_part = (arrays["mask"] > 0) & (arrays["synthetic_mask"] == 0)
-            views.append(CaseView(f"{arm} {case_id}", arrays["image"].astype(np.float32),
-                                  mask=real_part.astype(np.uint8), second_mask=arrays["synthetic_mask"]))
+            views.append(
+                CaseView(
+                    f"{arm} {case_id}",
+                    arrays["image"].astype(np.float32),
+                    mask=real_part.astype(np.uint8),
+                    second_mask=arrays["synthetic_mask"],
+                )
+            )
     post = np.concatenate([v.image[1].ravel() for v in views])
     sub = np.concatenate([(v.image[1] - v.image[0]).ravel() for v in views])
     window = (float(np.percentile(post, 99.8)), float(np.percentile(sub, 99.8)))
-    case_montage(views, args.out, window=window,
-                 title=f"same placement, texture by arm ({args.size} real cases; red: background's tumor, "
-                       "cyan: placed)")
+    case_montage(
+        views,
+        args.out,
+        window=window,
+        title=f"same placement, texture by arm ({args.size} real cases; red: background's tumor, cyan: placed)",
+    )
     print(args.out)
 
 

@@ -45,9 +45,22 @@ TRACEBACK = "Traceback (most recent call last)"
 # a Python traceback, or one that Dask's "Compute Failed" log line carries ("Traceback: '  File ...")
 TRACEBACKS = re.compile(r"Traceback \(most recent call last\)|Traceback: '\s*File")
 PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%\)")
-HELP_COMMANDS = ("train vqvae", "train diffusion", "train tissue", "segment train", "segment eval", "eval vqvae",
-                 "generate", "generate-one", "bank build", "bank preview", "store preview", "store report",
-                 "data prepare", "data tissue")
+HELP_COMMANDS = (
+    "train vqvae",
+    "train diffusion",
+    "train tissue",
+    "segment train",
+    "segment eval",
+    "eval vqvae",
+    "generate",
+    "generate-one",
+    "bank build",
+    "bank preview",
+    "store preview",
+    "store report",
+    "data prepare",
+    "data tissue",
+)
 TRAINERS = ("train vqvae", "train diffusion", "train tissue", "segment train")
 LITERAL_COMMANDS = ("train vqvae", "generate --n 5000 --out datasets/synth.zarr", "segment train --mix 0.5")
 
@@ -77,8 +90,9 @@ def _git(*args: str) -> str:
 def export_commit(commit: str, dest: Path) -> Path:
     """The files of ``commit`` written to ``dest`` with ``git archive`` (the repo is not touched)."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit], cwd=REPO, check=True, capture_output=True
+    ).stdout
     with tempfile.TemporaryFile() as tmp:
         tmp.write(archive)
         tmp.seek(0)
@@ -88,9 +102,10 @@ def export_commit(commit: str, dest: Path) -> Path:
 
 
 def make_sides(work: Path) -> list[Side]:
-    """"before" (the issue's commit, exported) and "after" (this working tree)."""
-    before = Side("before", export_commit(BEFORE_COMMIT, work / "before_tree"), _git("rev-parse", BEFORE_COMMIT),
-                  work / "before")
+    """ "before" (the issue's commit, exported) and "after" (this working tree)."""
+    before = Side(
+        "before", export_commit(BEFORE_COMMIT, work / "before_tree"), _git("rev-parse", BEFORE_COMMIT), work / "before"
+    )
     dirty = [line[3:] for line in _git("status", "--porcelain").splitlines()]
     after = Side("after", REPO, _git("rev-parse", "HEAD"), work / "after", dirty=dirty)
     for side in (before, after):
@@ -106,8 +121,9 @@ def cli_env(tree: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(side: Side, args: list[str], *, cwd: Path | None = None, timeout: float = 60.0,
-            env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_cli(
+    side: Side, args: list[str], *, cwd: Path | None = None, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``synbt ARGS`` of ``side``; its exit code, seconds, output (stdout and stderr, capped) and summary.
 
     On expiry of ``timeout`` the whole process group (Dask workers included) is killed and ``exit`` is None.
@@ -115,9 +131,15 @@ def run_cli(side: Side, args: list[str], *, cwd: Path | None = None, timeout: fl
     cwd = cwd or side.work
     with tempfile.TemporaryFile() as sink:
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-c", ENTRY, *args], cwd=cwd, env=env or cli_env(side.tree),
-                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ENTRY, *args],
+            cwd=cwd,
+            env=env or cli_env(side.tree),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             code: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -128,19 +150,31 @@ def run_cli(side: Side, args: list[str], *, cwd: Path | None = None, timeout: fl
         sink.seek(0)
         whole = sink.read().decode("utf-8", "replace")
     tracebacks = len(TRACEBACKS.findall(whole))
-    return {"argv": ["synbt", *args], "cwd": str(cwd), "exit": code, "timed_out": code is None,
-            "seconds": round(seconds, 1), "output_bytes": len(whole.encode()), "output_lines": len(whole.splitlines()),
-            "output": whole[:OUTPUT_CAP], **summarize(whole[:OUTPUT_CAP]), "traceback": tracebacks > 0,
-            "tracebacks": tracebacks}
+    return {
+        "argv": ["synbt", *args],
+        "cwd": str(cwd),
+        "exit": code,
+        "timed_out": code is None,
+        "seconds": round(seconds, 1),
+        "output_bytes": len(whole.encode()),
+        "output_lines": len(whole.splitlines()),
+        "output": whole[:OUTPUT_CAP],
+        **summarize(whole[:OUTPUT_CAP]),
+        "traceback": tracebacks > 0,
+        "tracebacks": tracebacks,
+    }
 
 
 def summarize(text: str) -> dict[str, Any]:
     """First line, the line saying what went wrong, traceback or not, and the count of ``error`` lines."""
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    return {"first_line": lines[0].strip() if lines else "", "message": key_line(lines),
-            "traceback": bool(TRACEBACKS.search(text)),
-            "error_lines": sum(1 for line in lines if re.search(r"(^|\s)error:", line, re.IGNORECASE)),
-            "warning_lines": sum(1 for line in lines if re.search(r"(^|\s)warning:", line, re.IGNORECASE))}
+    return {
+        "first_line": lines[0].strip() if lines else "",
+        "message": key_line(lines),
+        "traceback": bool(TRACEBACKS.search(text)),
+        "error_lines": sum(1 for line in lines if re.search(r"(^|\s)error:", line, re.IGNORECASE)),
+        "warning_lines": sum(1 for line in lines if re.search(r"(^|\s)warning:", line, re.IGNORECASE)),
+    }
 
 
 def key_line(lines: list[str]) -> str:
@@ -149,8 +183,11 @@ def key_line(lines: list[str]) -> str:
     traceback = any(TRACEBACK in line for line in lines)
     lines = [line for line in lines if not re.match(r"^\s*[╭╰]", line)]  # a rich box's top and bottom edges
     if traceback:
-        raised = [line.strip(" │") for line in lines
-                  if re.match(r"^[\s│]*([\w.]+(Error|Exception|Interrupt|Exit)|KeyboardInterrupt)\b", line)]
+        raised = [
+            line.strip(" │")
+            for line in lines
+            if re.match(r"^[\s│]*([\w.]+(Error|Exception|Interrupt|Exit)|KeyboardInterrupt)\b", line)
+        ]
         if raised:
             return raised[-1].strip()
     for pattern in (r"error", r"warning|missing option"):
@@ -167,9 +204,12 @@ def read_help(side: Side) -> None:
         plain = run_cli(side, [*command.split(), "--help"], env=cli_env(side.tree, TYPER_USE_RICH="0"))
         rich = run_cli(side, [*command.split(), "--help"])
         exists = plain["exit"] == 0
-        side.help[command] = {"exists": exists, "options": parse_help(plain["output"]) if exists else [],
-                              "text": plain["output"] if exists else "",
-                              "bool_metavars": rich["output"].count("<bool>")}
+        side.help[command] = {
+            "exists": exists,
+            "options": parse_help(plain["output"]) if exists else [],
+            "text": plain["output"] if exists else "",
+            "bool_metavars": rich["output"].count("<bool>"),
+        }
 
 
 def parse_help(text: str) -> list[dict[str, Any]]:
@@ -186,8 +226,9 @@ def parse_help(text: str) -> list[dict[str, Any]]:
             decl, desc = (re.split(r"\s{2,}", line.strip(), maxsplit=1) + [""])[:2]
             words = decl.split()
             names = [w.rstrip(",") for w in words if w.startswith("-")]
-            options.append({"names": names, "metavar": " ".join(w for w in words if not w.startswith("-")),
-                            "text": desc.strip()})
+            options.append(
+                {"names": names, "metavar": " ".join(w for w in words if not w.startswith("-")), "text": desc.strip()}
+            )
         elif options:
             options[-1]["text"] = f"{options[-1]['text']} {line.strip()}".strip()
     for option in options:
@@ -281,8 +322,10 @@ def vocabulary(side: Side) -> dict[str, Any]:
         "steps": steps,
         "steps_flag_means": steps_meaning,
         "cases": cases,
-        "cases_flag_means": {name: sorted({k for key, k in cases.items() if key.endswith(f" {name}")})
-                             for name in sorted({key.split()[-1] for key in cases})},
+        "cases_flag_means": {
+            name: sorted({k for key, k in cases.items() if key.endswith(f" {name}")})
+            for name in sorted({key.split()[-1] for key in cases})
+        },
         "resume_default": resume,
         "segment_eval_out": (eval_out or {}).get("text", ""),
         "flags_shown_as_bool": {c: i["bool_metavars"] for c, i in side.help.items() if i["bool_metavars"]},
@@ -294,30 +337,67 @@ def setup_fixtures(side: Side) -> list[dict[str, Any]]:
     """A 3-case tiny phantom, its prepared store, a bank, a 1-case synthetic store, a VQ-VAE and a segmenter,
     each made by this side's own CLI (stores and checkpoints of one version may not fit the other)."""
     w = side.work
-    fx = {"phantom": w / "phantom", "prepared": w / "prepared.zarr", "bank": w / "bank.zarr",
-          "synthetic": w / "synthetic.zarr", "vq_patch": w / "vq_patch", "vq": w / "vq", "seg": w / "seg"}
+    fx = {
+        "phantom": w / "phantom",
+        "prepared": w / "prepared.zarr",
+        "bank": w / "bank.zarr",
+        "synthetic": w / "synthetic.zarr",
+        "vq_patch": w / "vq_patch",
+        "vq": w / "vq",
+        "seg": w / "seg",
+    }
     blocker = w / "file.txt"
     blocker.write_text("a regular file: nothing can be created below it\n")
     (w / "notes.txt").write_text("not a checkpoint\n")
-    side.fixtures = {k: str(v) for k, v in fx.items()} | {"bad_out": str(blocker / "out"),
-                                                         "notes": str(w / "notes.txt")}
+    side.fixtures = {k: str(v) for k, v in fx.items()} | {
+        "bad_out": str(blocker / "out"),
+        "notes": str(w / "notes.txt"),
+    }
     p = str(fx["prepared"])
     tiny = ["--preset", "tiny", "--steps", "2", "--device", "cpu"]
     steps = [
         ["data", "phantom", "--out", str(fx["phantom"]), "--n", "3", "--size", "tiny", "--healthy-fraction", "0"],
         ["data", "prepare", str(fx["phantom"]), "--out", p, "--fov", "64", "64", "48", "--workers", "1"],
         ["bank", "build", "--data", p, "--out", str(fx["bank"])],
-        ["generate", "--method", "syntumor", "--n", "1", "--out", str(fx["synthetic"]), "--data", p, "--bank",
-         str(fx["bank"]), "--workers", "1"],
+        [
+            "generate",
+            "--method",
+            "syntumor",
+            "--n",
+            "1",
+            "--out",
+            str(fx["synthetic"]),
+            "--data",
+            p,
+            "--bank",
+            str(fx["bank"]),
+            "--workers",
+            "1",
+        ],
         ["train", "vqvae", "--stage", "patch", "--data", p, "--out", str(fx["vq_patch"]), *tiny],
-        ["train", "vqvae", "--stage", "volume", "--init", str(fx["vq_patch"] / "final.pt"), "--data", p, "--out",
-         str(fx["vq"]), *tiny],
+        [
+            "train",
+            "vqvae",
+            "--stage",
+            "volume",
+            "--init",
+            str(fx["vq_patch"] / "final.pt"),
+            "--data",
+            p,
+            "--out",
+            str(fx["vq"]),
+            *tiny,
+        ],
         ["segment", "train", side.prepared_flag("segment train"), p, "--out", str(fx["seg"]), "--patch", "16", *tiny],
     ]
     runs = [_short(run_cli(side, args, timeout=300)) for args in steps]
     side.fixtures["vq_ckpt"] = str(fx["vq"] / "final.pt")
-    side.fixtures["seg_ckpt"] = str(next((fx["seg"] / n for n in ("best.pt", "final.pt", "last.pt")
-                                          if (fx["seg"] / n).exists()), fx["seg"] / "best.pt"))
+    side.fixtures["seg_ckpt"] = str(
+        next(
+            (fx["seg"] / n for n in ("best.pt", "final.pt", "last.pt") if (fx["seg"] / n).exists()),
+            fx["seg"] / "best.pt",
+        )
+    )
     return runs
 
 
@@ -345,9 +425,16 @@ def literal_commands(side: Side) -> list[dict[str, Any]]:
             if not missing:
                 break
             args = args + [w for flag in missing for w in (flag, str(cwd / f"given{flag.replace('-', '_')}"))]
-        rows.append({"command": f"synbt {command}", "output": tries[0]["output"], **_short(tries[0]),
-                     "errors_naming_missing_options": len(tries) - 1, "tries": [_short(t) for t in tries],
-                     "left_in_folder": sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))})
+        rows.append(
+            {
+                "command": f"synbt {command}",
+                "output": tries[0]["output"],
+                **_short(tries[0]),
+                "errors_naming_missing_options": len(tries) - 1,
+                "tries": [_short(t) for t in tries],
+                "left_in_folder": sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*")),
+            }
+        )
     return rows
 
 
@@ -383,66 +470,237 @@ def _scratch(side: Side, name: str) -> Path:
 
 
 def _generate(side: Side, name: str, data: str, bank: str, *extra: str) -> list[str]:
-    return ["generate", "--n", "5000", "--out", str(_scratch(side, name) / "synth.zarr"), "--data", data,
-            "--bank", bank, "--method", "syntumor", "--workers", "1", *extra]
+    return [
+        "generate",
+        "--n",
+        "5000",
+        "--out",
+        str(_scratch(side, name) / "synth.zarr"),
+        "--data",
+        data,
+        "--bank",
+        bank,
+        "--method",
+        "syntumor",
+        "--workers",
+        "1",
+        *extra,
+    ]
 
 
 TINY_RUN = ["--preset", "tiny", "--steps", "1", "--device", "cpu"]
 BAD_USAGES = (
-    BadUsage("data phantom: --out below a file", lambda s: ["data", "phantom", "--out", _fx(s, "bad_out"), "--n", "1",
-                                                           "--size", "tiny"]),
-    BadUsage("train vqvae: --out below a file", lambda s: ["train", "vqvae", "--data", _fx(s, "prepared"), "--out",
-                                                          _fx(s, "bad_out"), *TINY_RUN]),
-    BadUsage("train diffusion: --out below a file", lambda s: ["train", "diffusion", "--vqvae", _fx(s, "vq_ckpt"),
-                                                              "--data", _fx(s, "prepared"), "--out", _fx(s, "bad_out"),
-                                                              *TINY_RUN]),
-    BadUsage("train tissue: --out below a file", lambda s: [
-        "train", "tissue", s.prepared_flag("train tissue"), _fx(s, "prepared"), "--out", _fx(s, "bad_out"),
-        *TINY_RUN]),
-    BadUsage("segment train: --out below a file", lambda s: [
-        "segment", "train", s.prepared_flag("segment train"), _fx(s, "prepared"), "--out", _fx(s, "bad_out"),
-        "--patch", "16", *TINY_RUN]),
-    BadUsage("segment eval: --out below a file", lambda s: [
-        "segment", "eval", "--ckpt", _fx(s, "seg_ckpt"), "--data", _fx(s, "prepared"), "--split", "train", "--out",
-        _fx(s, "bad_out"), "--device", "cpu"]),
-    BadUsage("eval vqvae: --out below a file", lambda s: [
-        "eval", "vqvae", "--ckpt", _fx(s, "vq_ckpt"), "--data", _fx(s, "prepared"), "--split", "train", "--out",
-        _fx(s, "bad_out"), "--device", "cpu"]),
-    BadUsage("store preview: --out below a file", lambda s: ["store", "preview", _fx(s, "prepared"), "--out",
-                                                            _fx(s, "bad_out") + "/preview.png"]),
-    BadUsage("bank preview: --out below a file", lambda s: ["bank", "preview", "--data", _fx(s, "prepared"), "--bank",
-                                                           _fx(s, "bank"), "--out",
-                                                           _fx(s, "bad_out") + "/placements.png"]),
+    BadUsage(
+        "data phantom: --out below a file",
+        lambda s: ["data", "phantom", "--out", _fx(s, "bad_out"), "--n", "1", "--size", "tiny"],
+    ),
+    BadUsage(
+        "train vqvae: --out below a file",
+        lambda s: ["train", "vqvae", "--data", _fx(s, "prepared"), "--out", _fx(s, "bad_out"), *TINY_RUN],
+    ),
+    BadUsage(
+        "train diffusion: --out below a file",
+        lambda s: [
+            "train",
+            "diffusion",
+            "--vqvae",
+            _fx(s, "vq_ckpt"),
+            "--data",
+            _fx(s, "prepared"),
+            "--out",
+            _fx(s, "bad_out"),
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "train tissue: --out below a file",
+        lambda s: [
+            "train",
+            "tissue",
+            s.prepared_flag("train tissue"),
+            _fx(s, "prepared"),
+            "--out",
+            _fx(s, "bad_out"),
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "segment train: --out below a file",
+        lambda s: [
+            "segment",
+            "train",
+            s.prepared_flag("segment train"),
+            _fx(s, "prepared"),
+            "--out",
+            _fx(s, "bad_out"),
+            "--patch",
+            "16",
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "segment eval: --out below a file",
+        lambda s: [
+            "segment",
+            "eval",
+            "--ckpt",
+            _fx(s, "seg_ckpt"),
+            "--data",
+            _fx(s, "prepared"),
+            "--split",
+            "train",
+            "--out",
+            _fx(s, "bad_out"),
+            "--device",
+            "cpu",
+        ],
+    ),
+    BadUsage(
+        "eval vqvae: --out below a file",
+        lambda s: [
+            "eval",
+            "vqvae",
+            "--ckpt",
+            _fx(s, "vq_ckpt"),
+            "--data",
+            _fx(s, "prepared"),
+            "--split",
+            "train",
+            "--out",
+            _fx(s, "bad_out"),
+            "--device",
+            "cpu",
+        ],
+    ),
+    BadUsage(
+        "store preview: --out below a file",
+        lambda s: ["store", "preview", _fx(s, "prepared"), "--out", _fx(s, "bad_out") + "/preview.png"],
+    ),
+    BadUsage(
+        "bank preview: --out below a file",
+        lambda s: [
+            "bank",
+            "preview",
+            "--data",
+            _fx(s, "prepared"),
+            "--bank",
+            _fx(s, "bank"),
+            "--out",
+            _fx(s, "bad_out") + "/placements.png",
+        ],
+    ),
     BadUsage("demo: --out below a file", lambda s: ["demo", "--out", _fx(s, "bad_out"), "--device", "cpu"]),
-    BadUsage("segment eval --device cuda without a GPU", lambda s: [
-        "segment", "eval", "--ckpt", _fx(s, "seg_ckpt"), "--data", _fx(s, "prepared"), "--split", "train", "--out",
-        str(_scratch(s, "eval_cuda")), "--device", "cuda"]),
-    BadUsage("generate --n 5000: --bank does not exist",
-             lambda s: _generate(s, "no_bank", _fx(s, "prepared"), str(s.work / "nobank.zarr")),
-             created=lambda s: s.work / "bad" / "no_bank" / "synth.zarr"),
-    BadUsage("generate --n 5000: a prepared store as --bank",
-             lambda s: _generate(s, "prepared_bank", _fx(s, "prepared"), _fx(s, "prepared")),
-             created=lambda s: s.work / "bad" / "prepared_bank" / "synth.zarr"),
-    BadUsage("generate --n 5000: a synthetic store as --data",
-             lambda s: _generate(s, "synthetic_data", _fx(s, "synthetic"), _fx(s, "bank")),
-             created=lambda s: s.work / "bad" / "synthetic_data" / "synth.zarr"),
-    BadUsage("segment train: a synthetic store as the real (prepared) store", lambda s: [
-        "segment", "train", s.prepared_flag("segment train"), _fx(s, "synthetic"), "--out",
-        str(_scratch(s, "seg_synthetic") / "run"), "--patch", "16", *TINY_RUN]),
-    BadUsage("segment eval: a text file as --ckpt", lambda s: [
-        "segment", "eval", "--ckpt", _fx(s, "notes"), "--data", _fx(s, "prepared"), "--split", "train", "--out",
-        str(_scratch(s, "eval_text")), "--device", "cpu"]),
-    BadUsage("train diffusion: a text file as --vqvae", lambda s: [
-        "train", "diffusion", "--vqvae", _fx(s, "notes"), "--data", _fx(s, "prepared"), "--out",
-        str(_scratch(s, "diffusion_text") / "run"), *TINY_RUN]),
-    BadUsage("generate: --batch-size 0", lambda s: _generate(s, "batch0", _fx(s, "prepared"), _fx(s, "bank"),
-                                                             "--batch-size", "0")),
-    BadUsage("segment train: --model resnet", lambda s: [
-        "segment", "train", s.prepared_flag("segment train"), _fx(s, "prepared"), "--out",
-        str(_scratch(s, "seg_model") / "run"), "--model", "resnet", "--patch", "16", *TINY_RUN]),
-    BadUsage("train vqvae --stage volume without --init", lambda s: [
-        "train", "vqvae", "--stage", "volume", "--data", _fx(s, "prepared"), "--out",
-        str(_scratch(s, "vq_no_init") / "run"), *TINY_RUN]),
+    BadUsage(
+        "segment eval --device cuda without a GPU",
+        lambda s: [
+            "segment",
+            "eval",
+            "--ckpt",
+            _fx(s, "seg_ckpt"),
+            "--data",
+            _fx(s, "prepared"),
+            "--split",
+            "train",
+            "--out",
+            str(_scratch(s, "eval_cuda")),
+            "--device",
+            "cuda",
+        ],
+    ),
+    BadUsage(
+        "generate --n 5000: --bank does not exist",
+        lambda s: _generate(s, "no_bank", _fx(s, "prepared"), str(s.work / "nobank.zarr")),
+        created=lambda s: s.work / "bad" / "no_bank" / "synth.zarr",
+    ),
+    BadUsage(
+        "generate --n 5000: a prepared store as --bank",
+        lambda s: _generate(s, "prepared_bank", _fx(s, "prepared"), _fx(s, "prepared")),
+        created=lambda s: s.work / "bad" / "prepared_bank" / "synth.zarr",
+    ),
+    BadUsage(
+        "generate --n 5000: a synthetic store as --data",
+        lambda s: _generate(s, "synthetic_data", _fx(s, "synthetic"), _fx(s, "bank")),
+        created=lambda s: s.work / "bad" / "synthetic_data" / "synth.zarr",
+    ),
+    BadUsage(
+        "segment train: a synthetic store as the real (prepared) store",
+        lambda s: [
+            "segment",
+            "train",
+            s.prepared_flag("segment train"),
+            _fx(s, "synthetic"),
+            "--out",
+            str(_scratch(s, "seg_synthetic") / "run"),
+            "--patch",
+            "16",
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "segment eval: a text file as --ckpt",
+        lambda s: [
+            "segment",
+            "eval",
+            "--ckpt",
+            _fx(s, "notes"),
+            "--data",
+            _fx(s, "prepared"),
+            "--split",
+            "train",
+            "--out",
+            str(_scratch(s, "eval_text")),
+            "--device",
+            "cpu",
+        ],
+    ),
+    BadUsage(
+        "train diffusion: a text file as --vqvae",
+        lambda s: [
+            "train",
+            "diffusion",
+            "--vqvae",
+            _fx(s, "notes"),
+            "--data",
+            _fx(s, "prepared"),
+            "--out",
+            str(_scratch(s, "diffusion_text") / "run"),
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "generate: --batch-size 0",
+        lambda s: _generate(s, "batch0", _fx(s, "prepared"), _fx(s, "bank"), "--batch-size", "0"),
+    ),
+    BadUsage(
+        "segment train: --model resnet",
+        lambda s: [
+            "segment",
+            "train",
+            s.prepared_flag("segment train"),
+            _fx(s, "prepared"),
+            "--out",
+            str(_scratch(s, "seg_model") / "run"),
+            "--model",
+            "resnet",
+            "--patch",
+            "16",
+            *TINY_RUN,
+        ],
+    ),
+    BadUsage(
+        "train vqvae --stage volume without --init",
+        lambda s: [
+            "train",
+            "vqvae",
+            "--stage",
+            "volume",
+            "--data",
+            _fx(s, "prepared"),
+            "--out",
+            str(_scratch(s, "vq_no_init") / "run"),
+            *TINY_RUN,
+        ],
+    ),
 )
 
 
@@ -457,22 +715,44 @@ def bad_usages(side: Side) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- d. Ctrl-C in a log
-def ctrl_c_log(side: Side, log_path: Path, *, steps: int = 1200, progress_lines: int = 3,
-               patience: float = 150.0) -> dict[str, Any]:
+def ctrl_c_log(
+    side: Side, log_path: Path, *, steps: int = 1200, progress_lines: int = 3, patience: float = 150.0
+) -> dict[str, Any]:
     """``synbt train diffusion`` with stderr redirected to ``log_path``, sent SIGINT (to its process group, as a
     terminal's Ctrl-C is) once ``progress_lines`` plain progress lines are in the log or after ``patience`` s.
 
     ``steps`` is chosen so that a tenth of the run takes about 10 s on 2 cores (0.1 s/step for the tiny preset):
     the plain progress prints a line per tenth, at most one per 10 s.
     """
-    args = ["train", "diffusion", "--vqvae", _fx(side, "vq_ckpt"), "--data", _fx(side, "prepared"), "--out",
-            str(side.work / "diffusion_ctrl_c"), "--preset", "tiny", "--steps", str(steps), "--device", "cpu"]
+    args = [
+        "train",
+        "diffusion",
+        "--vqvae",
+        _fx(side, "vq_ckpt"),
+        "--data",
+        _fx(side, "prepared"),
+        "--out",
+        str(side.work / "diffusion_ctrl_c"),
+        "--preset",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--device",
+        "cpu",
+    ]
     stdout_path = log_path.with_suffix(".stdout")
     start = time.monotonic()
     with open(log_path, "wb") as err, open(stdout_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", ENTRY, *args], cwd=side.work, env=cli_env(side.tree),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-                                preexec_fn=_default_sigint)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ENTRY, *args],
+            cwd=side.work,
+            env=cli_env(side.tree),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
         sent_at = _wait_for_progress(proc, log_path, progress_lines, patience)
         if sent_at is not None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -485,15 +765,20 @@ def ctrl_c_log(side: Side, log_path: Path, *, steps: int = 1200, progress_lines:
     log = log_path.read_text(errors="replace")
     stdout = stdout_path.read_text(errors="replace")
     stdout_path.unlink()
-    return {"argv": ["synbt", *args], "redirect": f"2> {log_path.name}", "exit": code,
-            "seconds": round(time.monotonic() - start, 1),
-            "sigint_after_s": None if sent_at is None else round(sent_at - start, 1),
-            "progress_lines": sum(bool(PROGRESS_LINE.search(line)) for line in log.splitlines()),
-            "interrupt_line": next((line for line in log.splitlines() if "interrupt" in line.lower()), None),
-            "traceback": bool(TRACEBACKS.search(log)), "log_lines": len(log.splitlines()),
-            "log": log.splitlines()[-40:],
-            "stdout": stdout.splitlines()[-10:],
-            "last_pt_exists": (side.work / "diffusion_ctrl_c" / "last.pt").exists()}
+    return {
+        "argv": ["synbt", *args],
+        "redirect": f"2> {log_path.name}",
+        "exit": code,
+        "seconds": round(time.monotonic() - start, 1),
+        "sigint_after_s": None if sent_at is None else round(sent_at - start, 1),
+        "progress_lines": sum(bool(PROGRESS_LINE.search(line)) for line in log.splitlines()),
+        "interrupt_line": next((line for line in log.splitlines() if "interrupt" in line.lower()), None),
+        "traceback": bool(TRACEBACKS.search(log)),
+        "log_lines": len(log.splitlines()),
+        "log": log.splitlines()[-40:],
+        "stdout": stdout.splitlines()[-10:],
+        "last_pt_exists": (side.work / "diffusion_ctrl_c" / "last.pt").exists(),
+    }
 
 
 def _default_sigint() -> None:
@@ -540,7 +825,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# A first day without surprises (issue #22): before and after",
         "",
         f"before: `{sides['before']['commit'][:10]}` (the issue's commit); after: `{sides['after']['commit'][:10]}`"
-        + (" plus uncommitted changes" if sides["after"]["dirty"] else "") + ". "
+        + (" plus uncommitted changes" if sides["after"]["dirty"] else "")
+        + ". "
         f"Reproduce: `{result['command']}` ({result['seconds']:.0f} s). Data: a 3-case tiny phantom prepared with "
         "`--fov 64 64 48`; each side's stores and checkpoints are made by its own CLI.",
         "",
@@ -553,19 +839,28 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _md_literal(result: dict[str, Any]) -> list[str]:
-    out = ["## a. The users' three literal commands (run in an empty folder)", "",
-           "Each is run as typed; then every option its error names as missing is added with a placeholder path "
-           "and it is run again, as a user would, until no error names a missing option. `errors naming missing "
-           "options` counts those tries; `left in the folder` is what the tries left in the empty folder.", ""]
+    out = [
+        "## a. The users' three literal commands (run in an empty folder)",
+        "",
+        "Each is run as typed; then every option its error names as missing is added with a placeholder path "
+        "and it is run again, as a user would, until no error names a missing option. `errors naming missing "
+        "options` counts those tries; `left in the folder` is what the tries left in the empty folder.",
+        "",
+    ]
     for before, after in zip(result["literal"]["before"], result["literal"]["after"], strict=True):
         out += [f"### `{before['command']}`", ""]
         for name, row in (("before", before), ("after", after)):
             left = ", ".join(row["left_in_folder"]) or "nothing"
-            out += [f"**{name}**: exit {_exit_text(row)}; errors naming missing options: "
-                    f"{row['errors_naming_missing_options']}; left in the folder: {left}", "",
-                    _fence(row["output"]), ""]
-            out += [f"- then `{' '.join(_placeholders(t['argv']))}` → {_cell(t['message'], 250)}"
-                    for t in row["tries"][1:]]
+            out += [
+                f"**{name}**: exit {_exit_text(row)}; errors naming missing options: "
+                f"{row['errors_naming_missing_options']}; left in the folder: {left}",
+                "",
+                _fence(row["output"]),
+                "",
+            ]
+            out += [
+                f"- then `{' '.join(_placeholders(t['argv']))}` → {_cell(t['message'], 250)}" for t in row["tries"][1:]
+            ]
             out += [""] if len(row["tries"]) > 1 else []
     return out
 
@@ -576,18 +871,24 @@ def _placeholders(argv: list[str]) -> list[str]:
 
 
 def _md_bad(result: dict[str, Any]) -> list[str]:
-    out = ["## b. Bad usages", "",
-           "`tb`: Python tracebacks that reached the user (Dask's `Compute Failed` lines carry one each). `output`: "
-           "lines and size of stdout + stderr. `timeout`: still running after 60 s, killed. `store left`: the "
-           "`--out` store was created anyway. Then the first line, ⟶ the line that says what went wrong.", "",
-           "| usage | before: exit | tb | output | first line ⟶ message | after: exit | tb | output | "
-           "first line ⟶ message |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "## b. Bad usages",
+        "",
+        "`tb`: Python tracebacks that reached the user (Dask's `Compute Failed` lines carry one each). `output`: "
+        "lines and size of stdout + stderr. `timeout`: still running after 60 s, killed. `store left`: the "
+        "`--out` store was created anyway. Then the first line, ⟶ the line that says what went wrong.",
+        "",
+        "| usage | before: exit | tb | output | first line ⟶ message | after: exit | tb | output | "
+        "first line ⟶ message |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for before, after in zip(result["bad"]["before"], result["bad"]["after"], strict=True):
         cells = [before["usage"]]
         for row in (before, after):
             left = ", store left" if row["left_behind"] else ""
-            message = row["first_line"] if row["first_line"] == row["message"] else \
-                f"{row['first_line']} ⟶ {row['message']}"
+            message = (
+                row["first_line"] if row["first_line"] == row["message"] else f"{row['first_line']} ⟶ {row['message']}"
+            )
             cells += [_exit_text(row) + left, str(row["tracebacks"]), _size(row), _cell(message, 220)]
         out.append("| " + " | ".join(cells) + " |")
     return out + [""]
@@ -601,17 +902,30 @@ def _size(row: dict[str, Any]) -> str:
 
 def _md_vocabulary(result: dict[str, Any]) -> list[str]:
     before, after = result["vocabulary"]["before"], result["vocabulary"]["after"]
-    out = ["## c. One name per concept (read from each version's `--help`)", "",
-           "| concept | where | before | after |", "|---|---|---|---|"]
-    for concept, key in (("prepared store flag", "prepared_store_flag"), ("X Y Z syntax", "xyz_syntax"),
-                         ("steps flags", "steps"), ("case options", "cases"), ("resume", "resume_default")):
+    out = [
+        "## c. One name per concept (read from each version's `--help`)",
+        "",
+        "| concept | where | before | after |",
+        "|---|---|---|---|",
+    ]
+    for concept, key in (
+        ("prepared store flag", "prepared_store_flag"),
+        ("X Y Z syntax", "xyz_syntax"),
+        ("steps flags", "steps"),
+        ("case options", "cases"),
+        ("resume", "resume_default"),
+    ):
         for where in sorted(set(before[key]) | set(after[key])):
-            out.append(f"| {concept} | {where} | {_cell(before[key].get(where, '—'))} | "
-                       f"{_cell(after[key].get(where, '—'))} |")
+            out.append(
+                f"| {concept} | {where} | {_cell(before[key].get(where, '—'))} | {_cell(after[key].get(where, '—'))} |"
+            )
     summary = [
-        ("names of the prepared store", "prepared_store_names"), ("X Y Z forms", "xyz_forms"),
-        ("comma examples left in --help", "comma_examples_in_help"), ("--steps means", "steps_flag_means"),
-        ("--…cases means", "cases_flag_means"), ("segment eval --out", "segment_eval_out"),
+        ("names of the prepared store", "prepared_store_names"),
+        ("X Y Z forms", "xyz_forms"),
+        ("comma examples left in --help", "comma_examples_in_help"),
+        ("--steps means", "steps_flag_means"),
+        ("--…cases means", "cases_flag_means"),
+        ("segment eval --out", "segment_eval_out"),
         ("flags shown as `<bool>`", "flags_shown_as_bool"),
     ]
     for label, key in summary:
@@ -632,10 +946,14 @@ def _md_ctrl_c(result: dict[str, Any]) -> list[str]:
     for name, run in result["ctrl_c"].items():
         sent = f"SIGINT after {run['sigint_after_s']} s" if run["sigint_after_s"] is not None else "no SIGINT sent"
         ended = f"exit {run['exit']}" if run["exit"] is not None else "still running 60 s after SIGINT (killed)"
-        out += [f"**{name}** (`{' '.join(run['argv'])} {run['redirect']}`): {sent}, {ended}, "
-                f"{run['progress_lines']} progress line(s), traceback: {'yes' if run['traceback'] else 'no'}, "
-                f"last.pt saved: {'yes' if run['last_pt_exists'] else 'no'}. Log: `{run['log_file']}`", "",
-                _fence("\n".join(run["log"]), 30), ""]
+        out += [
+            f"**{name}** (`{' '.join(run['argv'])} {run['redirect']}`): {sent}, {ended}, "
+            f"{run['progress_lines']} progress line(s), traceback: {'yes' if run['traceback'] else 'no'}, "
+            f"last.pt saved: {'yes' if run['last_pt_exists'] else 'no'}. Log: `{run['log_file']}`",
+            "",
+            _fence("\n".join(run["log"]), 30),
+            "",
+        ]
     return out
 
 
@@ -645,21 +963,26 @@ def headline(result: dict[str, Any]) -> list[str]:
     lines = []
     for name in ("before", "after"):
         rows = result["bad"][name]
-        lines.append(f"{name}: {sum(r['traceback'] for r in rows)} of {len(rows)} bad usages show a traceback "
-                     f"({sum(r['tracebacks'] for r in rows)} tracebacks in all), "
-                     f"{sum(r['timed_out'] for r in rows)} time out, {sum(bool(r['left_behind']) for r in rows)} "
-                     f"leave a store behind, {sum(r['error_lines'] > 1 for r in rows)} print more than one error line")
+        lines.append(
+            f"{name}: {sum(r['traceback'] for r in rows)} of {len(rows)} bad usages show a traceback "
+            f"({sum(r['tracebacks'] for r in rows)} tracebacks in all), "
+            f"{sum(r['timed_out'] for r in rows)} time out, {sum(bool(r['left_behind']) for r in rows)} "
+            f"leave a store behind, {sum(r['error_lines'] > 1 for r in rows)} print more than one error line"
+        )
     for name in ("before", "after"):
         tries = [r["errors_naming_missing_options"] for r in result["literal"][name]]
-        lines.append(f"{name}: errors naming missing options before the three literal commands have them all: "
-                     f"{tries}")
+        lines.append(f"{name}: errors naming missing options before the three literal commands have them all: {tries}")
     for name in ("before", "after"):
         v = result["vocabulary"][name]
-        lines.append(f"{name}: prepared store named {_plain(v['prepared_store_names'])}; X Y Z forms "
-                     f"{_plain(v['xyz_forms'])}; --steps means {_plain(v['steps_flag_means'])}")
+        lines.append(
+            f"{name}: prepared store named {_plain(v['prepared_store_names'])}; X Y Z forms "
+            f"{_plain(v['xyz_forms'])}; --steps means {_plain(v['steps_flag_means'])}"
+        )
     for name, run in result["ctrl_c"].items():
-        lines.append(f"{name}: train diffusion to a log: {run['progress_lines']} progress lines before SIGINT; "
-                     f"Ctrl-C says: {run['interrupt_line'] or 'nothing'}")
+        lines.append(
+            f"{name}: train diffusion to a log: {run['progress_lines']} progress lines before SIGINT; "
+            f"Ctrl-C says: {run['interrupt_line'] or 'nothing'}"
+        )
     return lines
 
 
@@ -668,8 +991,16 @@ def run_all(out: Path, work: Path, *, ctrl_c_before: bool = True) -> dict[str, A
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     sides = make_sides(work)
-    result: dict[str, Any] = {"command": _command_line(), "work": str(work), "sides": {}, "setup": {}, "literal": {},
-                              "bad": {}, "vocabulary": {}, "ctrl_c": {}}
+    result: dict[str, Any] = {
+        "command": _command_line(),
+        "work": str(work),
+        "sides": {},
+        "setup": {},
+        "literal": {},
+        "bad": {},
+        "vocabulary": {},
+        "ctrl_c": {},
+    }
     for side in sides:
         print(f"== {side.name}: --help, fixtures, literal commands, bad usages", flush=True)
         read_help(side)
@@ -680,11 +1011,17 @@ def run_all(out: Path, work: Path, *, ctrl_c_before: bool = True) -> dict[str, A
         if side.name == "after" or ctrl_c_before:
             log_path = out / f"train_diffusion_ctrl_c_{side.name}.log"
             run = ctrl_c_log(side, log_path, patience=150.0 if side.name == "after" else 45.0)
-            result["ctrl_c"][side.name] = {**run, "log_file": str(log_path.relative_to(REPO)
-                                                                   if log_path.is_relative_to(REPO) else log_path)}
-        result["sides"][side.name] = {"commit": side.commit, "tree": str(side.tree), "dirty": side.dirty,
-                                      "fixtures": side.fixtures,
-                                      "invocation": f"PYTHONPATH={side.tree} python -c \"{ENTRY}\" ARGS"}
+            result["ctrl_c"][side.name] = {
+                **run,
+                "log_file": str(log_path.relative_to(REPO) if log_path.is_relative_to(REPO) else log_path),
+            }
+        result["sides"][side.name] = {
+            "commit": side.commit,
+            "tree": str(side.tree),
+            "dirty": side.dirty,
+            "fixtures": side.fixtures,
+            "invocation": f'PYTHONPATH={side.tree} python -c "{ENTRY}" ARGS',
+        }
     result["seconds"] = time.monotonic() - start
     result["headline"] = headline(result)
     (out / "first_day.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -49,32 +49,68 @@ def _child(args: argparse.Namespace) -> None:
 
     config = GenerateConfig(n=args.n, seed=0, method="syntumor", workers=args.workers)
     method = SynTumorMethod.from_prepared(args.prepared)
-    result = run_generate(config, out=args.out, prepared=args.prepared, bank=args.bank, method=method,
-                          cluster=args.cluster)
-    print(json.dumps({"written": len(result.written), "wall_s_inside": result.wall_seconds,
-                      "stage_seconds_total": result.stage_seconds,
-                      "torch_loaded": "torch" in sys.modules, "monai_loaded": "monai" in sys.modules}))
+    result = run_generate(
+        config, out=args.out, prepared=args.prepared, bank=args.bank, method=method, cluster=args.cluster
+    )
+    print(
+        json.dumps(
+            {
+                "written": len(result.written),
+                "wall_s_inside": result.wall_seconds,
+                "stage_seconds_total": result.stage_seconds,
+                "torch_loaded": "torch" in sys.modules,
+                "monai_loaded": "monai" in sys.modules,
+            }
+        )
+    )
 
 
-def _measure(workdir: Path, prepared: str, bank: str, n: int, *, cluster: str = "threads", workers: int = 2,
-             tag: str = "") -> dict[str, Any]:
+def _measure(
+    workdir: Path, prepared: str, bank: str, n: int, *, cluster: str = "threads", workers: int = 2, tag: str = ""
+) -> dict[str, Any]:
     out = workdir / f"out-{tag or n}-{cluster}-{time.monotonic_ns()}.zarr"
-    cmd = [sys.executable, "-m", "bench.generate_bench", "--child", "--n", str(n), "--cluster", cluster,
-           "--workers", str(workers), "--prepared", prepared, "--bank", bank, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.generate_bench",
+        "--child",
+        "--n",
+        str(n),
+        "--cluster",
+        cluster,
+        "--workers",
+        str(workers),
+        "--prepared",
+        prepared,
+        "--bank",
+        bank,
+        "--out",
+        str(out),
+    ]
     run = run_measured(cmd, cwd=Path(__file__).resolve().parents[1])
     inside = json.loads(run.pop("stdout").strip().splitlines()[-1])
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
-    return {"n": n, "cluster": cluster, "workers": workers, **run, "cpu_s_per_case": run["cpu_s"] / n,
-            "bytes_per_case": size / n, **inside}
+    return {
+        "n": n,
+        "cluster": cluster,
+        "workers": workers,
+        **run,
+        "cpu_s_per_case": run["cpu_s"] / n,
+        "bytes_per_case": size / n,
+        **inside,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="small", help="phantom preset of the backgrounds")
     parser.add_argument("--backgrounds", type=int, default=10)
-    parser.add_argument("--ns", default="20,200,400",
-                        help="case counts: the first two give fixed/marginal cost; all, peak memory against N")
+    parser.add_argument(
+        "--ns",
+        default="20,200,400",
+        help="case counts: the first two give fixed/marginal cost; all, peak memory against N",
+    )
     parser.add_argument("--size-rounds", type=int, default=2, help="measurements of each count, alternating order")
     parser.add_argument("--dask-n", type=int, default=40, help="cases per run of the threads/processes comparison")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved threads/processes pairs")
@@ -100,7 +136,7 @@ def main() -> None:
         # the counts alternate in order (up, then down) so machine load falls on small and large N alike
         by_n: dict[int, list[dict[str, Any]]] = {n: [] for n in ns}
         for r in range(args.size_rounds):
-            for n in (ns if r % 2 == 0 else ns[::-1]):
+            for n in ns if r % 2 == 0 else ns[::-1]:
                 by_n[n].append(_measure(workdir, prepared, bank, n))
                 print({k: v for k, v in by_n[n][-1].items() if k != "stage_seconds_total"}, flush=True)
         runs = [run for n in ns for run in by_n[n]]
@@ -113,29 +149,42 @@ def main() -> None:
         for _ in range(args.rounds):
             threads = _measure(workdir, prepared, bank, args.dask_n, cluster="threads", tag="dask")
             local = _measure(workdir, prepared, bank, args.dask_n, cluster="local", tag="dask")
-            pairs.append({"threads": threads, "local": local,
-                          "wall_local_over_threads": local["wall_s"] / threads["wall_s"],
-                          "cpu_local_over_threads": local["cpu_s"] / threads["cpu_s"]})
+            pairs.append(
+                {
+                    "threads": threads,
+                    "local": local,
+                    "wall_local_over_threads": local["wall_s"] / threads["wall_s"],
+                    "cpu_local_over_threads": local["cpu_s"] / threads["cpu_s"],
+                }
+            )
             print({k: v for k, v in pairs[-1].items() if "over" in k}, flush=True)
         figures = {
-            "phantom_size": args.size, "backgrounds": args.backgrounds, "setup_seconds": setup_s,
+            "phantom_size": args.size,
+            "backgrounds": args.backgrounds,
+            "setup_seconds": setup_s,
             "syntumor_runs": runs,
             "syntumor_fixed_cpu_s_per_call": fixed,
             "syntumor_marginal_cpu_s_per_case": marginal,
             "median_cpu_s_by_n": cpu,
             "median_tree_peak_rss_mb_by_n": rss,
             "peak_rss_tree_ratio_n2_over_n1": rss[n2] / rss[n1],
-            "peak_rss_tree_ratio_each_n_over_the_previous": {f"{b}/{a}": rss[b] / rss[a]
-                                                             for a, b in itertools.pairwise(ns)},
+            "peak_rss_tree_ratio_each_n_over_the_previous": {
+                f"{b}/{a}": rss[b] / rss[a] for a, b in itertools.pairwise(ns)
+            },
             "dask_threads_vs_local_cluster_2_workers": {
-                "n": args.dask_n, "pairs": pairs,
+                "n": args.dask_n,
+                "pairs": pairs,
                 "median_wall_local_over_threads": statistics.median(p["wall_local_over_threads"] for p in pairs),
                 "median_cpu_local_over_threads": statistics.median(p["cpu_local_over_threads"] for p in pairs),
             },
         }
-        save_result("generate", figures, command=f"python -m bench.generate_bench --size {args.size} "
-                                                 f"--ns {args.ns} --size-rounds {args.size_rounds} "
-                                                 f"--dask-n {args.dask_n} --rounds {args.rounds}")
+        save_result(
+            "generate",
+            figures,
+            command=f"python -m bench.generate_bench --size {args.size} "
+            f"--ns {args.ns} --size-rounds {args.size_rounds} "
+            f"--dask-n {args.dask_n} --rounds {args.rounds}",
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

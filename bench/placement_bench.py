@@ -63,17 +63,23 @@ def fat_suppression(dataset_dir: Path) -> dict[str, bool | None]:
     return out
 
 
-def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, steps: int, preset: str,
-                 patch: int, clusters: str, device: str, resume: bool = False) -> dict[str, Any]:
+def tissue_stage(
+    store_path: Path,
+    dataset_dir: Path | None,
+    workdir: Path,
+    *,
+    steps: int,
+    preset: str,
+    patch: int,
+    clusters: str,
+    device: str,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Train on train-split label maps only, score on held-out real images, write tissue_pred."""
-    from synbt_factory.tissue.train import (
-        TissueTrainConfig,
-        add_tissue_to_store,
-        evaluate_tissue,
-        load_label_cases,
-        load_tissue_model,
-        train_tissue,
-    )
+    from synbt_factory.tissue.config import TissueTrainConfig
+    from synbt_factory.tissue.data import load_label_cases
+    from synbt_factory.tissue.infer import add_tissue_to_store, evaluate_tissue, load_tissue_model
+    from synbt_factory.tissue.train import train_tissue
 
     cases = load_label_cases(store_path, with_images=True)
     train = [c for c in cases if c.split == "train"]
@@ -81,12 +87,19 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     # training images are synthesised from labels; the real train images only shape the k-means
     # clusters outside the breast (clusters="image", the paper's recipe) or are dropped ("position")
     if clusters == "position":
-        train = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train")
-                 for c in train]
+        train = [type(c)(case_id=c.case_id, tissue=c.tissue, breast=c.breast, image=None, split="train") for c in train]
     from synbt_factory.tissue.synth import TissueSynthConfig
 
-    config = TissueTrainConfig.preset(preset, steps=steps, val_every=0, workers=1, log_every=25, patch=patch,
-                                      roi=patch, synth=TissueSynthConfig(cluster_features=clusters))
+    config = TissueTrainConfig.preset(
+        preset,
+        steps=steps,
+        val_every=0,
+        workers=1,
+        log_every=25,
+        patch=patch,
+        roi=patch,
+        synth=TissueSynthConfig(cluster_features=clusters),
+    )
     t0 = time.perf_counter()
     result = train_tissue(train, workdir / "tissue-run", config, val=[], device=device, resume=resume)
     train_s = time.perf_counter() - t0
@@ -105,15 +118,17 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
         groups.setdefault(f"{part}/{profile}", []).append(r)
         groups.setdefault(f"{part}/all", []).append(r)
     summary = {
-        k: {"cases": len(v), **{m: float(np.mean([r[m] for r in v])) for m in ("dice_fgt_raw", "dice_fgt_post",
-                                                                             "dice_breast")}}
+        k: {
+            "cases": len(v),
+            **{m: float(np.mean([r[m] for r in v])) for m in ("dice_fgt_raw", "dice_fgt_post", "dice_breast")},
+        }
         for k, v in groups.items()
     }
     t1 = time.perf_counter()
     add_tissue_to_store(result.last_path, store_path, device=device, overwrite=True)
     import json
 
-    history = [json.loads(line) for line in (workdir / "tissue-run" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (workdir / "tissue-run" / "metrics.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history if h["event"] == "train"]  # the whole run, resumed parts included
     return {
         "preset": preset,
@@ -123,8 +138,11 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
         "train_label_maps": len(train),
         "heldout_real_images": len(held),
         "train_seconds_this_call": train_s,
-        "loss_curve": {h["step"]: round(h["loss"], 4) for h in history
-                       if h["event"] == "train" and h["step"] % max(1, steps // 10) == 0},
+        "loss_curve": {
+            h["step"]: round(h["loss"], 4)
+            for h in history
+            if h["event"] == "train" and h["step"] % max(1, steps // 10) == 0
+        },
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "real_image_dice": summary,
@@ -134,8 +152,15 @@ def tissue_stage(store_path: Path, dataset_dir: Path | None, workdir: Path, *, s
     }
 
 
-def run_placements(store: Any, bank: Any, ids: list[str], *, source: str, n: int, seed: int,
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_placements(
+    store: Any,
+    bank: Any,
+    ids: list[str],
+    *,
+    source: str,
+    n: int,
+    seed: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``n`` accepted placements cycling over the cases, FGT/breast from ``source``; figures and PNG rows."""
     from synbt_factory.rng import case_generator
     from synbt_factory.synthesis.background_context import context_from_store
@@ -146,8 +171,9 @@ def run_placements(store: Any, bank: Any, ids: list[str], *, source: str, n: int
         t = time.perf_counter()
         contexts[cid] = context_from_store(store, cid, source=source)
         ctx_times.append(time.perf_counter() - t)
-    truth_fgt = {cid: (store.read_array(cid, "tissue") == 2) if "tissue" in store.array_names(cid) else None
-                 for cid in ids}
+    truth_fgt = {
+        cid: (store.read_array(cid, "tissue") == 2) if "tissue" in store.array_names(cid) else None for cid in ids
+    }
     accepted, tries, failures, in_fgt, in_breast, in_true_fgt, voxels = 0, 0, 0, [], [], [], []
     rows: list[dict[str, Any]] = []
     t_place = 0.0
@@ -175,10 +201,17 @@ def run_placements(store: Any, bank: Any, ids: list[str], *, source: str, n: int
             in_true_fgt.append(float((truth_fgt[cid] & m).sum() / m.sum()))
         if len(rows) < 4 and cid not in {r["case"] for r in rows}:
             arrays, _ = store.read_case(cid, ("image", "mask"))
-            rows.append({"case": cid, "title": f"{cid} in-breast {record.in_breast_fraction:.0%} "
-                                               f"in-FGT {record.in_fgt_fraction:.0%}",
-                         "image": arrays["image"], "mask": arrays["mask"], "breast": ctx.breast,
-                         "fgt": ctx.fgt, "new": mask})
+            rows.append(
+                {
+                    "case": cid,
+                    "title": f"{cid} in-breast {record.in_breast_fraction:.0%} in-FGT {record.in_fgt_fraction:.0%}",
+                    "image": arrays["image"],
+                    "mask": arrays["mask"],
+                    "breast": ctx.breast,
+                    "fgt": ctx.fgt,
+                    "new": mask,
+                }
+            )
     stats = {
         "fgt_source": sorted({c.notes.get("fgt_source", "?") for c in contexts.values()}),
         "placements": accepted,
@@ -206,8 +239,12 @@ def main() -> None:
     parser.add_argument("--tissue-steps", type=int, default=0, help="train a tissue model first (0: use labels)")
     parser.add_argument("--tissue-preset", default="small", choices=["tiny", "small"])
     parser.add_argument("--tissue-patch", type=int, default=64, help="training patch / inference window edge")
-    parser.add_argument("--tissue-clusters", default="image", choices=["image", "position"],
-                        help="k-means features outside the breast (image: real image structure, random intensities)")
+    parser.add_argument(
+        "--tissue-clusters",
+        default="image",
+        choices=["image", "position"],
+        help="k-means features outside the breast (image: real image structure, random intensities)",
+    )
     parser.add_argument("--tissue-resume", action="store_true", help="extend the run kept in --keep to --tissue-steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -228,10 +265,17 @@ def main() -> None:
             store_path = args.data
         figures: dict[str, Any] = {"data": str(args.data or f"phantom {args.phantom_size} n={args.cases}")}
         if args.tissue_steps > 0:
-            figures["tissue"] = tissue_stage(store_path, dataset_dir, workdir, steps=args.tissue_steps,
-                                             preset=args.tissue_preset, patch=args.tissue_patch,
-                                             clusters=args.tissue_clusters, resume=args.tissue_resume,
-                                             device=args.device)
+            figures["tissue"] = tissue_stage(
+                store_path,
+                dataset_dir,
+                workdir,
+                steps=args.tissue_steps,
+                preset=args.tissue_preset,
+                patch=args.tissue_patch,
+                clusters=args.tissue_clusters,
+                resume=args.tissue_resume,
+                device=args.device,
+            )
             print({k: v for k, v in figures["tissue"].items() if k != "per_case"}, flush=True)
         store = CaseStore.open(store_path)
         t0 = time.perf_counter()
@@ -243,22 +287,26 @@ def main() -> None:
         ids = store.case_ids()
         names = set(store.array_names(ids[0]))
         sources = [src for src, need in (("labels", "tissue"), ("pred", "tissue_pred")) if need in names]
-        figures.update({"cases": len(ids), "fov": list(store.read_array(ids[0], "mask").shape),
-                        "by_fgt_source": {}})
+        figures.update({"cases": len(ids), "fov": list(store.read_array(ids[0], "mask").shape), "by_fgt_source": {}})
         for source in sources or ["auto"]:
             stats, rows = run_placements(store, bank, ids, source=source, n=args.placements, seed=args.seed)
             figures["by_fgt_source"][source] = stats
             print(source, stats, flush=True)
             if source == (sources or ["auto"])[-1]:
                 png = RESULTS_DIR / "placements.png"
-                placement_figure(rows, png, title=f"bank placements (cyan) in FGT from {source} (green), "
-                                                  "breast (yellow), real tumor (red)")
+                placement_figure(
+                    rows,
+                    png,
+                    title=f"bank placements (cyan) in FGT from {source} (green), breast (yellow), real tumor (red)",
+                )
                 figures["png"] = str(png)
         figures["peak_rss_mb"] = peak_rss_mb()
-        command = (f"python -m bench.placement_bench --cases {args.cases} --placements {args.placements} "
-                   f"--phantom-size {args.phantom_size} --tissue-steps {args.tissue_steps} "
-                   f"--tissue-preset {args.tissue_preset} --tissue-patch {args.tissue_patch} "
-                   f"--tissue-clusters {args.tissue_clusters}" + (" --tissue-resume" if args.tissue_resume else ""))
+        command = (
+            f"python -m bench.placement_bench --cases {args.cases} --placements {args.placements} "
+            f"--phantom-size {args.phantom_size} --tissue-steps {args.tissue_steps} "
+            f"--tissue-preset {args.tissue_preset} --tissue-patch {args.tissue_patch} "
+            f"--tissue-clusters {args.tissue_clusters}" + (" --tissue-resume" if args.tissue_resume else "")
+        )
         save_result("placement", figures, command=command)
     finally:
         if args.keep is None:

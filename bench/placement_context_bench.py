@@ -81,8 +81,11 @@ def bench_size(workdir: Path, size: str, cases: int, rounds: int) -> dict[str, A
             order = ("stored", "built") if (r + i) % 2 == 0 else ("built", "stored")
             results = {}
             for way in order:
-                fn = (lambda c=case_id: context_from_store(store, c)) if way == "stored" else (
-                    lambda c=case_id: built(c))
+                fn = (
+                    (lambda c=case_id: context_from_store(store, c))
+                    if way == "stored"
+                    else (lambda c=case_id: built(c))
+                )
                 cpu, wall, ctx = _timed(fn)
                 samples[way].append((cpu, wall))
                 results[way] = ctx
@@ -90,11 +93,16 @@ def bench_size(workdir: Path, size: str, cases: int, rounds: int) -> dict[str, A
             assert np.array_equal(results["stored"].centres, results["built"].centres)
     storing = [_timed(lambda c=c: store_placement_anatomy(store, [c], overwrite=True))[0] for c in ids]
     sizes = [_stored_bytes(location, c) for c in ids]
-    median = {way: {"cpu_s": statistics.median(s[0] for s in v), "wall_s": statistics.median(s[1] for s in v)}
-              for way, v in samples.items()}
+    median = {
+        way: {"cpu_s": statistics.median(s[0] for s in v), "wall_s": statistics.median(s[1] for s in v)}
+        for way, v in samples.items()
+    }
     shape = store.read_array(ids[0], "mask").shape
     return {
-        "size": size, "shape": list(shape), "cases": len(ids), "rounds": rounds,
+        "size": size,
+        "shape": list(shape),
+        "cases": len(ids),
+        "rounds": rounds,
         "per_context_median": median,
         "built_over_stored_cpu": median["built"]["cpu_s"] / median["stored"]["cpu_s"],
         "built_over_stored_wall": median["built"]["wall_s"] / median["stored"]["wall_s"],
@@ -115,11 +123,13 @@ def main() -> None:
     path = save_result("placement_context", {"sizes": rows})
     for row in rows:
         m = row["per_context_median"]
-        print(f"{row['size']} {row['shape']}: built {m['built']['cpu_s']:.3f} CPU s, stored {m['stored']['cpu_s']:.3f}"
-              f" CPU s per context (×{row['built_over_stored_cpu']:.1f} CPU, ×{row['built_over_stored_wall']:.1f} "
-              f"wall); storing {row['store_cpu_s_per_case_median']:.3f} CPU s per case at prepare; "
-              f"{row['stored_bytes_per_case_median'] / 1e3:.0f} kB stored per case "
-              f"({row['stored_bytes_over_other_arrays']:.2f}× the case's other arrays)")
+        print(
+            f"{row['size']} {row['shape']}: built {m['built']['cpu_s']:.3f} CPU s, stored {m['stored']['cpu_s']:.3f}"
+            f" CPU s per context (×{row['built_over_stored_cpu']:.1f} CPU, ×{row['built_over_stored_wall']:.1f} "
+            f"wall); storing {row['store_cpu_s_per_case_median']:.3f} CPU s per case at prepare; "
+            f"{row['stored_bytes_per_case_median'] / 1e3:.0f} kB stored per case "
+            f"({row['stored_bytes_over_other_arrays']:.2f}× the case's other arrays)"
+        )
     print(f"→ {path}")
 
 

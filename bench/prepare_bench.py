@@ -1,6 +1,6 @@
 """Time of ``prepare`` per case (load, reorient, resample to 1 mm, normalise, crop, write).
 
-    python -m bench.prepare_bench [--size default] [--cases 6] [--workers 1 2]
+python -m bench.prepare_bench [--size default] [--cases 6] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -32,13 +32,25 @@ def main() -> None:
             t0 = time.perf_counter()
             result = prepare_dataset(workdir / "ph", out, config=PrepareConfig(), workers=workers)
             dt = time.perf_counter() - t0
-            runs.append({"workers": workers, "cases": len(result.prepared), "seconds_total": dt,
-                         "seconds_per_case": dt / max(1, len(result.prepared)), "failed": len(result.failed)})
+            runs.append(
+                {
+                    "workers": workers,
+                    "cases": len(result.prepared),
+                    "seconds_total": dt,
+                    "seconds_per_case": dt / max(1, len(result.prepared)),
+                    "failed": len(result.failed),
+                }
+            )
             print(runs[-1])
-        figures = {"phantom_size": args.size, "fov_mm": list(PrepareConfig().fov_mm), "runs": runs,
-                   "peak_rss_mb": peak_rss_mb()}
-        save_result("prepare", figures,
-                    command=f"python -m bench.prepare_bench --size {args.size} --cases {args.cases}")
+        figures = {
+            "phantom_size": args.size,
+            "fov_mm": list(PrepareConfig().fov_mm),
+            "runs": runs,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        save_result(
+            "prepare", figures, command=f"python -m bench.prepare_bench --size {args.size} --cases {args.cases}"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -90,8 +90,9 @@ def _placed_ratios(
 ) -> tuple[list[float], list[int]]:
     """Generate ``args.n`` cases (seed 0) with ``method`` into ``out``; post/pre and voxels of each synthetic mask.
     The first ``n_views`` cases are appended to ``views`` as preview rows."""
-    run_generate(GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared, bank=args.bank,
-                 method=method)
+    run_generate(
+        GenerateConfig(n=args.n, seed=0, method=name), out=out, prepared=args.prepared, bank=args.bank, method=method
+    )
     store = CaseStore.open(out)
     values, sizes = [], []
     for i, case_id in enumerate(store.case_ids()):
@@ -110,12 +111,15 @@ def _guidance_sweep(args: argparse.Namespace, prepared: CaseStore, scales: list[
     re-synthesised at their own mask, by split."""
     sweep = {}
     for scale in scales:
-        method = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
-                                              eta=args.eta, guidance=scale)
+        method = SynBTMethod.from_checkpoints(
+            args.vqvae, args.diffusion, device=args.device, steps=args.steps, eta=args.eta, guidance=scale
+        )
         _, _, _, in_place, _ = _real_tumor_ratios(prepared, method, args.n, args.device, with_recon=False)
         placed, _ = _placed_ratios("synbt", method, args, work / f"sweep_{scale}.zarr")
-        sweep[str(scale)] = {"placed": summary(placed),
-                             **{f"in_place_{split}": summary(v) for split, v in in_place.items() if v}}
+        sweep[str(scale)] = {
+            "placed": summary(placed),
+            **{f"in_place_{split}": summary(v) for split, v in in_place.items() if v},
+        }
         print("guidance", scale, {k: round(v["mean"], 3) for k, v in sweep[str(scale)].items()}, flush=True)
     return sweep
 
@@ -136,16 +140,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper's 10)")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     parser.add_argument("--guidance", type=float, default=1.0, help="mask guidance scale (1 = the paper's sampler)")
-    parser.add_argument("--sweep-guidance", default="", help="also these guidance scales, e.g. 0,1,1.5,2: placed "
-                        "tumors and in-place re-synthesis per scale (about a minute per scale on the phantom)")
+    parser.add_argument(
+        "--sweep-guidance",
+        default="",
+        help="also these guidance scales, e.g. 0,1,1.5,2: placed "
+        "tumors and in-place re-synthesis per scale (about a minute per scale on the phantom)",
+    )
     parser.add_argument("--name", default="realism", help="results name: bench/results/NAME.json and NAME.png")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="synbt-realism-"))
     try:
         prepared = CaseStore.open(args.prepared)
-        synbt = SynBTMethod.from_checkpoints(args.vqvae, args.diffusion, device=args.device, steps=args.steps,
-                                             eta=args.eta, guidance=args.guidance)
+        synbt = SynBTMethod.from_checkpoints(
+            args.vqvae, args.diffusion, device=args.device, steps=args.steps, eta=args.eta, guidance=args.guidance
+        )
         real, real_sizes, recon, in_place, real_views = _real_tumor_ratios(prepared, synbt, args.n, args.device)
         ratios, sizes_table, views = {}, {"real": by_size(real, real_sizes)}, list(real_views)
         for name, method in (("synbt", synbt), ("syntumor", SynTumorMethod.from_prepared(args.prepared))):
@@ -174,9 +183,11 @@ def main() -> None:
         save_result(
             args.name,
             figures,
-            command=(f"python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n {args.n} "
-                     f"--steps {args.steps} --eta {args.eta} --guidance {args.guidance} --name {args.name}"
-                     + (f" --sweep-guidance {args.sweep_guidance}" if args.sweep_guidance else "")),
+            command=(
+                f"python -m bench.realism_bench --prepared P --bank B --vqvae VQ --diffusion D --n {args.n} "
+                f"--steps {args.steps} --eta {args.eta} --guidance {args.guidance} --name {args.name}"
+                + (f" --sweep-guidance {args.sweep_guidance}" if args.sweep_guidance else "")
+            ),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -44,8 +44,13 @@ def bench_model(
     from monai.losses import DiceCELoss
 
     from synbt_factory.checkpoint import save_checkpoint
-    from synbt_factory.models.segmenters import SegmenterConfig, build_segmenter, check_spatial_size, count_parameters
-    from synbt_factory.training.segmentation import predict_volume
+    from synbt_factory.models.segmenters import (
+        SegmenterConfig,
+        build_segmenter,
+        check_spatial_size,
+        count_parameters,
+        predict_volume,
+    )
 
     cfg = SegmenterConfig(name=name, preset=preset, patch_size=crop)
     check_spatial_size(cfg, crop, what="crop")

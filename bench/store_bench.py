@@ -103,13 +103,16 @@ def _interleaved(cases: list, workdir: Path, rounds: int, fsync: bool, raw_bytes
     for r in range(rounds):
         root = workdir / f"ab-{'fsync' if fsync else 'none'}-{r}"
         root.mkdir()
-        (s_wall, s_cpu), (n_wall, n_cpu) = (_store_round(cases, root, "store", fsync),
-                                            _npsave_round(cases, root, "npy", fsync))
+        (s_wall, s_cpu), (n_wall, n_cpu) = (
+            _store_round(cases, root, "store", fsync),
+            _npsave_round(cases, root, "npy", fsync),
+        )
         rows.append({"store_wall_s": s_wall, "store_cpu_s": s_cpu, "npsave_wall_s": n_wall, "npsave_cpu_s": n_cpu})
         shutil.rmtree(root)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {
-        "fsync": fsync, "rounds": rounds,
+        "fsync": fsync,
+        "rounds": rounds,
         "store_write_MB_s": raw_bytes / med["store_wall_s"] / 1e6,
         "npsave_write_MB_s": raw_bytes / med["npsave_wall_s"] / 1e6,
         "ratio_store_over_npsave_MB_s": statistics.median(r["npsave_wall_s"] / r["store_wall_s"] for r in rows),
@@ -123,8 +126,11 @@ def _compression_floor(cases: list, layout: StoreLayout) -> dict[str, float]:
     """CPU seconds per case to compress the same chunks with the store's codec and to checksum the arrays."""
     from numcodecs import Blosc, Zstd
 
-    codec = Zstd(layout.level) if layout.codec == "zstd" else Blosc(layout.codec.split("-", 1)[1], layout.level,
-                                                                      Blosc.SHUFFLE)
+    codec = (
+        Zstd(layout.level)
+        if layout.codec == "zstd"
+        else Blosc(layout.codec.split("-", 1)[1], layout.level, Blosc.SHUFFLE)
+    )
     t = time.process_time()
     for arrays, _ in cases:
         for data in arrays.values():
@@ -146,8 +152,9 @@ def _store_operations(cases: list, workdir: Path) -> dict[str, float]:
     from zarr.storage import LocalStore
 
     counts: Counter[str] = Counter()
-    originals = {name: getattr(LocalStore, name) for name in ("set", "get", "exists", "set_if_not_exists",
-                                                              "list_dir", "delete")}
+    originals = {
+        name: getattr(LocalStore, name) for name in ("set", "get", "exists", "set_if_not_exists", "list_dir", "delete")
+    }
 
     def counting(name: str) -> Any:
         original = originals[name]
@@ -178,8 +185,14 @@ def _du(path: Path) -> int:
 
 def _variants(cases: list, workdir: Path, raw_bytes: int) -> list[dict[str, Any]]:
     variants = []
-    for codec, chunk, level in (("zstd", 64, 3), ("zstd", 64, 1), ("zstd", 128, 3), ("zstd", 32, 3),
-                                ("blosc-lz4", 64, 5), ("blosc-zstd", 64, 1)):
+    for codec, chunk, level in (
+        ("zstd", 64, 3),
+        ("zstd", 64, 1),
+        ("zstd", 128, 3),
+        ("zstd", 32, 3),
+        ("blosc-lz4", 64, 5),
+        ("blosc-zstd", 64, 1),
+    ):
         layout = StoreLayout(chunk=chunk, codec=codec, level=level)
         path = workdir / f"{codec}-{chunk}-{level}.zarr"
         store = CaseStore.create(path, kind="synthetic", card={}, layout=layout)
@@ -192,10 +205,18 @@ def _variants(cases: list, workdir: Path, raw_bytes: int) -> list[dict[str, Any]
             store.read_case(f"SYN_{i:06d}", ("image", "mask", "synthetic_mask"))
         read_s = time.perf_counter() - w
         size = _du(path)
-        variants.append({"codec": codec, "chunk": chunk, "level": level,
-                         "write_MB_s": raw_bytes / write_s / 1e6, "write_cpu_s_per_case": write_cpu / len(cases),
-                         "read_MB_s": raw_bytes / read_s / 1e6, "bytes_per_case": size / len(cases),
-                         "compressed_over_raw": size / raw_bytes})
+        variants.append(
+            {
+                "codec": codec,
+                "chunk": chunk,
+                "level": level,
+                "write_MB_s": raw_bytes / write_s / 1e6,
+                "write_cpu_s_per_case": write_cpu / len(cases),
+                "read_MB_s": raw_bytes / read_s / 1e6,
+                "bytes_per_case": size / len(cases),
+                "compressed_over_raw": size / raw_bytes,
+            }
+        )
         print(variants[-1], flush=True)
         shutil.rmtree(path)
     return variants
@@ -228,8 +249,11 @@ def main() -> None:
             "default_layout": {"codec": "zstd", "chunk": 64, "level": 3},
         }
         source = f"--prepared {args.prepared}" if args.prepared else f"--size {args.size}"
-        save_result("store", figures, command=f"python -m bench.store_bench {source} --cases {args.cases} "
-                                              f"--rounds {args.rounds}")
+        save_result(
+            "store",
+            figures,
+            command=f"python -m bench.store_bench {source} --cases {args.cases} --rounds {args.rounds}",
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -40,8 +40,15 @@ OUTCOMES = ("reported", "reported_unnamed", "refused", "crashed", "passed")
 
 
 # ----------------------------------------------------------------------------- building
-def _write_store(path: Path, *, kind: str = "prepared", card: dict[str, Any] | None = None, seed: int = 0,
-                 ids: tuple[str, ...] = CASES, extra: Callable[[str], dict[str, Any]] | None = None) -> Path:
+def _write_store(
+    path: Path,
+    *,
+    kind: str = "prepared",
+    card: dict[str, Any] | None = None,
+    seed: int = 0,
+    ids: tuple[str, ...] = CASES,
+    extra: Callable[[str], dict[str, Any]] | None = None,
+) -> Path:
     from synbt_factory.store import CaseStore, StoreLayout
 
     rng = np.random.default_rng(seed)
@@ -104,6 +111,7 @@ def _damages() -> dict[str, tuple[Callable[[Path], Path], list[str]]]:
             store = _write_store(work / "s.zarr")
             damage(store)
             return store
+
         return make
 
     def copy_as(name: str) -> Callable[[Path], None]:
@@ -141,10 +149,14 @@ def _damages() -> dict[str, tuple[Callable[[Path], Path], list[str]]]:
         src = CaseStore.open(prepared)
         shas = {c: src.case_attrs(c)["sha256"]["image"] for c in CASES}
         card = {"synthetic": True, "run_identity": {"prepared": str(prepared)}}
-        synthetic = _write_store(work / "syn.zarr", kind="synthetic", card=card, seed=1,
-                                 ids=("SYN_000000", "SYN_000001"),
-                                 extra=lambda c: {"source_case": CASES[int(c[-1])],
-                                                  "source_sha256": shas[CASES[int(c[-1])]]})
+        synthetic = _write_store(
+            work / "syn.zarr",
+            kind="synthetic",
+            card=card,
+            seed=1,
+            ids=("SYN_000000", "SYN_000001"),
+            extra=lambda c: {"source_case": CASES[int(c[-1])], "source_sha256": shas[CASES[int(c[-1])]]},
+        )
         # the background of SYN_000001 is prepared again, with other data
         _write_store(work / "p2.zarr", seed=7)
         shutil.rmtree(_case(prepared))
@@ -154,65 +166,148 @@ def _damages() -> dict[str, tuple[Callable[[Path], Path], list[str]]]:
     def several(s: Path) -> None:
         _chunk(s, "CASE_000").unlink()
         (_case(s, "CASE_001") / "zarr.json").write_text("{not json")
-        _edit_json(_case(s, "CASE_002") / "mask" / "zarr.json",
-                   lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}}))
+        _edit_json(
+            _case(s, "CASE_002") / "mask" / "zarr.json",
+            lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}}),
+        )
         copy_as("-rf")(s)
 
     kinds: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
         "deleted_chunk": (on_base(lambda s: _chunk(s).unlink()), ["CASE_001", "image"]),
         "truncated_chunk": (on_base(truncate), ["CASE_001", "image"]),
         "flipped_byte_in_chunk": (on_base(flip), ["CASE_001", "image"]),
-        "invalid_json_case_metadata": (on_base(lambda s: (_case(s) / "zarr.json").write_text("{not json")),
-                                       ["CASE_001", "JSON"]),
+        "invalid_json_case_metadata": (
+            on_base(lambda s: (_case(s) / "zarr.json").write_text("{not json")),
+            ["CASE_001", "JSON"],
+        ),
         "deleted_case_metadata": (on_base(lambda s: (_case(s) / "zarr.json").unlink()), ["CASE_001"]),
-        "invalid_json_array_metadata": (on_base(lambda s: (_case(s) / "mask" / "zarr.json").write_text("[1,")),
-                                        ["CASE_001", "mask"]),
-        "invalid_json_root": (on_base(lambda s: (s / "zarr.json").write_text("{\"zarr_format\": 3,")), ["JSON"]),
+        "invalid_json_array_metadata": (
+            on_base(lambda s: (_case(s) / "mask" / "zarr.json").write_text("[1,")),
+            ["CASE_001", "mask"],
+        ),
+        "invalid_json_root": (on_base(lambda s: (s / "zarr.json").write_text('{"zarr_format": 3,')), ["JSON"]),
         "invalid_json_cases_group": (on_base(lambda s: (s / "cases" / "zarr.json").write_text("nope")), ["cases"]),
-        "unknown_codec": (on_base(lambda s: _edit_json(
-            _case(s) / "image" / "zarr.json",
-            lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}}))), ["CASE_001", "lz77"]),
-        "gzip_codec": (on_base(lambda s: _rewrite_array(s, "CASE_001", "mask", _read(s, "CASE_001", "mask"),
-                                                        record=False, compressors=GzipCodec())),
-                       ["CASE_001", "gzip"]),
-        "crc32c_codec": (on_base(lambda s: _rewrite_array(s, "CASE_001", "mask", _read(s, "CASE_001", "mask"),
-                                                          record=False, compressors=[ZstdCodec(), Crc32cCodec()])),
-                         ["CASE_001", "crc32c"]),
-        "sharding_codec": (on_base(lambda s: _rewrite_array(s, "CASE_001", "mask", _read(s, "CASE_001", "mask"),
-                                                            record=False, chunks=(4, 4, 4), shards=(8, 8, 4),
-                                                            compressors=ZstdCodec())),
-                           ["CASE_001", "sharding"]),
+        "unknown_codec": (
+            on_base(
+                lambda s: _edit_json(
+                    _case(s) / "image" / "zarr.json",
+                    lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}}),
+                )
+            ),
+            ["CASE_001", "lz77"],
+        ),
+        "gzip_codec": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s, "CASE_001", "mask", _read(s, "CASE_001", "mask"), record=False, compressors=GzipCodec()
+                )
+            ),
+            ["CASE_001", "gzip"],
+        ),
+        "crc32c_codec": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s,
+                    "CASE_001",
+                    "mask",
+                    _read(s, "CASE_001", "mask"),
+                    record=False,
+                    compressors=[ZstdCodec(), Crc32cCodec()],
+                )
+            ),
+            ["CASE_001", "crc32c"],
+        ),
+        "sharding_codec": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s,
+                    "CASE_001",
+                    "mask",
+                    _read(s, "CASE_001", "mask"),
+                    record=False,
+                    chunks=(4, 4, 4),
+                    shards=(8, 8, 4),
+                    compressors=ZstdCodec(),
+                )
+            ),
+            ["CASE_001", "sharding"],
+        ),
         "unsafe_name_dotdot": (on_base(copy_as("..escape")), ["..escape"]),
         "unsafe_name_space": (on_base(copy_as("A B")), ["A B"]),
         "unsafe_name_dash": (on_base(copy_as("-rf")), ["-rf"]),
-        "mask_shape_mismatch": (on_base(lambda s: _rewrite_array(s, "CASE_001", "mask", np.ones((16, 16, 10), np.uint8),
-                                                                 record=True, compressors=ZstdCodec())),
-                                ["CASE_001", "mask"]),
-        "image_not_two_channels": (on_base(lambda s: _rewrite_array(
-            s, "CASE_001", "image", np.ones((3, 16, 16, 12), np.float16), record=True, compressors=ZstdCodec())),
-            ["CASE_001", "image"]),
-        "huge_declared_shape": (on_base(lambda s: _edit_json(
-            _case(s) / "image" / "zarr.json", lambda d: d.__setitem__("shape", [2, 100000, 100000, 100000]))),
-            ["CASE_001", "image"]),
-        "missing_sha256_attribute": (on_base(lambda s: _edit_json(
-            _case(s) / "zarr.json", lambda d: d["attributes"].pop("sha256"))), ["CASE_001", "sha256"]),
-        "affine_3x3": (on_base(lambda s: _edit_json(
-            _case(s) / "zarr.json", lambda d: d["attributes"].__setitem__("affine", np.eye(3).tolist()))),
-            ["CASE_001", "affine"]),
-        "affine_not_finite": (on_base(lambda s: _edit_json(
-            _case(s) / "zarr.json", lambda d: d["attributes"]["affine"][0].__setitem__(3, float("nan")))),
-            ["CASE_001", "affine"]),
-        "spacing_missing": (on_base(lambda s: _edit_json(
-            _case(s) / "zarr.json", lambda d: d["attributes"].pop("spacing"))), ["CASE_001", "spacing"]),
+        "mask_shape_mismatch": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s, "CASE_001", "mask", np.ones((16, 16, 10), np.uint8), record=True, compressors=ZstdCodec()
+                )
+            ),
+            ["CASE_001", "mask"],
+        ),
+        "image_not_two_channels": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s, "CASE_001", "image", np.ones((3, 16, 16, 12), np.float16), record=True, compressors=ZstdCodec()
+                )
+            ),
+            ["CASE_001", "image"],
+        ),
+        "huge_declared_shape": (
+            on_base(
+                lambda s: _edit_json(
+                    _case(s) / "image" / "zarr.json", lambda d: d.__setitem__("shape", [2, 100000, 100000, 100000])
+                )
+            ),
+            ["CASE_001", "image"],
+        ),
+        "missing_sha256_attribute": (
+            on_base(lambda s: _edit_json(_case(s) / "zarr.json", lambda d: d["attributes"].pop("sha256"))),
+            ["CASE_001", "sha256"],
+        ),
+        "affine_3x3": (
+            on_base(
+                lambda s: _edit_json(
+                    _case(s) / "zarr.json", lambda d: d["attributes"].__setitem__("affine", np.eye(3).tolist())
+                )
+            ),
+            ["CASE_001", "affine"],
+        ),
+        "affine_not_finite": (
+            on_base(
+                lambda s: _edit_json(
+                    _case(s) / "zarr.json", lambda d: d["attributes"]["affine"][0].__setitem__(3, float("nan"))
+                )
+            ),
+            ["CASE_001", "affine"],
+        ),
+        "spacing_missing": (
+            on_base(lambda s: _edit_json(_case(s) / "zarr.json", lambda d: d["attributes"].pop("spacing"))),
+            ["CASE_001", "spacing"],
+        ),
         "nan_in_image": (on_base(nan_image), ["CASE_001", "NaN"]),
         "inf_in_phases": (on_base(inf_phases), ["CASE_001", "NaN/Inf"]),
-        "missing_marker": (on_base(lambda s: _edit_json(
-            _case(s) / "zarr.json", lambda d: d["attributes"].__setitem__("complete", False))), ["CASE_001"]),
-        "orphan_partial_file": (on_base(lambda s: (_case(s) / "image" / "c" / "x.partial").write_bytes(b"x")),
-                                ["partial"]),
-        "array_without_checksum": (on_base(lambda s: _rewrite_array(
-            s, "CASE_001", "tissue_pred", np.zeros((16, 16, 12), np.uint8), record=False, compressors=ZstdCodec())),
-            ["CASE_001", "unfinished array tissue_pred"]),
+        "missing_marker": (
+            on_base(
+                lambda s: _edit_json(_case(s) / "zarr.json", lambda d: d["attributes"].__setitem__("complete", False))
+            ),
+            ["CASE_001"],
+        ),
+        "orphan_partial_file": (
+            on_base(lambda s: (_case(s) / "image" / "c" / "x.partial").write_bytes(b"x")),
+            ["partial"],
+        ),
+        "array_without_checksum": (
+            on_base(
+                lambda s: _rewrite_array(
+                    s,
+                    "CASE_001",
+                    "tissue_pred",
+                    np.zeros((16, 16, 12), np.uint8),
+                    record=False,
+                    compressors=ZstdCodec(),
+                )
+            ),
+            ["CASE_001", "unfinished array tissue_pred"],
+        ),
         "array_listed_but_missing": (on_base(lambda s: shutil.rmtree(_case(s) / "mask")), ["CASE_001", "mask"]),
         "symlink_case_group": (on_base(symlink), ["CASE_001", "link"]),
         "synthetic_source_changed": (source_changed, ["SYN_000001", "changed"]),
@@ -226,8 +321,14 @@ def _verify(code: Path, store: Path, timeout: float) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(code), "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
     t0 = time.perf_counter()
     try:
-        run = subprocess.run([sys.executable, "-m", "cli.main", "store", "verify", str(store)], cwd=code, env=env,
-                             capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(
+            [sys.executable, "-m", "cli.main", "store", "verify", str(store)],
+            cwd=code,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"rc": None, "output": f"timed out after {timeout} s", "seconds": timeout}
     return {"rc": run.returncode, "output": run.stdout + run.stderr, "seconds": round(time.perf_counter() - t0, 2)}
@@ -273,21 +374,29 @@ def main() -> None:
             entry: dict[str, Any] = {"must_name": tokens}
             for label, code in codes.items():
                 run = _verify(code, store, args.timeout)
-                entry[label] = {"outcome": classify(run, tokens), "exit": run["rc"], "seconds": run["seconds"],
-                                "output": _lines(run["output"])}
+                entry[label] = {
+                    "outcome": classify(run, tokens),
+                    "exit": run["rc"],
+                    "seconds": run["seconds"],
+                    "output": _lines(run["output"]),
+                }
             per_kind[kind] = entry
             print(f"{kind:32s} " + "  ".join(f"{lb}={entry[lb]['outcome']}" for lb in codes), flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(workroot, ignore_errors=True)
-    totals = {label: {o: Counter(per_kind[k][label]["outcome"] for k in per_kind)[o] for o in OUTCOMES}
-              for label in codes}
-    save_result("store_damage_corpus", {
-        "kinds": len(per_kind),
-        "totals": totals,
-        "codes": {label: str(code) for label, code in codes.items()},
-        "per_kind": per_kind,
-    })
+    totals = {
+        label: {o: Counter(per_kind[k][label]["outcome"] for k in per_kind)[o] for o in OUTCOMES} for label in codes
+    }
+    save_result(
+        "store_damage_corpus",
+        {
+            "kinds": len(per_kind),
+            "totals": totals,
+            "codes": {label: str(code) for label, code in codes.items()},
+            "per_kind": per_kind,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,14 @@ import numpy as np
 
 from bench.common import run_measured, save_result
 
-_STAGES = {"placement": "place", "sampler_encode": "encode", "sampler_denoise": "sample", "sampler_decode": "decode",
-           "sampler_blend": "blend", "write": "write"}
+_STAGES = {
+    "placement": "place",
+    "sampler_encode": "encode",
+    "sampler_denoise": "sample",
+    "sampler_decode": "decode",
+    "sampler_blend": "blend",
+    "write": "write",
+}
 
 
 def _inputs(workdir: Path, size: str, cases: int, seed: int) -> dict[str, str]:
@@ -58,8 +64,12 @@ def _inputs(workdir: Path, size: str, cases: int, seed: int) -> dict[str, str]:
     build_bank(workdir / "p.zarr", workdir / "bank.zarr", splits=("train", "test"))
     install_pretrained("phantom_tiny", "vqvae_volume", workdir / "vqvae.pt")
     install_pretrained("phantom_tiny", "diffusion", workdir / "diffusion.pt")
-    return {"prepared": str(workdir / "p.zarr"), "bank": str(workdir / "bank.zarr"),
-            "vqvae": str(workdir / "vqvae.pt"), "diffusion": str(workdir / "diffusion.pt")}
+    return {
+        "prepared": str(workdir / "p.zarr"),
+        "bank": str(workdir / "bank.zarr"),
+        "vqvae": str(workdir / "vqvae.pt"),
+        "diffusion": str(workdir / "diffusion.pt"),
+    }
 
 
 @contextlib.contextmanager
@@ -83,8 +93,12 @@ def _measure(fn: Any) -> dict[str, Any]:
     load = os.getloadavg()[0]
     w0, c0 = time.perf_counter(), time.process_time()
     extra = fn()
-    return {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0, "load_1min_before": load,
-            **(extra or {})}
+    return {
+        "wall_s": time.perf_counter() - w0,
+        "cpu_s": time.process_time() - c0,
+        "load_1min_before": load,
+        **(extra or {}),
+    }
 
 
 def _stage_split(totals: dict[str, float]) -> dict[str, float]:
@@ -123,7 +137,7 @@ def main() -> None:
         jobs = plan_jobs(config, backgrounds)
         placer = Placer(inputs["prepared"], inputs["bank"], None)
         placed = [placer.place(job) for job in jobs]
-        batches = [placed[i:i + args.batch_size] for i in range(0, len(placed), args.batch_size)]
+        batches = [placed[i : i + args.batch_size] for i in range(0, len(placed), args.batch_size)]
         t0 = time.perf_counter()
         method = SynBTMethod.from_checkpoints(Path(inputs["vqvae"]), Path(inputs["diffusion"]), device="cpu")
         load_s = time.perf_counter() - t0
@@ -142,35 +156,67 @@ def main() -> None:
             def run() -> dict[str, Any]:
                 out = workdir / f"e2e-{tag}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
-                result = run_generate(config, out=out, prepared=inputs["prepared"], bank=inputs["bank"],
-                                      method=method)
+                result = run_generate(config, out=out, prepared=inputs["prepared"], bank=inputs["bank"], method=method)
                 if len(result.written) != args.n:
                     raise RuntimeError(f"end-to-end wrote {len(result.written)} of {args.n} cases")
-                return {"stages": _stage_split(result.stage_seconds),
-                        "driver_synthesis_s": result.stage_seconds.get("driver_synthesis", 0.0)}
+                return {
+                    "stages": _stage_split(result.stage_seconds),
+                    "driver_synthesis_s": result.stage_seconds.get("driver_synthesis", 0.0),
+                }
+
             return run
 
         def cli() -> dict[str, Any]:
             out = workdir / "cli.zarr"
             shutil.rmtree(out, ignore_errors=True)
             synbt = shutil.which("synbt") or "synbt"
-            cmd = [synbt, "generate", "--method", "synbt", "--n", str(args.n), "--out", str(out),
-                   "--data", inputs["prepared"], "--bank", inputs["bank"], "--vqvae", inputs["vqvae"],
-                   "--diffusion", inputs["diffusion"], "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-                   "--device", "cpu", "--no-quality-gate"]
+            cmd = [
+                synbt,
+                "generate",
+                "--method",
+                "synbt",
+                "--n",
+                str(args.n),
+                "--out",
+                str(out),
+                "--data",
+                inputs["prepared"],
+                "--bank",
+                inputs["bank"],
+                "--vqvae",
+                inputs["vqvae"],
+                "--diffusion",
+                inputs["diffusion"],
+                "--batch-size",
+                str(args.batch_size),
+                "--seed",
+                str(args.seed),
+                "--device",
+                "cpu",
+                "--no-quality-gate",
+            ]
             load = os.getloadavg()[0]
             measured = run_measured(cmd)
-            return {"wall_s": measured["wall_s"], "cpu_s": measured["cpu_s"], "load_1min_before": load,
-                    "tree_peak_rss_mb": measured["tree_peak_rss_mb"]}
+            return {
+                "wall_s": measured["wall_s"],
+                "cpu_s": measured["cpu_s"],
+                "load_1min_before": load,
+                "tree_peak_rss_mb": measured["tree_peak_rss_mb"],
+            }
 
-        arms: dict[str, Any] = {"sampling_only": lambda: _measure(sampling_only),
-                                "end_to_end": lambda: _measure(end_to_end("new"))}
+        arms: dict[str, Any] = {
+            "sampling_only": lambda: _measure(sampling_only),
+            "end_to_end": lambda: _measure(end_to_end("new")),
+        }
         if not args.no_encode_ab:
+
             def old(fn: Any) -> Any:
                 def run() -> dict[str, Any]:
                     with encoder_calls_of_four():
                         return _measure(fn)
+
                 return run
+
             arms["sampling_only_encode4"] = old(sampling_only)
             arms["end_to_end_encode4"] = old(end_to_end("old"))
         if not args.no_cli:
@@ -183,13 +229,15 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         identical: list[bool] = []
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 row = arms[name]()
                 row["round"] = r
                 runs[name].append(row)
-                print(f"round {r} {name}: wall {row['wall_s']:.2f} s, cpu {row['cpu_s']:.2f} s, "
-                      f"{row.get('stages', '')}", flush=True)
+                print(
+                    f"round {r} {name}: wall {row['wall_s']:.2f} s, cpu {row['cpu_s']:.2f} s, {row.get('stages', '')}",
+                    flush=True,
+                )
             if "sampling_only_encode4" in runs:
                 new, old_ = runs["sampling_only"][-1]["images"], runs["sampling_only_encode4"][-1]["images"]
                 identical.append(all(np.array_equal(a, b) for a, b in zip(new, old_, strict=True)))
@@ -204,8 +252,12 @@ def main() -> None:
             rows = runs[name]
             wall = statistics.median(r["wall_s"] for r in rows)
             cpu = statistics.median(r["cpu_s"] for r in rows)
-            out = {"wall_s_median": wall, "cpu_s_median": cpu, "cases_per_s": args.n / wall,
-                   "cpu_s_per_case": cpu / args.n}
+            out = {
+                "wall_s_median": wall,
+                "cpu_s_median": cpu,
+                "cases_per_s": args.n / wall,
+                "cpu_s_per_case": cpu / args.n,
+            }
             if "stages" in rows[0]:
                 best = min(rows, key=lambda r: r["wall_s"])
                 out["stage_seconds_fastest_run"] = best["stages"]
@@ -225,13 +277,18 @@ def main() -> None:
                 "throughput_wall": statistics.median(per_round("sampling_only", "cli", "wall_s")),
                 "cpu_efficiency": statistics.median(per_round("sampling_only", "cli", "cpu_s")),
                 "fixed_wall_s_median": statistics.median(
-                    c["wall_s"] - e["wall_s"] for c, e in zip(runs["cli"], runs["end_to_end"], strict=True)),
+                    c["wall_s"] - e["wall_s"] for c, e in zip(runs["cli"], runs["end_to_end"], strict=True)
+                ),
             }
         if "sampling_only_encode4" in runs:
-            enc = [a["stages"]["encode"] / b["stages"]["encode"]
-                   for a, b in zip(runs["sampling_only_encode4"], runs["sampling_only"], strict=True)]
-            enc_e2e = [a["stages"]["encode"] / b["stages"]["encode"]
-                       for a, b in zip(runs["end_to_end_encode4"], runs["end_to_end"], strict=True)]
+            enc = [
+                a["stages"]["encode"] / b["stages"]["encode"]
+                for a, b in zip(runs["sampling_only_encode4"], runs["sampling_only"], strict=True)
+            ]
+            enc_e2e = [
+                a["stages"]["encode"] / b["stages"]["encode"]
+                for a, b in zip(runs["end_to_end_encode4"], runs["end_to_end"], strict=True)
+            ]
             ratios["encode_calls_of_four_over_default"] = {
                 "encode_stage_sampling_only": statistics.median(enc),
                 "encode_stage_end_to_end": statistics.median(enc_e2e),
@@ -243,21 +300,35 @@ def main() -> None:
             }
             ratios["encode_over_decode"] = {
                 name: statistics.median(r["stages"]["encode"] / max(r["stages"]["decode"], 1e-9) for r in runs[name])
-                for name in ("sampling_only", "end_to_end", "sampling_only_encode4", "end_to_end_encode4")}
+                for name in ("sampling_only", "end_to_end", "sampling_only_encode4", "end_to_end_encode4")
+            }
         figures = {
-            "size": args.size, "backgrounds": len(backgrounds), "n": args.n, "batch_size": args.batch_size,
-            "rounds": args.rounds, "models": "shipped phantom_tiny weights (cpu presets), CPU, DDIM 10 steps, eta 1, "
-                                             "guidance 1, window mode, quality gate off",
-            "image_shape": list(placed[0].image.shape), "stored_placement_context": stored_context,
-            "setup_s": setup_s, "model_load_s": load_s, "warmup_s": warmup_s,
-            "ratios": ratios, "arms": {name: summary(name) for name in names}, "runs": runs,
+            "size": args.size,
+            "backgrounds": len(backgrounds),
+            "n": args.n,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "models": "shipped phantom_tiny weights (cpu presets), CPU, DDIM 10 steps, eta 1, "
+            "guidance 1, window mode, quality gate off",
+            "image_shape": list(placed[0].image.shape),
+            "stored_placement_context": stored_context,
+            "setup_s": setup_s,
+            "model_load_s": load_s,
+            "warmup_s": warmup_s,
+            "ratios": ratios,
+            "arms": {name: summary(name) for name in names},
+            "runs": runs,
             "load_average_end": list(os.getloadavg()),
         }
-        command = (f"python -m bench.synbt_pipeline_bench --size {args.size} --backgrounds {args.backgrounds} "
-                   f"--n {args.n} --batch-size {args.batch_size} --rounds {args.rounds} --seed {args.seed}"
-                   + (" --no-cli" if args.no_cli else "") + (" --no-encode-ab" if args.no_encode_ab else ""))
-        save_result("synbt_pipeline" if args.size == "tiny" else f"synbt_pipeline_{args.size}", figures,
-                    command=command)
+        command = (
+            f"python -m bench.synbt_pipeline_bench --size {args.size} --backgrounds {args.backgrounds} "
+            f"--n {args.n} --batch-size {args.batch_size} --rounds {args.rounds} --seed {args.seed}"
+            + (" --no-cli" if args.no_cli else "")
+            + (" --no-encode-ab" if args.no_encode_ab else "")
+        )
+        save_result(
+            "synbt_pipeline" if args.size == "tiny" else f"synbt_pipeline_{args.size}", figures, command=command
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

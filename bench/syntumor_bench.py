@@ -33,9 +33,9 @@ from bench.common import RESULTS_DIR, peak_rss_mb, save_result
 REFERENCE = {
     "measured": False,
     "why": "the public SynTumor code (MrGiovanni/SyntheticTumors) and its dependencies are not installed on this "
-           "machine and cannot be fetched offline",
+    "machine and cannot be fetched offline",
     "compared": "nothing; when it is run, compare seconds per tumor: a reference call inserts 1-10 tumors, "
-                "a syntumor_insert call exactly one",
+    "a syntumor_insert call exactly one",
 }
 
 _STARTUP_PROBE = r"""
@@ -73,38 +73,36 @@ print(json.dumps({"import_numpy_scipy_s": t_base, "rss_numpy_scipy_mb": rss_base
 
 
 def _crop_views(image: np.ndarray, mask: np.ndarray, half: int = 28) -> tuple[np.ndarray, ...]:
+    """Pre, post and mask on the axial slice through the tumor's centre, cropped to ``half`` voxels around it
+    (display convention of :mod:`synbt_factory.figures`: anterior up)."""
+    from synbt_factory.figures import axial
+
     c = np.argwhere(mask > 0).mean(axis=0).round().astype(int)
-    sl = tuple(slice(max(0, int(ci) - half), int(ci) + half) for ci in c[:2])
+    box = tuple(slice(max(0, int(ci) - half), int(ci) + half) for ci in c[:2])
     z = int(c[2])
-    pre = np.rot90(image[0][sl[0], sl[1], z].astype(np.float32))
-    post = np.rot90(image[1][sl[0], sl[1], z].astype(np.float32))
-    m = np.rot90(mask[sl[0], sl[1], z] > 0)
+    pre = axial(image[0], z, box).astype(np.float32)
+    post = axial(image[1], z, box).astype(np.float32)
+    m = axial(mask, z, box) > 0
     return pre, post, m
 
 
 def _figure(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from synbt_factory.figures import TUMOR, draw_outline, hide_ticks, new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9.0, 2.7 * len(rows)), squeeze=False)
+    fig, axes = new_figure(len(rows), 3, figsize=(9.0, 2.7 * len(rows)))
     for ax_row, row in zip(axes, rows, strict=True):
         pre, post, m = _crop_views(row["image"], row["mask"])
         vmax = max(float(np.percentile(post, 99.5)), 1e-3)
         ax_row[0].imshow(pre, cmap="gray", vmin=0, vmax=vmax)
         ax_row[1].imshow(post, cmap="gray", vmin=0, vmax=vmax)
         ax_row[2].imshow(post - pre, cmap="gray", vmin=0, vmax=vmax)
-        if m.any():
-            ax_row[2].contour(m.astype(np.float32), levels=[0.5], colors="red", linewidths=0.6)
+        draw_outline(ax_row[2], m, TUMOR, linewidth=0.6)
         for ax, name in zip(ax_row, ("pre", "post", "post − pre"), strict=True):
-            ax.set_xticks([])
-            ax.set_yticks([])
+            hide_ticks(ax)
             ax.set_title(name, fontsize=7)
         ax_row[0].set_ylabel(row["title"], fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main() -> None:
@@ -136,16 +134,28 @@ def main() -> None:
         stats = EnhancementStats.from_store(store)
         stats_s = time.perf_counter() - t0
 
-        probe = subprocess.run([sys.executable, "-c", _STARTUP_PROBE, json.dumps(stats.to_dict())],
-                               capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+        probe = subprocess.run(
+            [sys.executable, "-c", _STARTUP_PROBE, json.dumps(stats.to_dict())],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         startup = json.loads(probe.stdout.strip().splitlines()[-1])
 
         ids = store.case_ids()
         backgrounds = []
         for cid in ids:
             arrays, _ = store.read_case(cid, ("image", "mask", "breast"))
-            backgrounds.append({"id": cid, "image": arrays["image"].astype(np.float32), "mask": arrays["mask"],
-                                "region": arrays["breast"] > 0, "avoid": dilate_mm(arrays["mask"] > 0, 5.0)})
+            backgrounds.append(
+                {
+                    "id": cid,
+                    "image": arrays["image"].astype(np.float32),
+                    "mask": arrays["mask"],
+                    "region": arrays["breast"] > 0,
+                    "avoid": dilate_mm(arrays["mask"] > 0, 5.0),
+                }
+            )
         shape = list(backgrounds[0]["image"].shape[1:])
         per_class: dict[str, Any] = {}
         synth_ratios: list[float] = []
@@ -162,8 +172,9 @@ def main() -> None:
                 bg = backgrounds[(r + k) % len(backgrounds)]
                 rng = case_generator(args.seed, 1000 * k + r, "syntumor-bench")
                 t, c = time.perf_counter(), time.process_time()
-                new, tumor, record = syntumor_insert(bg["image"], None, rng, stats, size_class, region=bg["region"],
-                                                     avoid=bg["avoid"])
+                new, tumor, record = syntumor_insert(
+                    bg["image"], None, rng, stats, size_class, region=bg["region"], avoid=bg["avoid"]
+                )
                 times[size_class].append(time.perf_counter() - t)
                 cpu_times[size_class].append(time.process_time() - c)
                 tumors[size_class] += 1  # one call, one tumor
@@ -174,14 +185,17 @@ def main() -> None:
                     synth_pre_factors.append(measured[1])
                 if r == 0 and size_class in ("small", "medium", "large"):
                     title = f"SynTumor {size_class}\n{bg['id']} post/pre {record.measured_ratio:.2f}"
-                    synthetic_rows.append({"title": title,
-                                           "image": new, "mask": tumor})
+                    synthetic_rows.append({"title": title, "image": new, "mask": tumor})
         for size_class in SIZE_CLASSES:
             wall, cpu = times[size_class], cpu_times[size_class]
             per_class[size_class] = {
-                "tumors": tumors[size_class], "calls": len(wall),
-                "median_s": float(np.median(wall)), "mean_s": float(np.mean(wall)), "max_s": float(np.max(wall)),
-                "median_cpu_s": float(np.median(cpu)), "mean_cpu_s": float(np.mean(cpu)),
+                "tumors": tumors[size_class],
+                "calls": len(wall),
+                "median_s": float(np.median(wall)),
+                "mean_s": float(np.mean(wall)),
+                "max_s": float(np.max(wall)),
+                "median_cpu_s": float(np.median(cpu)),
+                "mean_cpu_s": float(np.mean(cpu)),
                 "seconds_per_tumor_total": float(np.sum(wall)) / tumors[size_class],
                 "cpu_seconds_per_tumor_total": float(np.sum(cpu)) / tumors[size_class],
                 "median_voxels": float(np.median(voxels[size_class])),
@@ -203,16 +217,22 @@ def main() -> None:
             given_times.append(time.perf_counter() - t)
             given_cpu.append(time.process_time() - c)
             if r == 0:
-                synthetic_rows.append({"title": f"SynTumor on bank placement\n{bg['id']} post/pre "
-                                                f"{record.measured_ratio:.2f}", "image": new, "mask": tumor})
+                synthetic_rows.append(
+                    {
+                        "title": f"SynTumor on bank placement\n{bg['id']} post/pre {record.measured_ratio:.2f}",
+                        "image": new,
+                        "mask": tumor,
+                    }
+                )
 
         real_rows = []
         for bg in backgrounds:
             if bg["mask"].any() and len(real_rows) < 3:
                 m = EnhancementStats.measure(bg["image"], bg["mask"])
                 ratio = m[0] if m else float("nan")
-                real_rows.append({"title": f"real tumor\n{bg['id']} post/pre {ratio:.2f}", "image": bg["image"],
-                                  "mask": bg["mask"]})
+                real_rows.append(
+                    {"title": f"real tumor\n{bg['id']} post/pre {ratio:.2f}", "image": bg["image"], "mask": bg["mask"]}
+                )
         png = RESULTS_DIR / "syntumor_vs_real.png"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         _figure(real_rows + synthetic_rows, png)
@@ -234,8 +254,12 @@ def main() -> None:
             "png": str(png),
             "bench_peak_rss_mb": peak_rss_mb(),
         }
-        save_result("syntumor", figures, command=f"python -m bench.syntumor_bench --cases {args.cases} "
-                                                 f"--repeat {args.repeat} --phantom-size {args.phantom_size}")
+        save_result(
+            "syntumor",
+            figures,
+            command=f"python -m bench.syntumor_bench --cases {args.cases} "
+            f"--repeat {args.repeat} --phantom-size {args.phantom_size}",
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

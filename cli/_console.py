@@ -269,8 +269,15 @@ class PlainProgress:
         clock: seconds as a float (``time.monotonic``; tests pass a fake one).
     """
 
-    def __init__(self, description: str, print_line: Callable[[str], None], *, every_percent: float = 10.0,
-                 min_interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        description: str,
+        print_line: Callable[[str], None],
+        *,
+        every_percent: float = 10.0,
+        min_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.description = description
         self.print_line = print_line
         self.every_percent = every_percent
@@ -290,8 +297,12 @@ class PlainProgress:
             return
         self._last_mark, self._last_line = mark, now
         elapsed = now - self._start
-        parts = [f"{self.description}: {done}/{total} ({100.0 * done / total:.0f}%)" if total > 0
-                 else f"{self.description}: {done}", f"elapsed {_clock_text(elapsed)}"]
+        parts = [
+            f"{self.description}: {done}/{total} ({100.0 * done / total:.0f}%)"
+            if total > 0
+            else f"{self.description}: {done}",
+            f"elapsed {_clock_text(elapsed)}",
+        ]
         if total > 0 and 0 < done < total:
             parts.append(f"eta {_clock_text(elapsed / done * (total - done))}")
         text = _metrics_text(metrics)
@@ -308,8 +319,7 @@ def progress_bar(description: str, total: int | None = None) -> Iterator:
     terminal leaves, so the step count and the ETA stay visible at 80 columns.
     """
     if not err_console.is_terminal:
-        yield PlainProgress(description, lambda line: err_console.print(escape(line), soft_wrap=True,
-                                                                        highlight=False))
+        yield PlainProgress(description, lambda line: err_console.print(escape(line), soft_wrap=True, highlight=False))
         return
     columns = [
         TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
@@ -332,7 +342,7 @@ def progress_bar(description: str, total: int | None = None) -> Iterator:
         room = err_console.width - used - 1
         text = _metrics_text(metrics)
         if len(text) > room:
-            text = text[:room - 1] + "…" if room > 8 else ""
+            text = text[: room - 1] + "…" if room > 8 else ""
         bar.update(task, completed=done, total=total_, metrics=text)
 
     try:

@@ -23,8 +23,16 @@ from cli._console import fail
 if TYPE_CHECKING:
     from synbt_factory.progress import RunPlan
 
-__all__ = ["AUTO", "PRESET_HELP", "TRAINER_PRESETS", "TrainerPresets", "choose_preset", "faster_preset",
-           "preset_help", "run_plan"]
+__all__ = [
+    "AUTO",
+    "PRESET_HELP",
+    "TRAINER_PRESETS",
+    "TrainerPresets",
+    "choose_preset",
+    "faster_preset",
+    "preset_help",
+    "run_plan",
+]
 
 AUTO = "auto"
 
@@ -45,8 +53,9 @@ TRAINER_PRESETS: dict[str, TrainerPresets] = {
     "segment train": TrainerPresets(names=("tiny", "small", "paper"), cpu="tiny", cuda="small"),
 }
 
-PRESET_HELP = ("auto (default): {cpu} without a CUDA GPU or with --device cpu, {cuda} with one. "
-               "Presets, fastest first: {names}.")
+PRESET_HELP = (
+    "auto (default): {cpu} without a CUDA GPU or with --device cpu, {cuda} with one. Presets, fastest first: {names}."
+)
 
 
 def preset_help(command: str, detail: str = "") -> str:
@@ -85,5 +94,6 @@ def run_plan(command: str, what: str, preset: str, steps: int, device: str) -> R
     from synbt_factory.progress import RunPlan
 
     faster = faster_preset(command, preset)
-    return RunPlan(what=what, preset=preset, steps=steps, device=device,
-                   faster=None if faster is None else f"--preset {faster}")
+    return RunPlan(
+        what=what, preset=preset, steps=steps, device=device, faster=None if faster is None else f"--preset {faster}"
+    )

@@ -1,4 +1,11 @@
-"""``synbt``: train the generators, mass-produce synthetic DCE-MRI tumors, train and score segmenters."""
+"""``synbt``: train the generators, mass-produce synthetic DCE-MRI tumors, train and score segmenters.
+
+The root command group and its error boundary. Each command group lives in its own module, which holds its
+``typer.Typer`` (``app``) and its commands: :mod:`cli.data`, :mod:`cli.train`, :mod:`cli.eval`, :mod:`cli.bank`,
+:mod:`cli.store`, :mod:`cli.segment`, :mod:`cli.experiment`; the top-level commands are ``generate`` and
+``generate-one`` (:mod:`cli.generate`) and ``demo`` (:mod:`cli.demo`). Shared: :mod:`cli._console` (console,
+errors, progress) and :mod:`cli._presets` (trainer presets).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,16 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
-from cli import (
-    cmd_data,
-    cmd_demo,
-    cmd_diffusion,
-    cmd_experiment,
-    cmd_generate,
-    cmd_placement,
-    cmd_report,
-    cmd_segment,
-    cmd_store,
-    cmd_vqvae,
-)
 from cli._console import report_error, report_interrupt, reset_tracebacks, resume_command, show_tracebacks
+from cli.bank import app as bank_app
+from cli.data import app as data_app
+from cli.demo import demo
+from cli.eval import app as eval_app
+from cli.experiment import app as experiment_app
+from cli.generate import generate, generate_one
+from cli.segment import app as segment_app
+from cli.store import app as store_app
+from cli.train import app as train_app
 
 __all__ = ["app", "main"]
 
@@ -91,8 +95,11 @@ class _Command(TyperCommand):
         args = self._split_comma_values(args)
         if not any(a in ("--help", "-h") for a in args):
             given = {a.split("=", 1)[0] for a in args}
-            missing = [p.opts[0] for p in self.params
-                       if p.param_type_name == "option" and p.required and not given & set(p.opts)]
+            missing = [
+                p.opts[0]
+                for p in self.params
+                if p.param_type_name == "option" and p.required and not given & set(p.opts)
+            ]
             needed, why = self._needed_with(args, given)
             if missing and needed:
                 ctx.fail(f"Missing options: {', '.join(missing + needed)} ({why}).")
@@ -140,23 +147,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-data_app = typer.Typer(
-    help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True
-)
-train_app = typer.Typer(
-    help="Train the generators: VQ-VAE (patch, volume), latent diffusion, tissue model.", no_args_is_help=True
-)
-eval_app = typer.Typer(
-    help="Evaluate trained generators (reconstruction quality, grid artifacts).", no_args_is_help=True
-)
-bank_app = typer.Typer(help="The tumor-mask template bank: build, inspect, preview placements.", no_args_is_help=True)
-store_app = typer.Typer(help="Synthetic/prepared Zarr stores: info, verify, export, preview.", no_args_is_help=True)
-segment_app = typer.Typer(
-    help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True
-)
-experiment_app = typer.Typer(help="Experiments: does synthetic data help (evidence); the paper's Table 1.",
-                             no_args_is_help=True)
-
 
 @app.callback()
 def _global_options(
@@ -175,37 +165,9 @@ app.add_typer(store_app, name="store")
 app.add_typer(segment_app, name="segment")
 app.add_typer(experiment_app, name="experiment")
 
-data_app.command("phantom")(cmd_data.data_phantom)
-data_app.command("index")(cmd_data.data_index)
-data_app.command("check")(cmd_data.data_check)
-data_app.command("prepare")(cmd_data.data_prepare)
-data_app.command("placement-context")(cmd_data.data_placement_context)
-
-app.command("generate")(cmd_generate.generate)
-
-train_app.command("vqvae")(cmd_vqvae.train_vqvae)
-eval_app.command("vqvae")(cmd_vqvae.eval_vqvae)
-train_app.command("diffusion")(cmd_diffusion.train_diffusion)
-train_app.command("tissue")(cmd_placement.train_tissue)
-data_app.command("tissue")(cmd_placement.data_tissue)
-bank_app.command("build")(cmd_placement.bank_build)
-bank_app.command("info")(cmd_placement.bank_info)
-bank_app.command("preview")(cmd_placement.preview_placement)
-app.command("demo")(cmd_demo.demo)
-app.command("generate-one")(cmd_diffusion.generate_one)
-
-segment_app.command("train")(cmd_segment.segment_train)
-segment_app.command("eval")(cmd_segment.segment_eval)
-segment_app.command("score")(cmd_segment.segment_score)
-experiment_app.command("evidence")(cmd_experiment.experiment_evidence)
-experiment_app.command("table1")(cmd_segment.experiment_table1)
-
-store_app.command("info")(cmd_store.store_info)
-store_app.command("verify")(cmd_store.store_verify)
-store_app.command("export")(cmd_store.store_export)
-store_app.command("preview")(cmd_store.store_preview)
-store_app.command("report")(cmd_report.store_report)
-
+app.command("generate")(generate)
+app.command("demo")(demo)
+app.command("generate-one")(generate_one)
 
 for _typer in (app, data_app, train_app, eval_app, bank_app, store_app, segment_app, experiment_app):
     for _info in _typer.registered_commands:

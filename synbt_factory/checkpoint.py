@@ -3,8 +3,9 @@
 A checkpoint is one ``torch.save`` file holding plain tensors, numbers, strings, lists
 and dicts only, so it loads with ``weights_only=True``. It always carries ``kind``,
 ``config`` (the component's config dict) and ``synbt_version``. Writes go to a temporary
-file in the same folder, are fsynced, then ``os.replace``d over the target, so a crash
-during a save leaves the previous checkpoint intact.
+file in the same folder, are fsynced, then ``os.replace``d over the target
+(:func:`synbt_factory.io.atomic_write`), so a crash during a save leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from synbt_factory import __version__
-from synbt_factory.io import share_like_open
+from synbt_factory.io import atomic_write
 
 __all__ = [
     "save_checkpoint",
@@ -82,19 +81,6 @@ def rebuilding_from(path: Path, what: str) -> Iterator[None]:
         ) from exc
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any], *, kind: str, config: dict[str, Any]) -> Path:
     """Atomically write ``payload`` (plus ``kind``, ``config``, version) to ``path``.
 
@@ -105,21 +91,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any], *, kind: str, config: d
         config: the component's config as a plain dict.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = dict(payload)
     data.update({"kind": kind, "config": config, "synbt_version": __version__})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        share_like_open(fd)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    # a fresh temporary file per save (two trainers saving to one folder never share one), with a plain open()'s
+    # permissions, fsynced; the folder is fsynced after the rename
+    atomic_write(path, lambda fh: torch.save(data, fh), unique=True, fsync_dir=True)
     log.debug("saved %s checkpoint %s", kind, path)
     return path
 
@@ -137,12 +113,15 @@ def load_checkpoint(path: Path, *, kind: str | None = None, map_location: str | 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # the safe loader refused an object no synbt checkpoint holds
-        raise CheckpointError(f"{path} is not a synbt checkpoint: it holds Python objects other than tensors and "
-                              "plain values, which synbt never saves (refused by the safe loader)") from exc
+        raise CheckpointError(
+            f"{path} is not a synbt checkpoint: it holds Python objects other than tensors and "
+            "plain values, which synbt never saves (refused by the safe loader)"
+        ) from exc
     except Exception as exc:  # torch raises several types for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); it may be "
-                              "truncated or damaged") from exc
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); it may be truncated or damaged"
+        ) from exc
     if not isinstance(data, dict) or "kind" not in data or "config" not in data:
         raise CheckpointError(f"{path} is not a synbt checkpoint (no 'kind'/'config' entries)")
     if kind is not None and data["kind"] != kind:
@@ -157,8 +136,10 @@ def check_checkpoint_file(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(len(_TORCH_MAGIC))
     if head != _TORCH_MAGIC:
-        raise CheckpointError(f"{path} is not a synbt checkpoint (not a file written by torch.save); pass a .pt file "
-                              "written by a synbt trainer, e.g. runs/<run>/final.pt")
+        raise CheckpointError(
+            f"{path} is not a synbt checkpoint (not a file written by torch.save); pass a .pt file "
+            "written by a synbt trainer, e.g. runs/<run>/final.pt"
+        )
 
 
 def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:

@@ -13,7 +13,14 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["config_to_dict", "config_from_dict", "load_config_file", "replace"]
+__all__ = [
+    "config_to_dict",
+    "config_from_dict",
+    "load_config_file",
+    "load_config_sections",
+    "read_config_file",
+    "replace",
+]
 
 T = TypeVar("T")
 
@@ -65,18 +72,57 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)  # type: ignore[return-value]
 
 
-def load_config_file(cls: type[T], path: Path) -> T:
-    """Read a JSON or TOML config file into ``cls``."""
+def read_config_file(path: Path) -> Any:
+    """The parsed content of a JSON or TOML (``.toml``) config file.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: not valid JSON / TOML (``json.JSONDecodeError``, ``tomllib.TOMLDecodeError``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     if path.suffix == ".toml":
         import tomllib
 
-        data = tomllib.loads(path.read_text())
-    else:
-        data = json.loads(path.read_text())
-    return config_from_dict(cls, data)
+        return tomllib.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def load_config_file(cls: type[T], path: Path) -> T:
+    """Read a JSON or TOML config file into ``cls``."""
+    return config_from_dict(cls, read_config_file(path))
+
+
+def load_config_sections(path: Path, sections: dict[str, type]) -> dict[str, dict[str, Any]]:
+    """Overrides for several configs from one JSON or TOML file, to merge into their defaults.
+
+    The file holds either one table per section (``{"model": {...}, "train": {...}}``; a missing section is
+    empty) or flat keys, each going to every section whose dataclass has a field of that name.
+
+    Args:
+        path: the config file.
+        sections: section name → its config dataclass, e.g. ``{"model": VQVAEConfig, "train": VQVAETrainConfig}``.
+
+    Returns:
+        section name → the overrides found for it (not validated: merge them into a config to validate).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not a table, or holds flat keys no section has.
+    """
+    path = Path(path)
+    data = read_config_file(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a table/object")
+    if set(data) <= set(sections):
+        return {name: dict(data.get(name, {})) for name in sections}
+    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in sections.items()}
+    unknown = sorted(set(data).difference(*fields.values()))
+    if unknown:
+        names = " nor ".join(cls.__name__ for cls in sections.values())
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)} (neither {names} fields)")
+    return {name: {k: v for k, v in data.items() if k in keys} for name, keys in fields.items()}
 
 
 def replace(config: T, **changes: Any) -> T:

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from synbt_factory.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
-from synbt_factory.io import share_like_open
+from synbt_factory.io import atomic_path
 
 __all__ = [
     "COMPONENTS",
@@ -79,17 +77,22 @@ class PretrainedSet:
         """
         pinned = PRETRAINED_SHA256[self.name].get(component)
         if pinned is None:
-            raise CheckpointError(f"pretrained set {self.name!r} has no component {component!r}; "
-                                  f"known: {', '.join(COMPONENTS)}")
+            raise CheckpointError(
+                f"pretrained set {self.name!r} has no component {component!r}; known: {', '.join(COMPONENTS)}"
+            )
         path = self.folder / f"{component}.pt"
         if not path.is_file():
-            raise CheckpointError(f"pretrained weights {path} are missing; reinstall synbt "
-                                  "or run 'synbt demo --from-scratch' to train them")
+            raise CheckpointError(
+                f"pretrained weights {path} are missing; reinstall synbt "
+                "or run 'synbt demo --from-scratch' to train them"
+            )
         actual = file_sha256(path)
         if actual != pinned:
-            raise CheckpointError(f"pretrained weights {path} have sha256 {actual[:12]}…, expected {pinned[:12]}…: "
-                                  "the file is damaged or was replaced; reinstall synbt or run "
-                                  "'synbt demo --from-scratch'")
+            raise CheckpointError(
+                f"pretrained weights {path} have sha256 {actual[:12]}…, expected {pinned[:12]}…: "
+                "the file is damaged or was replaced; reinstall synbt or run "
+                "'synbt demo --from-scratch'"
+            )
         return path
 
 
@@ -120,15 +123,9 @@ def install_pretrained(name: str, component: str, dest: Path) -> str:
     dest = Path(dest)
     if dest.is_file() and file_sha256(dest) == sha:
         return sha
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    try:
+    # a fresh temporary file with a plain open()'s permissions, renamed over ``dest`` (removed if the copy fails)
+    with atomic_path(dest, unique=True) as tmp:
         shutil.copyfile(source, tmp)
-        share_like_open(tmp)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     log.debug("installed pretrained %s/%s (sha256 %s…) → %s", name, component, sha[:12], dest)
     return sha
 

@@ -13,8 +13,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-__all__ = ["ETA_WARN_SECONDS", "EtaEstimate", "ProgressFn", "RunPlan", "StepClock", "estimate_eta",
-           "format_duration", "report"]
+__all__ = [
+    "ETA_WARN_SECONDS",
+    "EtaEstimate",
+    "ProgressFn",
+    "RunPlan",
+    "StepClock",
+    "estimate_eta",
+    "format_duration",
+    "report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,11 @@ class EtaEstimate:
 def estimate_eta(steps_measured: int, seconds: float, remaining_steps: int) -> EtaEstimate:
     """The pace of ``steps_measured`` steps that took ``seconds``, extrapolated over ``remaining_steps``."""
     per_step = seconds / max(steps_measured, 1)
-    return EtaEstimate(seconds_per_step=per_step, eta_seconds=per_step * max(remaining_steps, 0),
-                       remaining_steps=max(remaining_steps, 0))
+    return EtaEstimate(
+        seconds_per_step=per_step,
+        eta_seconds=per_step * max(remaining_steps, 0),
+        remaining_steps=max(remaining_steps, 0),
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -95,9 +106,16 @@ class StepClock:
         clock: seconds as a float (``time.monotonic``; tests pass a fake one).
     """
 
-    def __init__(self, plan: RunPlan, progress: ProgressFn | None = None, *, measure_steps: int = 3,
-                 refine_steps: int = 50, warn_after_seconds: float = ETA_WARN_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        progress: ProgressFn | None = None,
+        *,
+        measure_steps: int = 3,
+        refine_steps: int = 50,
+        warn_after_seconds: float = ETA_WARN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.plan = plan
         self.progress = progress
         self.measure_steps = max(1, measure_steps)
@@ -115,8 +133,14 @@ class StepClock:
         total it reports)."""
         self._announced = True
         p = self.plan
-        log.info("%s: preset %s, %d steps on %s; the pace and ETA follow after %d steps", p.what, p.preset, p.steps,
-                 p.device, self.measure_steps + 1)
+        log.info(
+            "%s: preset %s, %d steps on %s; the pace and ETA follow after %d steps",
+            p.what,
+            p.preset,
+            p.steps,
+            p.device,
+            self.measure_steps + 1,
+        )
 
     def __call__(self, done: int, total: int, metrics: Mapping[str, float]) -> None:
         if not self._announced:
@@ -156,8 +180,19 @@ class StepClock:
         if estimate.eta_seconds <= self.warn_after_seconds:
             log.info("%s: %s, about %s for the remaining %d steps", p.what, pace, eta, estimate.remaining_steps)
             return
-        advice = (f"for a shorter run pass {p.faster} (or fewer --steps)" if p.faster
-                  else "for a shorter run pass fewer --steps")
-        log.warning("%s: %s, so the remaining %d steps of preset %s take about %s on %s (over %s); %s",
-                    p.what, pace, estimate.remaining_steps, p.preset, eta, p.device,
-                    format_duration(self.warn_after_seconds), advice)
+        advice = (
+            f"for a shorter run pass {p.faster} (or fewer --steps)"
+            if p.faster
+            else "for a shorter run pass fewer --steps"
+        )
+        log.warning(
+            "%s: %s, so the remaining %d steps of preset %s take about %s on %s (over %s); %s",
+            p.what,
+            pace,
+            estimate.remaining_steps,
+            p.preset,
+            eta,
+            p.device,
+            format_duration(self.warn_after_seconds),
+            advice,
+        )

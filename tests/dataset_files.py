@@ -73,8 +73,9 @@ def make_case(
     write_nifti(root / "segmentations" / "expert" / f"{name}.nii.gz", tumor.astype(np.uint8), affine, dtype=np.uint8)
     info_dir = root / "patient_info_files"
     info_dir.mkdir(parents=True, exist_ok=True)
-    (info_dir / f"{case_id.lower()}.json").write_text(json.dumps({
-        "patient_id": case_id, "imaging_data": {"dataset": "TESTSET", "bilateral": True}}))
+    (info_dir / f"{case_id.lower()}.json").write_text(
+        json.dumps({"patient_id": case_id, "imaging_data": {"dataset": "TESTSET", "bilateral": True}})
+    )
     return {"case_id": case_id, "tumor": tumor, "affine": affine, "split": split, "tumor_world": tumor_world}
 
 

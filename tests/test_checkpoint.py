@@ -46,8 +46,22 @@ def test_segment_eval_with_a_text_file_as_ckpt_is_one_plain_line(tmp_path: Path)
     """It used to print torch's advice about ``weights_only`` and PyTorch 2.6."""
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
-    result = CliRunner().invoke(app, ["segment", "eval", "--ckpt", str(text), "--data", str(tmp_path / "p.zarr"),
-                                      "--out", str(tmp_path / "eval"), "--device", "cpu"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            "eval",
+            "--ckpt",
+            str(text),
+            "--data",
+            str(tmp_path / "p.zarr"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--device",
+            "cpu",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if "error:" in line]
     assert len(errors) == 1 and "not a synbt checkpoint" in errors[0] and str(text) in errors[0], result.output
@@ -57,9 +71,24 @@ def test_segment_eval_with_a_text_file_as_ckpt_is_one_plain_line(tmp_path: Path)
 def test_train_diffusion_refuses_a_text_file_as_vqvae_before_announcing_its_run(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
-    result = CliRunner().invoke(app, ["train", "diffusion", "--vqvae", str(text), "--data", str(tmp_path / "p.zarr"),
-                                      "--out", str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"],
-                                env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "diffusion",
+            "--vqvae",
+            str(text),
+            "--data",
+            str(tmp_path / "p.zarr"),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "--vqvae" in lines[0] and "not a synbt checkpoint" in lines[0], result.output

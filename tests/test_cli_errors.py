@@ -23,8 +23,15 @@ from synbt_factory.store import CaseStore
 KINDS = ("vqvae", "diffusion", "tissue", "segmenter")
 # another kind whose contents are saved under this kind's label
 OTHER_KIND = {"vqvae": "tissue", "diffusion": "vqvae", "tissue": "vqvae", "segmenter": "vqvae"}
-VARIANTS = ("config_wrong_type", "config_not_a_dict", "config_key_missing", "weights_missing",
-            "tensor_wrong_shape", "tensor_missing", "other_kind_contents")
+VARIANTS = (
+    "config_wrong_type",
+    "config_not_a_dict",
+    "config_key_missing",
+    "weights_missing",
+    "tensor_wrong_shape",
+    "tensor_missing",
+    "other_kind_contents",
+)
 META = ("kind", "config", "synbt_version")
 
 
@@ -51,14 +58,19 @@ def _save_diffusion(path: Path) -> Path:
 
     config, _ = diffusion_train_preset("tiny")
     model = MaskConditionedDenoiser(config)
-    payload = {"model": model.state_dict(), "ema": make_ema(model).state_dict(),
-               "latent_norm": dataclasses.asdict(LatentNorm()), "vqvae_sha256": ""}
+    payload = {
+        "model": model.state_dict(),
+        "ema": make_ema(model).state_dict(),
+        "latent_norm": dataclasses.asdict(LatentNorm()),
+        "vqvae_sha256": "",
+    }
     return save_checkpoint(path, payload, kind="diffusion", config=config_to_dict(config))
 
 
 def _save_tissue(path: Path) -> Path:
     from synbt_factory.models.tissue import build_tissue_model
-    from synbt_factory.tissue.train import TissueTrainConfig, _checkpoint_payload
+    from synbt_factory.tissue.config import TissueTrainConfig
+    from synbt_factory.tissue.train import _checkpoint_payload
 
     config = TissueTrainConfig.preset("tiny")
     payload = _checkpoint_payload(build_tissue_model(config.model), None, 0, config, {})
@@ -71,14 +83,20 @@ def _save_segmenter(path: Path) -> Path:
     from synbt_factory.training.segmentation import SegTrainConfig
 
     size = (16, 16, 16)
-    config = SegTrainConfig(model=SegmenterConfig(name="unet", preset="tiny", patch_size=size),
-                            data=MixConfig(crop=size), real="prepared.zarr")
+    config = SegTrainConfig(
+        model=SegmenterConfig(name="unet", preset="tiny", patch_size=size),
+        data=MixConfig(crop=size),
+        real="prepared.zarr",
+    )
     payload = {"model": build_segmenter(config.model).state_dict(), "step": 0}
     return save_checkpoint(path, payload, kind="segmenter", config=config_to_dict(config))
 
 
 SAVERS: dict[str, Callable[[Path], Path]] = {
-    "vqvae": _save_vqvae, "diffusion": _save_diffusion, "tissue": _save_tissue, "segmenter": _save_segmenter,
+    "vqvae": _save_vqvae,
+    "diffusion": _save_diffusion,
+    "tissue": _save_tissue,
+    "segmenter": _save_segmenter,
 }
 # where each kind keeps the config its loader rebuilds, a key of it that shapes the network, and its weights
 CONFIG_ENTRY = {"vqvae": "config", "diffusion": "config", "tissue": "train_config", "segmenter": "config"}
@@ -150,8 +168,11 @@ def _store(path: Path, cases: int = 0) -> Path:
         post = pre.copy()
         post[12:20, 12:20, 6:10] = 1.5
         mask = (post > 1).astype(np.uint8)
-        store.write_case(f"CASE_{i:03d}", {"image": np.stack([pre, post]).astype(np.float16), "mask": mask},
-                         {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"})
+        store.write_case(
+            f"CASE_{i:03d}",
+            {"image": np.stack([pre, post]).astype(np.float16), "mask": mask},
+            {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"},
+        )
     return path
 
 
@@ -172,13 +193,17 @@ def _assert_one_error(result: Any, *, code: int, names: list[str]) -> str:
 # ---------------------------------------------------------------------------- broken checkpoints
 @pytest.mark.parametrize("kind", KINDS)
 def test_valid_tiny_checkpoints_load(valid: dict[str, Path], kind: str) -> None:
-    from synbt_factory.tissue.train import load_tissue_model
-    from synbt_factory.training.diffusion import load_diffusion
+    from synbt_factory.models.diffusion import load_diffusion
+    from synbt_factory.models.vqvae import load_vqvae
+    from synbt_factory.tissue.infer import load_tissue_model
     from synbt_factory.training.segmentation import load_segmenter
-    from synbt_factory.training.vqvae import load_vqvae
 
-    loader = {"vqvae": load_vqvae, "diffusion": load_diffusion, "tissue": load_tissue_model,
-              "segmenter": load_segmenter}[kind]
+    loader = {
+        "vqvae": load_vqvae,
+        "diffusion": load_diffusion,
+        "tissue": load_tissue_model,
+        "segmenter": load_segmenter,
+    }[kind]
     model = loader(valid[kind])[0]
     assert isinstance(model, torch.nn.Module) and not model.training
 
@@ -186,13 +211,17 @@ def test_valid_tiny_checkpoints_load(valid: dict[str, Path], kind: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_loaders_raise_one_checkpoint_error_naming_the_file(valid, kind: str, variant: str, tmp_path: Path) -> None:
-    from synbt_factory.tissue.train import load_tissue_model
-    from synbt_factory.training.diffusion import load_diffusion
+    from synbt_factory.models.diffusion import load_diffusion
+    from synbt_factory.models.vqvae import load_vqvae
+    from synbt_factory.tissue.infer import load_tissue_model
     from synbt_factory.training.segmentation import load_segmenter
-    from synbt_factory.training.vqvae import load_vqvae
 
-    loader = {"vqvae": load_vqvae, "diffusion": load_diffusion, "tissue": load_tissue_model,
-              "segmenter": load_segmenter}[kind]
+    loader = {
+        "vqvae": load_vqvae,
+        "diffusion": load_diffusion,
+        "tissue": load_tissue_model,
+        "segmenter": load_segmenter,
+    }[kind]
     broken = _break(valid, kind, variant, tmp_path / f"{kind}_{variant}.pt")
     assert load_checkpoint(broken, kind=kind)["kind"] == kind  # well-formed: only its contents are wrong
     with pytest.raises(CheckpointError) as info:
@@ -206,11 +235,32 @@ def _command(kind: str, ckpt: Path, valid: dict[str, Path], tmp_path: Path, nift
     if kind in ("vqvae", "diffusion"):
         folder, mask = nifti_case
         vq, diff = (ckpt, valid["diffusion"]) if kind == "vqvae" else (valid["vqvae"], ckpt)
-        return ["generate-one", "--case", str(folder), "--mask", str(mask), "--vqvae", str(vq), "--diffusion",
-                str(diff), "--out", str(tmp_path / "out.nii.gz"), "--device", "cpu"]
+        return [
+            "generate-one",
+            "--case",
+            str(folder),
+            "--mask",
+            str(mask),
+            "--vqvae",
+            str(vq),
+            "--diffusion",
+            str(diff),
+            "--out",
+            str(tmp_path / "out.nii.gz"),
+            "--device",
+            "cpu",
+        ]
     if kind == "tissue":
-        return ["data", "tissue", "--ckpt", str(ckpt), "--data", str(_store(tmp_path / "prepared.zarr")),
-                "--device", "cpu"]
+        return [
+            "data",
+            "tissue",
+            "--ckpt",
+            str(ckpt),
+            "--data",
+            str(_store(tmp_path / "prepared.zarr")),
+            "--device",
+            "cpu",
+        ]
     return ["segment", "eval", "--ckpt", str(ckpt), "--data", str(tmp_path / "prepared.zarr"), "--device", "cpu"]
 
 
@@ -226,27 +276,94 @@ def test_broken_checkpoint_is_one_error_line(valid, nifti_case, kind: str, varia
 
 def _other_command(name: str, ckpt: Path, valid: dict[str, Path], tmp_path: Path) -> list[str]:
     if name == "generate --vqvae":
-        return ["generate", "--n", "1", "--out", str(tmp_path / "syn.zarr"), "--data", str(tmp_path / "p.zarr"),
-                "--bank", str(tmp_path / "bank.zarr"), "--vqvae", str(ckpt), "--diffusion", str(valid["diffusion"]),
-                "--device", "cpu"]
+        return [
+            "generate",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "syn.zarr"),
+            "--data",
+            str(tmp_path / "p.zarr"),
+            "--bank",
+            str(tmp_path / "bank.zarr"),
+            "--vqvae",
+            str(ckpt),
+            "--diffusion",
+            str(valid["diffusion"]),
+            "--device",
+            "cpu",
+        ]
     if name == "generate --diffusion":
-        return ["generate", "--n", "1", "--out", str(tmp_path / "syn.zarr"), "--data", str(tmp_path / "p.zarr"),
-                "--bank", str(tmp_path / "bank.zarr"), "--vqvae", str(valid["vqvae"]), "--diffusion", str(ckpt),
-                "--device", "cpu"]
+        return [
+            "generate",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "syn.zarr"),
+            "--data",
+            str(tmp_path / "p.zarr"),
+            "--bank",
+            str(tmp_path / "bank.zarr"),
+            "--vqvae",
+            str(valid["vqvae"]),
+            "--diffusion",
+            str(ckpt),
+            "--device",
+            "cpu",
+        ]
     if name == "train diffusion --vqvae":
-        return ["train", "diffusion", "--vqvae", str(ckpt), "--data", str(tmp_path / "p.zarr"), "--out",
-                str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"]
+        return [
+            "train",
+            "diffusion",
+            "--vqvae",
+            str(ckpt),
+            "--data",
+            str(tmp_path / "p.zarr"),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+        ]
     if name == "train vqvae --init":
-        return ["train", "vqvae", "--data", str(_store(tmp_path / "p.zarr", cases=1)), "--out", str(tmp_path / "run"),
-                "--stage", "volume", "--init", str(ckpt), "--preset", "tiny", "--steps", "1", "--device", "cpu"]
+        return [
+            "train",
+            "vqvae",
+            "--data",
+            str(_store(tmp_path / "p.zarr", cases=1)),
+            "--out",
+            str(tmp_path / "run"),
+            "--stage",
+            "volume",
+            "--init",
+            str(ckpt),
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ]
     assert name == "eval vqvae"
-    return ["eval", "vqvae", "--ckpt", str(ckpt), "--data", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "ev"),
-            "--device", "cpu"]
+    return [
+        "eval",
+        "vqvae",
+        "--ckpt",
+        str(ckpt),
+        "--data",
+        str(tmp_path / "p.zarr"),
+        "--out",
+        str(tmp_path / "ev"),
+        "--device",
+        "cpu",
+    ]
 
 
 @pytest.mark.parametrize("variant", ["config_wrong_type", "tensor_wrong_shape"])
-@pytest.mark.parametrize("name", ["generate --vqvae", "generate --diffusion", "train diffusion --vqvae",
-                                  "train vqvae --init", "eval vqvae"])
+@pytest.mark.parametrize(
+    "name", ["generate --vqvae", "generate --diffusion", "train diffusion --vqvae", "train vqvae --init", "eval vqvae"]
+)
 def test_broken_checkpoint_in_other_commands(valid, name: str, variant: str, tmp_path: Path) -> None:
     kind = "diffusion" if name.endswith("--diffusion") else "vqvae"
     broken = _break(valid, kind, variant, tmp_path / f"{kind}_{variant}.pt")
@@ -258,8 +375,13 @@ def test_console_script_reports_a_broken_checkpoint_in_one_line(valid, nifti_cas
     """The ``synbt`` entry point (cli.main:main) in a fresh process: stderr is one line, no traceback."""
     broken = _break(valid, "vqvae", "tensor_wrong_shape", tmp_path / "vq.pt")
     args = _command("vqvae", broken, valid, tmp_path, nifti_case)
-    proc = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "COLUMNS": "80", "SYNBT_DEBUG": ""})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80", "SYNBT_DEBUG": ""},
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -278,26 +400,102 @@ def _out_commands(tmp_path: Path, out: Path, valid: dict[str, Path], device: str
     return {
         "data phantom": ["data", "phantom", "--out", str(out), "--n", "1", "--size", "tiny"],
         "train vqvae": ["train", "vqvae", "--data", store, "--out", str(out), "--preset", "tiny", "--steps", "1", *dev],
-        "train diffusion": ["train", "diffusion", "--vqvae", str(valid["vqvae"]), "--data", store, "--out", str(out),
-                            "--preset", "tiny", "--steps", "1", *dev],
-        "train tissue": ["train", "tissue", "--labels", store, "--out", str(out), "--preset", "tiny", "--steps", "1",
-                         *dev],
-        "segment train": ["segment", "train", "--real", store, "--out", str(out), "--preset", "tiny", "--patch", "16",
-                          "--steps", "1", *dev],
-        "segment eval": ["segment", "eval", "--ckpt", str(valid["segmenter"]), "--data", store, "--split", "train",
-                         "--out", str(out), *dev],
-        "eval vqvae": ["eval", "vqvae", "--ckpt", str(valid["vqvae"]), "--data", store, "--split", "train",
-                       "--out", str(out), *dev],
+        "train diffusion": [
+            "train",
+            "diffusion",
+            "--vqvae",
+            str(valid["vqvae"]),
+            "--data",
+            store,
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            *dev,
+        ],
+        "train tissue": [
+            "train",
+            "tissue",
+            "--labels",
+            store,
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            *dev,
+        ],
+        "segment train": [
+            "segment",
+            "train",
+            "--real",
+            store,
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--patch",
+            "16",
+            "--steps",
+            "1",
+            *dev,
+        ],
+        "segment eval": [
+            "segment",
+            "eval",
+            "--ckpt",
+            str(valid["segmenter"]),
+            "--data",
+            store,
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            *dev,
+        ],
+        "eval vqvae": [
+            "eval",
+            "vqvae",
+            "--ckpt",
+            str(valid["vqvae"]),
+            "--data",
+            store,
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            *dev,
+        ],
         "store preview": ["store", "preview", store, "--out", str(out)],
         "bank preview": ["bank", "preview", "--data", store, "--bank", str(bank), "--out", str(out)],
         "demo": ["demo", "--out", str(out), "--preset", "tiny", *dev],
     }
 
 
-OUT_COMMANDS = ["data phantom", "train vqvae", "train diffusion", "train tissue", "segment train", "segment eval",
-                "eval vqvae", "store preview", "bank preview", "demo"]
-DEVICE_COMMANDS = ["train vqvae", "train diffusion", "train tissue", "segment train", "segment eval", "eval vqvae",
-                   "demo"]
+OUT_COMMANDS = [
+    "data phantom",
+    "train vqvae",
+    "train diffusion",
+    "train tissue",
+    "segment train",
+    "segment eval",
+    "eval vqvae",
+    "store preview",
+    "bank preview",
+    "demo",
+]
+DEVICE_COMMANDS = [
+    "train vqvae",
+    "train diffusion",
+    "train tissue",
+    "segment train",
+    "segment eval",
+    "eval vqvae",
+    "demo",
+]
 
 
 @pytest.mark.parametrize("name", OUT_COMMANDS)
@@ -346,18 +544,35 @@ def test_segment_eval_without_out_writes_next_to_the_checkpoint(valid, tmp_path:
     ckpt.parent.mkdir()
     shutil.copy(valid["segmenter"], ckpt)
     store = _store(tmp_path / "p.zarr", cases=1)
-    result = CliRunner().invoke(app, ["segment", "eval", "--ckpt", str(ckpt), "--data", str(store), "--split", "train",
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["segment", "eval", "--ckpt", str(ckpt), "--data", str(store), "--split", "train", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "eval_train" / "summary.json").is_file()
     assert (tmp_path / "run" / "eval_train" / "metrics.csv").is_file()
 
 
 # ---------------------------------------------------------------------------- exactly one error line
-@pytest.mark.parametrize("args", [
-    ["generate", "--n", "1", "--out", "{tmp}/syn.zarr", "--data", "{tmp}/p.zarr", "--bank", "{tmp}/bank.zarr"],
-    ["train", "diffusion", "--vqvae", "{vq}", "--data", "{tmp}/p.zarr", "--out", "{tmp}/run", "--crop", "8", "8", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "--n", "1", "--out", "{tmp}/syn.zarr", "--data", "{tmp}/p.zarr", "--bank", "{tmp}/bank.zarr"],
+        [
+            "train",
+            "diffusion",
+            "--vqvae",
+            "{vq}",
+            "--data",
+            "{tmp}/p.zarr",
+            "--out",
+            "{tmp}/run",
+            "--crop",
+            "8",
+            "8",
+            "0",
+        ],
+    ],
+)
 def test_a_failing_command_prints_one_error_line(valid, args: list[str], tmp_path: Path) -> None:
     """fail() inside a command's ``try`` that catches RuntimeError used to add a second line 'error: 2'."""
     argv = [a.format(tmp=tmp_path, vq=valid["vqvae"]) for a in args]
@@ -425,12 +640,20 @@ def _library_value_error() -> Any:
     return np.zeros(-1)
 
 
-@pytest.mark.parametrize(("make", "code", "names"), [
-    (_raise(PermissionError(13, "Permission denied", "/data/bank.zarr")), 2, ["Permission denied", "/data/bank.zarr"]),
-    (_raise(OSError(28, "No space left on device", "/data/bank.zarr")), 2, ["No space left", "/data/bank.zarr"]),
-    (_project_value_error, 2, ["'tpu'"]),
-    (_library_value_error, 1, ["unexpected ValueError", "negative"]),
-], ids=["permission", "disk-full", "synbt-validation", "library-value-error"])
+@pytest.mark.parametrize(
+    ("make", "code", "names"),
+    [
+        (
+            _raise(PermissionError(13, "Permission denied", "/data/bank.zarr")),
+            2,
+            ["Permission denied", "/data/bank.zarr"],
+        ),
+        (_raise(OSError(28, "No space left on device", "/data/bank.zarr")), 2, ["No space left", "/data/bank.zarr"]),
+        (_project_value_error, 2, ["'tpu'"]),
+        (_library_value_error, 1, ["unexpected ValueError", "negative"]),
+    ],
+    ids=["permission", "disk-full", "synbt-validation", "library-value-error"],
+)
 def test_expected_errors_exit_2_others_exit_1(monkeypatch: pytest.MonkeyPatch, make, code: int, names) -> None:
     monkeypatch.delenv("SYNBT_DEBUG", raising=False)
     _bank_open_raising(monkeypatch, make)
@@ -466,16 +689,24 @@ def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch: pytest.MonkeyPatch
 
 def test_console_script_unexpected_error_and_debug_env(tmp_path: Path) -> None:
     """cli.main:main in a fresh process: one line and exit 1; SYNBT_DEBUG=1 adds the traceback."""
-    code = ("from synbt_factory.synthesis.bank import TumorBank\n"
-            "def fake_open(*a, **k):\n    raise ZeroDivisionError('boom')\n"
-            "TumorBank.open = fake_open\n"
-            "from cli.main import main\nmain()\n")
+    code = (
+        "from synbt_factory.synthesis.bank import TumorBank\n"
+        "def fake_open(*a, **k):\n    raise ZeroDivisionError('boom')\n"
+        "TumorBank.open = fake_open\n"
+        "from cli.main import main\nmain()\n"
+    )
     env = {**os.environ, "COLUMNS": "80", "SYNBT_DEBUG": ""}
-    quiet = subprocess.run([sys.executable, "-c", code, "bank", "info", "bank.zarr"], capture_output=True, text=True,
-                           timeout=120, env=env)
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, "bank", "info", "bank.zarr"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert quiet.returncode == 1
     lines = [line for line in quiet.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "ZeroDivisionError: boom" in lines[0] and "Traceback" not in quiet.stderr
-    loud = subprocess.run([sys.executable, "-c", code, "bank", "info", "bank.zarr"], capture_output=True, text=True,
-                          timeout=120, env={**env, "SYNBT_DEBUG": "1"})
+    loud = subprocess.run(
+        [sys.executable, "-c", code, "bank", "info", "bank.zarr"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "SYNBT_DEBUG": "1"},
+    )
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "fake_open" in loud.stderr

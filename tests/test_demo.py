@@ -44,10 +44,14 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
 
 def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
     """mtime and bytes of every marker, and mtimes of the checkpoints the steps wrote."""
-    files = [*sorted((out / "steps").glob("*.done.json")), *sorted(out.glob("**/final.pt")),
-             *sorted(out.glob("**/best.pt"))]
-    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else b"")
-            for p in files}
+    files = [
+        *sorted((out / "steps").glob("*.done.json")),
+        *sorted(out.glob("**/final.pt")),
+        *sorted(out.glob("**/best.pt")),
+    ]
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else b"") for p in files
+    }
 
 
 def test_every_step_runs_and_leaves_a_marker(demo_run) -> None:
@@ -61,8 +65,13 @@ def test_every_step_runs_and_leaves_a_marker(demo_run) -> None:
         assert {k: out / v for k, v in marker["outputs"].items()} == step.outputs
         for path in step.outputs.values():
             assert path.exists(), f"{step.name}: {path}"
-    for png in ("phantom/phantom_preview.png", "vqvae/eval/vqvae_reconstruction.png", "previews/synbt.png",
-                "previews/syntumor.png", "previews/compare.png"):
+    for png in (
+        "phantom/phantom_preview.png",
+        "vqvae/eval/vqvae_reconstruction.png",
+        "previews/synbt.png",
+        "previews/syntumor.png",
+        "previews/compare.png",
+    ):
         assert (out / png).stat().st_size > 1000, png
 
 
@@ -128,7 +137,7 @@ def test_a_removed_marker_reruns_that_step_and_the_ones_after(demo_run) -> None:
     names = list(config.step_names())
     result = run_demo(out, preset=config, device="cpu", seed=0)
     ran = [s.name for s in result.steps if not s.skipped]
-    assert ran == names[names.index("previews"):]
+    assert ran == names[names.index("previews") :]
     assert all(read_marker(out, n) is not None for n in names)
     # the segmenters resumed from their finished checkpoints: same step count as before
     for arm in config.seg_arms:
@@ -145,7 +154,7 @@ def test_cli_reports_a_mismatched_folder(demo_run) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from cli.cmd_demo import demo
+    from cli.demo import demo
 
     out, _, _ = demo_run
     app = typer.Typer()
@@ -183,8 +192,12 @@ def test_every_preset_builds_valid_library_configs(tmp_path: Path, preset: str) 
         assert tuple(cfg.data.crop) == tuple(config.seg_crop)
         # same budget, seed and split for every arm: only the training data differ
         assert (cfg.epochs, cfg.data.samples_per_epoch, cfg.seed, cfg.split_seed, cfg.lr) == (
-            seg["real"].epochs, seg["real"].data.samples_per_epoch, seg["real"].seed, seg["real"].split_seed,
-            seg["real"].lr)
+            seg["real"].epochs,
+            seg["real"].data.samples_per_epoch,
+            seg["real"].seed,
+            seg["real"].split_seed,
+            seg["real"].lr,
+        )
         if arm != "real":
             assert cfg.data.mix == config.seg_mix and cfg.synthetic.endswith(f"synthetic_{arm}.zarr")
 
@@ -196,9 +209,11 @@ def test_shipped_generators_are_installed_and_marked(demo_run) -> None:
 
     out, _, result = demo_run
     pinned = PRETRAINED_SHA256["phantom_tiny"]
-    for step, component, rel in (("vqvae_patch", "vqvae_patch", "vqvae/patch/final.pt"),
-                                 ("vqvae_volume", "vqvae_volume", "vqvae/volume/final.pt"),
-                                 ("diffusion", "diffusion", "diffusion/final.pt")):
+    for step, component, rel in (
+        ("vqvae_patch", "vqvae_patch", "vqvae/patch/final.pt"),
+        ("vqvae_volume", "vqvae_volume", "vqvae/volume/final.pt"),
+        ("diffusion", "diffusion", "diffusion/final.pt"),
+    ):
         assert file_sha256(out / rel) == pinned[component]
         assert result.step(step).info["sha256"] == pinned[component]
     realism = result.step("realism").info
@@ -219,9 +234,22 @@ def test_untrained_generators_stop_the_demo_at_the_quality_gate(tmp_path: Path) 
     instead of reporting success; the steps before it are kept."""
     from synbt_factory.experiments.demo import DemoError
 
-    config = demo_preset("tiny", name="untrained", generators="scratch", n_cases=6, vqvae_patch_steps=4,
-                         vqvae_volume_steps=2, vqvae_eval_cases=1, diffusion_steps=4, tissue_steps=3, n_generate=4,
-                         ddim_steps=2, generate_batch_size=2, seg_epochs=1, seg_samples_per_epoch=2)
+    config = demo_preset(
+        "tiny",
+        name="untrained",
+        generators="scratch",
+        n_cases=6,
+        vqvae_patch_steps=4,
+        vqvae_volume_steps=2,
+        vqvae_eval_cases=1,
+        diffusion_steps=4,
+        tissue_steps=3,
+        n_generate=4,
+        ddim_steps=2,
+        generate_batch_size=2,
+        seg_epochs=1,
+        seg_samples_per_epoch=2,
+    )
     with pytest.raises(DemoError, match="quality gate") as err:
         run_demo(tmp_path / "run", preset=config, device="cpu", seed=0)
     assert err.value.step == "generate_synbt"

@@ -22,8 +22,9 @@ def _write_cases(store: CaseStore, cases: int, extra: dict[str, np.ndarray] | No
         post[12:20, 12:20, 6:10] = 1.5
         mask = (post > 1).astype(np.uint8)
         arrays = {"image": np.stack([pre, post]).astype(np.float16), "mask": mask, **(extra or {})}
-        store.write_case(f"CASE_{i:03d}", arrays, {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1],
-                                                   "split": "train"})
+        store.write_case(
+            f"CASE_{i:03d}", arrays, {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"}
+        )
 
 
 def _prepared(path: Path, cases: int = 2) -> Path:
@@ -58,8 +59,20 @@ def _one_error_line(result: Any, *names: str) -> str:
 
 
 def _generate(out: Path, data: Path, bank: Path, *extra: str) -> list[str]:
-    return ["generate", "--n", "5000", "--out", str(out), "--data", str(data), "--bank", str(bank),
-            "--method", "syntumor", *extra]
+    return [
+        "generate",
+        "--n",
+        "5000",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--bank",
+        str(bank),
+        "--method",
+        "syntumor",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------- item 2: generate checks its inputs
@@ -87,16 +100,42 @@ def test_generate_synthetic_store_as_data(stores, tmp_path: Path) -> None:
 
 def test_generate_reports_every_bad_input_in_one_line(tmp_path: Path) -> None:
     out = tmp_path / "synth.zarr"
-    argv = ["generate", "--n", "5", "--out", str(out), "--data", str(tmp_path / "p.zarr"), "--bank",
-            str(tmp_path / "b.zarr"), "--vqvae", str(tmp_path / "vq.pt"), "--diffusion", str(tmp_path / "d.pt")]
+    argv = [
+        "generate",
+        "--n",
+        "5",
+        "--out",
+        str(out),
+        "--data",
+        str(tmp_path / "p.zarr"),
+        "--bank",
+        str(tmp_path / "b.zarr"),
+        "--vqvae",
+        str(tmp_path / "vq.pt"),
+        "--diffusion",
+        str(tmp_path / "d.pt"),
+    ]
     result = CliRunner().invoke(app, argv)
     _one_error_line(result, "--data", "--bank", "--vqvae", "--diffusion")
     assert not out.exists()
 
 
 def test_generate_missing_checkpoint_names_its_flag(stores, tmp_path: Path) -> None:
-    argv = ["generate", "--n", "5", "--out", str(tmp_path / "synth.zarr"), "--data", str(stores["prepared"]),
-            "--bank", str(stores["bank"]), "--vqvae", str(tmp_path / "runs"), "--diffusion", str(tmp_path / "d.pt")]
+    argv = [
+        "generate",
+        "--n",
+        "5",
+        "--out",
+        str(tmp_path / "synth.zarr"),
+        "--data",
+        str(stores["prepared"]),
+        "--bank",
+        str(stores["bank"]),
+        "--vqvae",
+        str(tmp_path / "runs"),
+        "--diffusion",
+        str(tmp_path / "d.pt"),
+    ]
     (tmp_path / "runs").mkdir()
     line = _one_error_line(CliRunner().invoke(app, argv), "--vqvae", "is a folder", "--diffusion", "does not exist")
     assert "--ckpt" not in line
@@ -119,16 +158,39 @@ def test_generate_config_errors_name_the_flag(stores, tmp_path: Path) -> None:
     argv = _generate(tmp_path / "s.zarr", stores["prepared"], stores["bank"], "--batch-size", "0")
     line = _one_error_line(CliRunner().invoke(app, argv), "--batch-size")
     assert "batch_size" not in line
-    argv = ["generate", "--n", "0", "--out", str(tmp_path / "s.zarr"), "--data", str(stores["prepared"]),
-            "--bank", str(stores["bank"])]
+    argv = [
+        "generate",
+        "--n",
+        "0",
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "--data",
+        str(stores["prepared"]),
+        "--bank",
+        str(stores["bank"]),
+    ]
     _one_error_line(CliRunner().invoke(app, argv), "--n must be")
 
 
 def test_segment_train_warns_about_a_synthetic_store_as_real(stores, tmp_path: Path) -> None:
     blocker = tmp_path / "notes.txt"
     blocker.write_text("x")
-    argv = ["segment", "train", "--data", str(stores["synthetic"]), "--out", str(blocker / "run"), "--preset",
-            "tiny", "--patch", "16", "--steps", "1", "--device", "cpu"]
+    argv = [
+        "segment",
+        "train",
+        "--data",
+        str(stores["synthetic"]),
+        "--out",
+        str(blocker / "run"),
+        "--preset",
+        "tiny",
+        "--patch",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2  # stopped by the --out below a file, after the warning
     warning = [line for line in result.output.splitlines() if "warning" in line]
@@ -156,8 +218,12 @@ def test_step_clock_warns_naming_the_faster_preset_when_the_eta_is_long(caplog: 
     from synbt_factory.progress import StepClock
 
     seen: list[int] = []
-    clock = StepClock(_plan(), lambda done, total, metrics: seen.append(done), measure_steps=3,
-                      clock=_FakeClock([0.0, 72.0, 144.0, 216.0, 288.0]))
+    clock = StepClock(
+        _plan(),
+        lambda done, total, metrics: seen.append(done),
+        measure_steps=3,
+        clock=_FakeClock([0.0, 72.0, 144.0, 216.0, 288.0]),
+    )
     with caplog.at_level("INFO", logger="synbt_factory.progress"):
         clock.announce()
         for done in (1, 2, 3, 4, 5):  # the fifth report is within the 50 steps of the second measurement
@@ -214,8 +280,9 @@ def test_step_clock_keeps_quiet_when_the_pace_holds(caplog: pytest.LogCaptureFix
 def test_step_clock_without_a_faster_preset_suggests_fewer_steps(caplog: pytest.LogCaptureFixture) -> None:
     from synbt_factory.progress import StepClock
 
-    clock = StepClock(_plan(steps=10_000, faster=None), measure_steps=1, warn_after_seconds=60.0,
-                      clock=_FakeClock([0.0, 1.0]))
+    clock = StepClock(
+        _plan(steps=10_000, faster=None), measure_steps=1, warn_after_seconds=60.0, clock=_FakeClock([0.0, 1.0])
+    )
     with caplog.at_level("INFO", logger="synbt_factory.progress"):
         clock(0, 10_000, {})
         clock(1, 10_000, {})
@@ -247,12 +314,13 @@ def test_faster_preset_names_the_cpu_preset_or_tiny() -> None:
     assert faster_preset("segment train", "tiny") is None
 
 
-def test_train_vqvae_without_preset_on_cpu_announces_the_cpu_preset(monkeypatch: pytest.MonkeyPatch,
-                                                                    stores, tmp_path: Path) -> None:
+def test_train_vqvae_without_preset_on_cpu_announces_the_cpu_preset(
+    monkeypatch: pytest.MonkeyPatch, stores, tmp_path: Path
+) -> None:
     import torch
 
     import synbt_factory.training.vqvae as vqvae
-    from synbt_factory.training.vqvae import TrainResult
+    from synbt_factory.training.runs import TrainResult
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen: dict[str, Any] = {}
@@ -281,8 +349,7 @@ def test_plain_progress_prints_a_line_every_tenth_once_enough_time_passed() -> N
 
     lines: list[str] = []
     times = iter([0.0] + [30.0 * k for k in range(1, 101)])  # the start, then 30 s per report
-    plain = PlainProgress("train diffusion", lines.append, every_percent=10, min_interval=10,
-                          clock=lambda: next(times))
+    plain = PlainProgress("train diffusion", lines.append, every_percent=10, min_interval=10, clock=lambda: next(times))
     for done in range(1, 101):
         plain(done * 25, 2500, {"loss": 0.25})
     assert len(lines) == 10, lines  # 10 %, 20 %, ... 100 %
@@ -312,16 +379,46 @@ def test_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal() -> None
 
 # ---------------------------------------------------------------------------- item 3: errors name the flag
 def test_segment_train_errors_name_the_flag_not_the_field(stores, tmp_path: Path) -> None:
-    argv = ["segment", "train", "--real", str(stores["prepared"]), "--out", str(tmp_path / "run"), "--model", "resnet",
-            "--preset", "tiny", "--patch", "16", "--steps", "1", "--device", "cpu"]
+    argv = [
+        "segment",
+        "train",
+        "--real",
+        str(stores["prepared"]),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        "resnet",
+        "--preset",
+        "tiny",
+        "--patch",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     line = _one_error_line(CliRunner().invoke(app, argv), "--model must be one of", "'resnet'")
     assert "name must" not in line
     assert not (tmp_path / "run").exists()
 
 
 def test_train_diffusion_errors_name_the_flag(stores, tmp_path: Path) -> None:
-    argv = ["train", "diffusion", "--vqvae", str(tmp_path / "vq.pt"), "--data", str(stores["prepared"]), "--out",
-            str(tmp_path / "run"), "--preset", "tiny", "--mask-loss-weight", "-1", "--device", "cpu"]
+    argv = [
+        "train",
+        "diffusion",
+        "--vqvae",
+        str(tmp_path / "vq.pt"),
+        "--data",
+        str(stores["prepared"]),
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--mask-loss-weight",
+        "-1",
+        "--device",
+        "cpu",
+    ]
     line = _one_error_line(CliRunner().invoke(app, argv), "--mask-loss-weight must be >= 0")
     assert "mask_loss_weight" not in line
 
@@ -348,8 +445,22 @@ def test_ctrl_c_in_segment_train_names_the_step_and_a_resume_command_that_works(
 
     monkeypatch.setattr(StepClock, "__call__", ctrl_c_at_step_1)
     out = tmp_path / "run dir"
-    argv = ["segment", "train", "--data", str(stores["prepared"]), "--out", str(out), "--preset", "tiny",
-            "--patch", "16", "--steps", "3", "--device", "cpu"]
+    argv = [
+        "segment",
+        "train",
+        "--data",
+        str(stores["prepared"]),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--patch",
+        "16",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
@@ -369,8 +480,10 @@ def test_ctrl_c_in_segment_train_names_the_step_and_a_resume_command_that_works(
 def test_resume_command_adds_resume_only_where_the_command_has_it() -> None:
     from cli._console import resume_command
 
-    assert resume_command(["train", "tissue", "--no-resume", "--out", "a b"], has_resume=True) == \
-        "synbt train tissue --out 'a b' --resume"
+    assert (
+        resume_command(["train", "tissue", "--no-resume", "--out", "a b"], has_resume=True)
+        == "synbt train tissue --out 'a b' --resume"
+    )
     assert resume_command(["demo", "--out", "d"], has_resume=False) == "synbt demo --out d"
 
 
@@ -383,8 +496,10 @@ def test_prepared_store_is_data_everywhere_with_old_names_hidden(stores, tmp_pat
         assert "--data" in shown and old not in shown, shown
         missing = runner.invoke(app, [*command, "--out", str(tmp_path / "x"), "--preset", "tiny"])
         assert _one_error_line(missing, "--data")
-    both = runner.invoke(app, ["segment", "train", "--data", str(stores["prepared"]), "--real", str(tmp_path),
-                               "--out", str(tmp_path / "x")])
+    both = runner.invoke(
+        app,
+        ["segment", "train", "--data", str(stores["prepared"]), "--real", str(tmp_path), "--out", str(tmp_path / "x")],
+    )
     _one_error_line(both, "--data", "--real")
 
 
@@ -392,8 +507,10 @@ def test_old_flag_names_still_work(stores, tmp_path: Path) -> None:
     blocker = tmp_path / "notes.txt"
     blocker.write_text("x\n")
     # the old names reach the command: it gets as far as checking --out
-    for argv in (["train", "tissue", "--labels", str(stores["prepared"])],
-                 ["segment", "train", "--real", str(stores["prepared"]), "--patch", "16"]):
+    for argv in (
+        ["train", "tissue", "--labels", str(stores["prepared"])],
+        ["segment", "train", "--real", str(stores["prepared"]), "--patch", "16"],
+    ):
         result = CliRunner().invoke(app, [*argv, "--out", str(blocker / "run"), "--preset", "tiny"])
         _one_error_line(result, "--out")
 
@@ -402,8 +519,23 @@ def test_train_tissue_resume_is_opt_in(stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "last.pt").write_bytes(b"a finished run")
-    result = CliRunner().invoke(app, ["train", "tissue", "--data", str(stores["prepared"]), "--out", str(out),
-                                      "--preset", "tiny", "--steps", "1", "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "tissue",
+            "--data",
+            str(stores["prepared"]),
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     _one_error_line(result, "--resume")
     assert (out / "last.pt").read_bytes() == b"a finished run"
 
@@ -411,19 +543,25 @@ def test_train_tissue_resume_is_opt_in(stores, tmp_path: Path) -> None:
 def test_every_missing_required_option_is_named_at_once() -> None:
     """``synbt generate --n 5000 --out …`` named one missing option per try (--data, then --bank)."""
     # --method synbt (the default) also needs both checkpoints: named with the rest, not at the next try
-    result = CliRunner().invoke(app, ["generate", "--n", "5000", "--out", "datasets/synth.zarr"],
-                                env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app, ["generate", "--n", "5000", "--out", "datasets/synth.zarr"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 2, result.output
-    assert "Missing options: --data, --bank, --vqvae, --diffusion (--vqvae and --diffusion: for --method synbt, " \
-           "the default)." in result.output, result.output
-    syntumor = CliRunner().invoke(app, ["generate", "--n", "5", "--out", "x", "--method", "syntumor"],
-                                  env={"COLUMNS": "200"})
+    assert (
+        "Missing options: --data, --bank, --vqvae, --diffusion (--vqvae and --diffusion: for --method synbt, "
+        "the default)." in result.output
+    ), result.output
+    syntumor = CliRunner().invoke(
+        app, ["generate", "--n", "5", "--out", "x", "--method", "syntumor"], env={"COLUMNS": "200"}
+    )
     assert syntumor.exit_code == 2 and "Missing options: --data, --bank." in syntumor.output, syntumor.output
-    some = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y", "--vqvae", "v.pt"],
-                              env={"COLUMNS": "200"})
+    some = CliRunner().invoke(
+        app, ["generate", "--n=5", "--out", "x", "--data=y", "--vqvae", "v.pt"], env={"COLUMNS": "200"}
+    )
     assert "Missing options: --bank, --diffusion (--diffusion: for --method synbt, the default)." in some.output
-    one = CliRunner().invoke(app, ["generate", "--n=5", "--out", "x", "--data=y", "--method=copypaste"],
-                             env={"COLUMNS": "200"})
+    one = CliRunner().invoke(
+        app, ["generate", "--n=5", "--out", "x", "--data=y", "--method=copypaste"], env={"COLUMNS": "200"}
+    )
     assert one.exit_code == 2 and "Missing option '--bank'." in one.output, one.output
 
 
@@ -446,17 +584,33 @@ def test_bank_preview_counts_cases_with_max_cases_like_store_preview(stores, tmp
     assert "--max-cases" in shown and "--cases" not in shown.replace("--max-cases", ""), shown
     for flag in ("--max-cases", "--cases"):
         out = tmp_path / f"{flag.strip('-')}.png"
-        result = CliRunner().invoke(app, ["bank", "preview", "--data", str(stores["prepared"]), "--bank",
-                                          str(stores["bank"]), "--out", str(out), flag, "1"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "bank",
+                "preview",
+                "--data",
+                str(stores["prepared"]),
+                "--bank",
+                str(stores["bank"]),
+                "--out",
+                str(out),
+                flag,
+                "1",
+            ],
+        )
         # the tiny store has no breast maps: the one case asked for is tried, and only that one
         assert "in the first 1 case(s)" in _one_error_line(result), result.output
 
 
-@pytest.mark.parametrize(("command", "new", "old"), [
-    (["generate"], "--sample-steps", "--steps"),
-    (["generate-one"], "--sample-steps", "--steps"),
-    (["store", "report"], "--data", "--real"),
-])
+@pytest.mark.parametrize(
+    ("command", "new", "old"),
+    [
+        (["generate"], "--sample-steps", "--steps"),
+        (["generate-one"], "--sample-steps", "--steps"),
+        (["store", "report"], "--data", "--real"),
+    ],
+)
 def test_one_name_per_concept_in_help_with_the_old_name_hidden(command: list[str], new: str, old: str) -> None:
     """--steps meant sampling steps in generate and training steps in the trainers; store report took the
     prepared store as --real."""
@@ -465,9 +619,26 @@ def test_one_name_per_concept_in_help_with_the_old_name_hidden(command: list[str
 
 
 def test_old_and_new_name_together_must_agree(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["generate-one", "--case", "x::y", "--mask", "m.nii.gz", "--vqvae", "a.pt",
-                                      "--diffusion", "b.pt", "--out", str(tmp_path / "o.nii.gz"),
-                                      "--sample-steps", "5", "--steps", "6"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate-one",
+            "--case",
+            "x::y",
+            "--mask",
+            "m.nii.gz",
+            "--vqvae",
+            "a.pt",
+            "--diffusion",
+            "b.pt",
+            "--out",
+            str(tmp_path / "o.nii.gz"),
+            "--sample-steps",
+            "5",
+            "--steps",
+            "6",
+        ],
+    )
     _one_error_line(result, "--sample-steps", "--steps")
 
 
@@ -480,8 +651,19 @@ _TINY = {
     "train diffusion": ["--preset", "tiny", "--steps", "2", "--device", "cpu"],
     "train tissue": ["--preset", "tiny", "--steps", "2", "--device", "cpu"],
     "data tissue": ["--device", "cpu"],
-    "generate": ["--n", "2", "--sample-steps", "2", "--batch-size", "2", "--workers", "1", "--no-quality-gate",
-                 "--device", "cpu"],
+    "generate": [
+        "--n",
+        "2",
+        "--sample-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--no-quality-gate",
+        "--device",
+        "cpu",
+    ],
     "store report": ["--max-cases", "2"],
     "segment train": ["--preset", "tiny", "--patch", "16", "--steps", "2", "--device", "cpu"],
     "segment eval": ["--device", "cpu", "--split", "train", "--max-cases", "1"],
@@ -527,8 +709,9 @@ def test_no_empty_progress_bar_is_drawn_before_an_error(monkeypatch: pytest.Monk
     import cli._console as console_module
 
     screen = io.StringIO()
-    monkeypatch.setattr(console_module, "err_console",
-                        Console(file=screen, force_terminal=True, width=80, color_system=None))
+    monkeypatch.setattr(
+        console_module, "err_console", Console(file=screen, force_terminal=True, width=80, color_system=None)
+    )
     with pytest.raises(ValueError), console_module.progress_bar("train tissue", total=3):
         raise ValueError("bad input")
     assert screen.getvalue().strip() == ""
@@ -561,12 +744,27 @@ def test_generate_ends_with_a_placement_summary_and_warns_without_fgt(stores, tm
         post[10:14, 40:44, 14:18] = 1.5
         breast = np.zeros(pre.shape, np.uint8)
         breast[6:58, 24:60, 4:28] = 1
-        prepared.write_case(f"CASE_{i:03d}", {"image": np.stack([pre, post]).astype(np.float16),
-                                              "mask": (post > 1).astype(np.uint8), "breast": breast},
-                            {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"})
+        prepared.write_case(
+            f"CASE_{i:03d}",
+            {"image": np.stack([pre, post]).astype(np.float16), "mask": (post > 1).astype(np.uint8), "breast": breast},
+            {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "train"},
+        )
     out = tmp_path / "synth.zarr"
-    args = ["generate", "--n", "2", "--out", str(out), "--data", str(tmp_path / "no_fgt.zarr"), "--bank",
-            str(stores["bank"]), "--method", "syntumor", "--workers", "1"]
+    args = [
+        "generate",
+        "--n",
+        "2",
+        "--out",
+        str(out),
+        "--data",
+        str(tmp_path / "no_fgt.zarr"),
+        "--bank",
+        str(stores["bank"]),
+        "--method",
+        "syntumor",
+        "--workers",
+        "1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "placement: 0/2 centred in FGT (2 fell back" in result.output
@@ -592,22 +790,37 @@ def test_prepare_warns_when_most_of_the_fov_is_padding_and_names_a_fov_that_fits
     from synbt_factory.phantom import write_phantom
 
     write_phantom(tmp_path / "phantom", n=1, seed=0, size="tiny", healthy_fraction=0.0)
-    result = CliRunner().invoke(app, ["data", "prepare", str(tmp_path / "phantom"), "--out", str(tmp_path / "a.zarr"),
-                                      "--workers", "1"])
+    result = CliRunner().invoke(
+        app, ["data", "prepare", str(tmp_path / "phantom"), "--out", str(tmp_path / "a.zarr"), "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "of the field of view of the median case is padding" in text and "--fov 64 64 48" in text
     attrs = CaseStore.open(tmp_path / "a.zarr").case_attrs(CaseStore.open(tmp_path / "a.zarr").case_ids()[0])
     assert attrs["fov_padding_fraction"] > 0.9
-    fitted = CliRunner().invoke(app, ["data", "prepare", str(tmp_path / "phantom"), "--out", str(tmp_path / "b.zarr"),
-                                      "--workers", "1", "--fov", "64", "64", "48"])
+    fitted = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "prepare",
+            str(tmp_path / "phantom"),
+            "--out",
+            str(tmp_path / "b.zarr"),
+            "--workers",
+            "1",
+            "--fov",
+            "64",
+            "64",
+            "48",
+        ],
+    )
     assert fitted.exit_code == 0, fitted.output
     assert "padding" not in fitted.output
 
 
 # ---------------------------------------------------------------------------- item 10: healthy test cases
 def test_segment_eval_explains_scores_of_cases_without_tumor() -> None:
-    from cli.cmd_segment import _healthy_note
+    from cli.segment import _healthy_note
 
     tumor = {"truth_voxels": 120, "pred_voxels": 100}
     assert _healthy_note([tumor]) is None
@@ -619,8 +832,14 @@ def test_placement_summary_warns_when_most_tumors_were_shrunk_to_the_breast_size
     from synbt_factory.generate.placement_summary import summarize_placements
 
     def record(capped: bool, size: float) -> dict:
-        return {"centre_region": "fgt", "in_fgt_fraction": 0.5, "voxels": 200, "tries": 1, "size_capped": capped,
-                "breast_size_mm": size}
+        return {
+            "centre_region": "fgt",
+            "in_fgt_fraction": 0.5,
+            "voxels": 200,
+            "tries": 1,
+            "size_capped": capped,
+            "breast_size_mm": size,
+        }
 
     older = {"centre_region": "fgt", "in_fgt_fraction": 0.5, "voxels": 200, "tries": 1}  # before the field
     few = summarize_placements([record(True, 30.0), record(False, 31.0), record(False, 29.0), older])
@@ -630,4 +849,3 @@ def test_placement_summary_warns_when_most_tumors_were_shrunk_to_the_breast_size
     assert len(most.warnings) == 1 and "2 of 3 tumors were shrunk" in most.warnings[0]
     assert "median 12 mm" in most.warnings[0] and "max_diameter_fraction" in most.warnings[0]
     assert summarize_placements([older]).warnings == []
-

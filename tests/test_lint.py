@@ -15,6 +15,11 @@ def test_ruff_finds_nothing() -> None:
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
-    result = subprocess.run([ruff, "check", "--output-format", "concise", "synbt_factory", "cli", "tests", "bench",
-                             "scripts"], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "synbt_factory", "cli", "tests", "bench", "scripts"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -27,8 +27,8 @@ def test_every_shipped_file_matches_its_pinned_hash_and_manifest() -> None:
 
 
 def test_shipped_weights_rebuild_their_models_and_the_denoiser_names_the_shipped_autoencoder() -> None:
-    from synbt_factory.training.diffusion import load_diffusion
-    from synbt_factory.training.vqvae import load_vqvae
+    from synbt_factory.models.diffusion import load_diffusion
+    from synbt_factory.models.vqvae import load_vqvae
 
     shipped = pretrained_set("phantom_tiny")
     load_vqvae(shipped.path("vqvae_patch"))
@@ -74,8 +74,7 @@ def test_install_is_quiet_at_the_default_verbosity(tmp_path: Path, caplog: pytes
 
 
 def test_pack_keeps_what_the_loader_reads_and_drops_training_state(tmp_path: Path) -> None:
-    from synbt_factory.models.vqvae import PatchVolumeVQVAE, vqvae_preset
-    from synbt_factory.training.vqvae import load_vqvae
+    from synbt_factory.models.vqvae import PatchVolumeVQVAE, load_vqvae, vqvae_preset
 
     torch.manual_seed(0)
     config = vqvae_preset("tiny")
@@ -83,7 +82,8 @@ def test_pack_keeps_what_the_loader_reads_and_drops_training_state(tmp_path: Pat
     source = save_checkpoint(
         tmp_path / "final.pt",
         {"model": model.state_dict(), "optimizer_g": {"state": {}, "param_groups": []}, "case_ids": ["A"], "step": 3},
-        kind="vqvae", config=config_to_dict(config),
+        kind="vqvae",
+        config=config_to_dict(config),
     )
     sha = pack_checkpoint(source, tmp_path / "packed.pt", replace={"note": "x"})
     packed = load_checkpoint(tmp_path / "packed.pt", kind="vqvae")

@@ -18,10 +18,18 @@ class TinyVQAE(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = VQVAE(spatial_dims=3, in_channels=2, out_channels=2, channels=(8, 16), num_res_layers=1,
-                         num_res_channels=(8, 16), downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
-                         upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)), num_embeddings=32,
-                         embedding_dim=8)
+        self.net = VQVAE(
+            spatial_dims=3,
+            in_channels=2,
+            out_channels=2,
+            channels=(8, 16),
+            num_res_layers=1,
+            num_res_channels=(8, 16),
+            downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
+            upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)),
+            num_embeddings=32,
+            embedding_dim=8,
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.encode(x)

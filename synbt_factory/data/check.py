@@ -29,8 +29,16 @@ from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store.case_ids import CaseIdError, validate_case_id
 
 __all__ = [
-    "Problem", "CaseReport", "Volume", "check_case", "check_and_load_case", "check_dataset", "dataset_problems",
-    "describe_exception", "relative_name", "DATASET",
+    "Problem",
+    "CaseReport",
+    "Volume",
+    "check_case",
+    "check_and_load_case",
+    "check_dataset",
+    "dataset_problems",
+    "describe_exception",
+    "relative_name",
+    "DATASET",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,7 +120,12 @@ def _phase_gap_message(numbers: tuple[int, ...]) -> str | None:
 
 
 def _check(  # noqa: C901 - one linear list of checks reads best in one place
-    case: CaseRecord, root: Path, *, strict: bool, read_data: bool, keep: dict[Path, Volume] | None,
+    case: CaseRecord,
+    root: Path,
+    *,
+    strict: bool,
+    read_data: bool,
+    keep: dict[Path, Volume] | None,
 ) -> CaseReport:
     problems: list[Problem] = []
 
@@ -147,28 +160,47 @@ def _check(  # noqa: C901 - one linear list of checks reads best in one place
     try:
         validate_case_id(case.folder_name)
     except CaseIdError as exc:
-        add(case.image_dir, "error", str(exc).split(":")[0] + " is not a safe path component",
-            "rename the folder and its files to letters, digits, '_', '-' or '.'")
+        add(
+            case.image_dir,
+            "error",
+            str(exc).split(":")[0] + " is not a safe path component",
+            "rename the folder and its files to letters, digits, '_', '-' or '.'",
+        )
     if case.listing_error is not None:
         add(case.image_dir, "error", case.listing_error, "make the folder readable")
     if len(set(case.listed_splits)) > 1:
-        add("train_test_splits.csv", "error",
+        add(
+            "train_test_splits.csv",
+            "error",
             f"{case.case_id} is listed in {' and '.join(case.listed_splits)} (train/test leakage)",
-            "keep the case in exactly one column of the splits file")
+            "keep the case in exactly one column of the splits file",
+        )
     for f in case.unexpected_files:
-        add(f, "warning", f"NIfTI file does not follow {case.folder_name}_NNNN.nii.gz and is ignored",
-            "rename it to <ID>_<phase:04d>.nii.gz if it is a phase")
+        add(
+            f,
+            "warning",
+            f"NIfTI file does not follow {case.folder_name}_NNNN.nii.gz and is ignored",
+            "rename it to <ID>_<phase:04d>.nii.gz if it is a phase",
+        )
     if 0 not in case.phase_numbers:
         add(case.image_dir, "error", "missing pre-contrast phase _0000", f"add {case.folder_name}_0000.nii.gz")
     if not any(n > 0 for n in case.phase_numbers):
         add(case.image_dir, "error", "no post-contrast phase (_0001 ...)", f"add {case.folder_name}_0001.nii.gz")
     if len(set(case.phase_numbers)) != len(case.phase_numbers):
-        add(case.image_dir, "error", "two files share one phase number (e.g. .nii and .nii.gz)",
-            "keep one file per phase")
+        add(
+            case.image_dir,
+            "error",
+            "two files share one phase number (e.g. .nii and .nii.gz)",
+            "keep one file per phase",
+        )
     gap = _phase_gap_message(case.phase_numbers)
     if gap:
-        add(case.image_dir, "error", gap,
-            "restore the missing phase, or renumber the files consecutively if it never existed")
+        add(
+            case.image_dir,
+            "error",
+            gap,
+            "restore the missing phase, or renumber the files consecutively if it never existed",
+        )
 
     geometries: dict[int, tuple[Path, Geometry]] = {}
     shape = spacing = None
@@ -181,11 +213,19 @@ def _check(  # noqa: C901 - one linear list of checks reads best in one place
             data = volume[0]
             finite = data[np.isfinite(data)]
             if finite.size and float(finite.max()) == float(finite.min()):
-                add(path, "error", f"pre-contrast phase is constant (every voxel is {float(finite.max()):g})",
-                    "re-export the pre-contrast image; it carries no anatomy")
+                add(
+                    path,
+                    "error",
+                    f"pre-contrast phase is constant (every voxel is {float(finite.max()):g})",
+                    "re-export the pre-contrast image; it carries no anatomy",
+                )
             elif finite.size and float(finite.max()) <= 0:
-                add(path, "error", "pre-contrast phase has no positive intensity",
-                    "re-export the pre-contrast image (magnitude images are >= 0)")
+                add(
+                    path,
+                    "error",
+                    "pre-contrast phase has no positive intensity",
+                    "re-export the pre-contrast image (magnitude images are >= 0)",
+                )
     ref: Geometry | None = None
     if geometries:
         ref_number = 0 if 0 in geometries else min(geometries)
@@ -193,21 +233,32 @@ def _check(  # noqa: C901 - one linear list of checks reads best in one place
         shape, spacing = ref.shape, ref.spacing
         for number, (path, geom) in sorted(geometries.items()):
             if number != ref_number and not same_geometry(geom, ref):
-                add(path, "error",
+                add(
+                    path,
+                    "error",
                     f"geometry differs from {ref_path.name} (shape {geom.shape} vs {ref.shape} or affine)",
-                    "resample all phases of the case onto one grid")
+                    "resample all phases of the case onto one grid",
+                )
 
     def on_image_grid(path: Path, geom: Geometry, what: str) -> bool:
         if ref is not None and not same_geometry(geom, ref):
-            add(path, "error", f"{what} shape {geom.shape}/affine differs from the image {ref.shape}",
-                "resample it onto the pre-contrast image grid (nearest neighbour)")
+            add(
+                path,
+                "error",
+                f"{what} shape {geom.shape}/affine differs from the image {ref.shape}",
+                "resample it onto the pre-contrast image grid (nearest neighbour)",
+            )
             return False
         return True
 
     tumor_voxels = None
     if case.expert_mask is None:
-        add(f"segmentations/expert/{case.folder_name}.nii.gz", "error", "expert segmentation is missing",
-            "add the tumor mask (or remove the case from the dataset)")
+        add(
+            f"segmentations/expert/{case.folder_name}.nii.gz",
+            "error",
+            "expert segmentation is missing",
+            "add the tumor mask (or remove the case from the dataset)",
+        )
     else:
         volume = read(case.expert_mask)
         if volume is not None and read_data:
@@ -215,12 +266,20 @@ def _check(  # noqa: C901 - one linear list of checks reads best in one place
             on_image_grid(case.expert_mask, mgeom, "mask")
             values = np.unique(mask[np.isfinite(mask)])
             if not np.all(np.isin(values, (0, 1))):
-                add(case.expert_mask, "warning", f"mask values {values[:6].tolist()} are not 0/1; > 0 counts as tumor",
-                    "binarise the mask")
+                add(
+                    case.expert_mask,
+                    "warning",
+                    f"mask values {values[:6].tolist()} are not 0/1; > 0 counts as tumor",
+                    "binarise the mask",
+                )
             tumor_voxels = int(np.count_nonzero(mask > 0))
             if tumor_voxels == 0:
-                add(case.expert_mask, "error" if strict else "warning", "expert mask is empty",
-                    "check the annotation; empty cases can only serve as healthy backgrounds")
+                add(
+                    case.expert_mask,
+                    "error" if strict else "warning",
+                    "expert mask is empty",
+                    "check the annotation; empty cases can only serve as healthy backgrounds",
+                )
         elif volume is not None:
             on_image_grid(case.expert_mask, volume[1], "mask")
     for path, what in ((case.tissue_labels, "tissue labels"), (case.breast_mask, "breast mask")):
@@ -232,10 +291,21 @@ def _check(  # noqa: C901 - one linear list of checks reads best in one place
         try:
             case.info()
         except ValueError as exc:
-            add(case.info_path, "warning", str(exc).split(": ", 1)[-1] + "; it is ignored",
-                "fix or remove the JSON file")
-    return CaseReport(case_id=case.case_id, problems=tuple(problems), shape=shape, spacing=spacing,
-                      n_phases=len(case.phases), split=case.split, tumor_voxels=tumor_voxels)
+            add(
+                case.info_path,
+                "warning",
+                str(exc).split(": ", 1)[-1] + "; it is ignored",
+                "fix or remove the JSON file",
+            )
+    return CaseReport(
+        case_id=case.case_id,
+        problems=tuple(problems),
+        shape=shape,
+        spacing=spacing,
+        n_phases=len(case.phases),
+        split=case.split,
+        tumor_voxels=tumor_voxels,
+    )
 
 
 def check_case(case: CaseRecord, root: Path, *, strict: bool = False, read_data: bool = True) -> CaseReport:
@@ -259,21 +329,40 @@ def _safe_check(case: CaseRecord, root: Path, *, strict: bool, read_data: bool) 
         return check_case(case, root, strict=strict, read_data=read_data)
     except Exception as exc:  # one case's surprise never stops the run
         log.debug("check of %s failed", case.case_id, exc_info=True)
-        problem = Problem(case_id=case.case_id, file=relative_name(case.image_dir, root), severity="error",
-                          message=f"check failed unexpectedly ({describe_exception(exc)})",
-                          fix="inspect the case's files; rerun with -v for details")
-        return CaseReport(case_id=case.case_id, problems=(problem,), shape=None, spacing=None,
-                          n_phases=len(case.phases), split=case.split, tumor_voxels=None)
+        problem = Problem(
+            case_id=case.case_id,
+            file=relative_name(case.image_dir, root),
+            severity="error",
+            message=f"check failed unexpectedly ({describe_exception(exc)})",
+            fix="inspect the case's files; rerun with -v for details",
+        )
+        return CaseReport(
+            case_id=case.case_id,
+            problems=(problem,),
+            shape=None,
+            spacing=None,
+            n_phases=len(case.phases),
+            split=case.split,
+            tumor_voxels=None,
+        )
 
 
 def dataset_problems(index: DatasetIndex) -> list[Problem]:
     """Problems of the dataset as a whole (the splits file, unreadable folders), each reported once."""
-    return [Problem(case_id=DATASET, file=relative_name(i.file, index.root), severity=i.severity, message=i.message,
-                    fix=i.fix) for i in index.issues]
+    return [
+        Problem(
+            case_id=DATASET, file=relative_name(i.file, index.root), severity=i.severity, message=i.message, fix=i.fix
+        )
+        for i in index.issues
+    ]
 
 
 def check_dataset(
-    index: DatasetIndex, *, strict: bool = False, read_data: bool = True, workers: int = 2,
+    index: DatasetIndex,
+    *,
+    strict: bool = False,
+    read_data: bool = True,
+    workers: int = 2,
     progress: ProgressFn | None = None,
 ) -> list[CaseReport]:
     """Check every case (threads; NIfTI decompression releases the GIL). Order follows the index.

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synbt_factory.io import share_like_open
+from synbt_factory.data.volumes import pad_to_multiple
+from synbt_factory.io import atomic_write
 from synbt_factory.models.autoencoder import LatentAutoencoder, LatentNorm
 from synbt_factory.models.diffusion import DiffusionConfig, build_condition
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
 
-__all__ = ["LatentCase", "select_tumor_cases", "flip_variants", "precompute_latents", "latent_statistics",
-           "renormalise", "effective_crop", "sample_crop_batch"]
+__all__ = [
+    "LatentCase",
+    "select_tumor_cases",
+    "flip_variants",
+    "precompute_latents",
+    "latent_statistics",
+    "renormalise",
+    "effective_crop",
+    "sample_crop_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +107,28 @@ def flip_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [tuple(a for i, a in enumerate(axes) if bits >> i & 1) for bits in range(2 ** len(axes))]
 
 
-def _cache_key(store: CaseStore, case_id: str, autoencoder_id: str, norm: LatentNorm, config: DiffusionConfig,
-               flip: tuple[int, ...] = ()) -> str:
+def _cache_key(
+    store: CaseStore,
+    case_id: str,
+    autoencoder_id: str,
+    norm: LatentNorm,
+    config: DiffusionConfig,
+    flip: tuple[int, ...] = (),
+) -> str:
     sha = store.case_attrs(case_id).get("sha256", {})
-    return json.dumps({
-        "flip": list(flip),
-        "autoencoder": autoencoder_id,
-        "latent_norm": [norm.shift, norm.scale],
-        "mask_dilation": config.mask_dilation,
-        "fill": config.fill,
-        "mask_down": config.mask_down,
-        "image": sha.get("image"),
-        "mask": sha.get("mask"),
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "flip": list(flip),
+            "autoencoder": autoencoder_id,
+            "latent_norm": [norm.shift, norm.scale],
+            "mask_dilation": config.mask_dilation,
+            "fill": config.fill,
+            "mask_down": config.mask_down,
+            "image": sha.get("image"),
+            "mask": sha.get("mask"),
+        },
+        sort_keys=True,
+    )
 
 
 def _load_cached(path: Path, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -129,21 +145,10 @@ def _load_cached(path: Path, key: str) -> tuple[torch.Tensor, torch.Tensor] | No
 
 
 def _save_cached(path: Path, key: str, z0: torch.Tensor, cond: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        share_like_open(fd)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(key), z0=z0.numpy(), cond=cond.numpy())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _pad_to(x: np.ndarray, multiple: int) -> np.ndarray:
-    pad = [(0, 0)] * (x.ndim - 3) + [(0, -s % multiple) for s in x.shape[-3:]]
-    return np.pad(x, pad) if any(p[1] for p in pad) else x
+    """Cache one case's latents atomically (a unique temporary file: parallel runs may fill the same cache)."""
+    atomic_write(
+        path, lambda fh: np.savez(fh, key=np.array(key), z0=z0.numpy(), cond=cond.numpy()), fsync=False, unique=True
+    )
 
 
 def precompute_latents(
@@ -199,14 +204,20 @@ def precompute_latents(
     return out
 
 
-def _encode(autoencoder: LatentAutoencoder, norm: LatentNorm, config: DiffusionConfig, arrays: dict[str, np.ndarray],
-            flip: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode(
+    autoencoder: LatentAutoencoder,
+    norm: LatentNorm,
+    config: DiffusionConfig,
+    arrays: dict[str, np.ndarray],
+    flip: tuple[int, ...],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(z0 (C, x, y, z), cond (C + 1, x, y, z)) of one case mirrored along ``flip``, on the CPU."""
     f = autoencoder.downsample_factor
     image = np.ascontiguousarray(np.flip(arrays["image"].astype(np.float32), [1 + a for a in flip]))
     mask = np.ascontiguousarray(np.flip(arrays["mask"].astype(np.uint8), list(flip)))
-    image_t = torch.from_numpy(_pad_to(image, f))[None].to(device)
-    mask_t = torch.from_numpy(_pad_to(mask, f))[None].to(device)
+    image_t = torch.from_numpy(pad_to_multiple(image, f))[None].to(device)
+    mask_t = torch.from_numpy(pad_to_multiple(mask, f))[None].to(device)
     with torch.inference_mode():
         z0, cond = build_condition(autoencoder, norm, image_t, mask_t, config)
     return z0[0].float().cpu().clone(), cond[0].float().cpu().clone()
@@ -233,8 +244,12 @@ def renormalise(cases: Sequence[LatentCase], source: LatentNorm, target: LatentN
     def convert(z: torch.Tensor) -> torch.Tensor:
         return target.normalise(source.denormalise(z.double())).float()
 
-    return [LatentCase(case_id=c.case_id, z0=convert(c.z0), cond=torch.cat([convert(c.cond[:-1]), c.cond[-1:]]),
-                       flip=c.flip) for c in cases]
+    return [
+        LatentCase(
+            case_id=c.case_id, z0=convert(c.z0), cond=torch.cat([convert(c.cond[:-1]), c.cond[-1:]]), flip=c.flip
+        )
+        for c in cases
+    ]
 
 
 def effective_crop(cases: Sequence[LatentCase], crop: Sequence[int], divisor: int) -> tuple[int, int, int]:
@@ -251,8 +266,13 @@ def effective_crop(cases: Sequence[LatentCase], crop: Sequence[int], divisor: in
             f"every axis must hold at least {divisor} latent voxels (the denoiser's size multiple)"
         )
     if eff != tuple(crop):
-        log.info("latent crop %s → %s (smallest case %s, multiple of %d)", tuple(crop), eff,
-                 tuple(int(s) for s in smallest), divisor)
+        log.info(
+            "latent crop %s → %s (smallest case %s, multiple of %d)",
+            tuple(crop),
+            eff,
+            tuple(int(s) for s in smallest),
+            divisor,
+        )
     return eff  # type: ignore[return-value]
 
 

@@ -171,8 +171,14 @@ def _nifti_by_stem(folder: Path | None, issues: list[IndexIssue]) -> dict[str, P
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
-        issues.append(IndexIssue(file=folder, severity="error", message=f"cannot list the folder ({exc.strerror})",
-                                 fix="make the folder readable"))
+        issues.append(
+            IndexIssue(
+                file=folder,
+                severity="error",
+                message=f"cannot list the folder ({exc.strerror})",
+                fix="make the folder readable",
+            )
+        )
         return {}
     return {_strip_nifti(p.name).lower(): p for p in entries if _named_nifti(p)}
 
@@ -187,8 +193,14 @@ def _read_splits(path: Path | None, issues: list[IndexIssue]) -> dict[str, list[
         return {}
 
     def unreadable(why: str) -> dict[str, list[str]]:
-        issues.append(IndexIssue(file=path, severity="error", message=f"cannot read the splits file: {why}",
-                                 fix="rewrite it as a UTF-8 CSV with columns train_split,test_split"))
+        issues.append(
+            IndexIssue(
+                file=path,
+                severity="error",
+                message=f"cannot read the splits file: {why}",
+                fix="rewrite it as a UTF-8 CSV with columns train_split,test_split",
+            )
+        )
         return {}
 
     try:
@@ -245,25 +257,38 @@ def index_dataset(root: Path) -> DatasetIndex:
         tissue_root = _child_ci(root, "tissue")
         info_dir = _child_ci(root, "patient_info_files")
         splits_file = _child_ci(root, "train_test_splits.csv")
-        mask_dirs = {name: _child_ci(parent, sub) if parent else None
-                     for name, parent, sub in (("expert", segs, "expert"), ("automatic", segs, "automatic"),
-                                               ("labels", tissue_root, "labels"), ("breast", tissue_root, "breast"))}
+        mask_dirs = {
+            name: _child_ci(parent, sub) if parent else None
+            for name, parent, sub in (
+                ("expert", segs, "expert"),
+                ("automatic", segs, "automatic"),
+                ("labels", tissue_root, "labels"),
+                ("breast", tissue_root, "breast"),
+            )
+        }
     except OSError as exc:
         if isinstance(exc, DatasetLayoutError):
             raise
-        raise DatasetLayoutError(f"{exc.filename or root}: cannot list the folder ({exc.strerror}); "
-                                 "make the dataset readable") from exc
+        raise DatasetLayoutError(
+            f"{exc.filename or root}: cannot list the folder ({exc.strerror}); make the dataset readable"
+        ) from exc
     issues: list[IndexIssue] = []
-    expert, automatic, tissue, breast = (_nifti_by_stem(mask_dirs[name], issues)
-                                         for name in ("expert", "automatic", "labels", "breast"))
+    expert, automatic, tissue, breast = (
+        _nifti_by_stem(mask_dirs[name], issues) for name in ("expert", "automatic", "labels", "breast")
+    )
     infos: dict[str, Path] = {}
     if info_dir is not None and info_dir.is_dir():
         try:
             infos = {p.stem.lower(): p for p in info_dir.iterdir() if p.suffix.lower() == ".json"}
         except OSError as exc:
-            issues.append(IndexIssue(file=info_dir, severity="warning",
-                                     message=f"cannot list the folder ({exc.strerror}); patient info ignored",
-                                     fix="make the folder readable"))
+            issues.append(
+                IndexIssue(
+                    file=info_dir,
+                    severity="warning",
+                    message=f"cannot list the folder ({exc.strerror}); patient info ignored",
+                    fix="make the folder readable",
+                )
+            )
     splits = _read_splits(splits_file, issues)
 
     cases = []
@@ -317,9 +342,15 @@ def index_dataset(root: Path) -> DatasetIndex:
         unknown = sorted(set(splits) - {c.case_id for c in cases})
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            issues.append(IndexIssue(file=splits_file, severity="warning",
-                                     message=f"lists {len(unknown)} case(s) with no images/ folder: {shown}",
-                                     fix="remove them from the splits file or add their images"))
+            issues.append(
+                IndexIssue(
+                    file=splits_file,
+                    severity="warning",
+                    message=f"lists {len(unknown)} case(s) with no images/ folder: {shown}",
+                    fix="remove them from the splits file or add their images",
+                )
+            )
     log.debug("indexed %d cases under %s", len(cases), root)
-    return DatasetIndex(root=root, cases=tuple(cases), splits_file=splits_file, notes=tuple(notes),
-                        issues=tuple(issues))
+    return DatasetIndex(
+        root=root, cases=tuple(cases), splits_file=splits_file, notes=tuple(notes), issues=tuple(issues)
+    )

@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -380,7 +381,7 @@ class SynTumorHook:
     returns the image with the union of the real and synthetic masks. Enhancement statistics are
     measured on the store's training cases only (split ``train`` or unset), so validation and test
     tumors never calibrate the training data. The synthesis module is imported when the hook is
-    built (this package does not depend on it); a missing module raises ``RuntimeError``.
+    built (a plain import, deferred for its import cost); a missing module raises ``RuntimeError``.
 
     Args:
         prepared: prepared store location.
@@ -423,13 +424,18 @@ class SynTumorHook:
         return np.asarray(new_image, dtype=np.float32), union
 
 
-def _import_syntumor() -> Any:
-    try:
-        import importlib
+def _import_syntumor() -> ModuleType:
+    """``synbt_factory.synthesis.syntumor``, imported on first use (it pulls in scipy's interpolation, which a
+    mix without on-the-fly SynTumor does not need).
 
-        return importlib.import_module("synbt_factory.synthesis.syntumor")
+    Raises:
+        RuntimeError: the module cannot be imported, with what to do instead.
+    """
+    try:
+        from synbt_factory.synthesis import syntumor
     except ImportError as exc:
         raise RuntimeError(
             "on-the-fly SynTumor needs synbt_factory.synthesis.syntumor, which is not available "
             f"({exc}); generate a SynTumor store with `synbt generate` and pass it with --synthetic instead"
         ) from exc
+    return syntumor

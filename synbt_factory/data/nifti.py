@@ -63,7 +63,7 @@ def _raw_pixdim(img: Any, path: Path) -> tuple[float, ...]:
     except Exception:  # the loaded header is the best we have
         pixdim = header["pixdim"]
     n = min(3, len(img.shape))
-    return tuple(float(v) for v in np.asarray(pixdim, dtype=np.float64)[1:1 + n])
+    return tuple(float(v) for v in np.asarray(pixdim, dtype=np.float64)[1 : 1 + n])
 
 
 def _load(path: Path) -> tuple[Any, Geometry]:
@@ -119,8 +119,9 @@ def geometry_problems(geometry: Geometry) -> list[str]:
     if len(full) < 3:
         problems.append(f"{len(full)}D image (shape {full}); a 3D volume is needed")
     elif any(s > 1 for s in full[3:]):
-        problems.append(f"{len(full)}D image (shape {full}): {int(np.prod(full[3:]))} volumes where one 3D "
-                        "volume is expected")
+        problems.append(
+            f"{len(full)}D image (shape {full}): {int(np.prod(full[3:]))} volumes where one 3D volume is expected"
+        )
     if any(s < 1 for s in full):
         problems.append(f"empty dimension in shape {full}")
     pixdim = geometry.header_pixdim
@@ -131,13 +132,20 @@ def geometry_problems(geometry: Geometry) -> list[str]:
         problems.append("affine is not a finite 4×4 matrix")
     else:
         columns = np.linalg.norm(affine[:3, :3], axis=0)
-        if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-9 * max(1.0, float(np.prod(columns))) or \
-                not np.all(columns > 1e-6):
+        if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-9 * max(1.0, float(np.prod(columns))) or not np.all(
+            columns > 1e-6
+        ):
             problems.append(f"affine is singular (voxel axes {np.round(affine[:3, :3], 4).tolist()})")
-        elif pixdim and len(pixdim) == 3 and all(np.isfinite(v) and v > 0 for v in pixdim) and \
-                not np.allclose(columns, pixdim, rtol=1e-3, atol=1e-4):
-            problems.append(f"pixdim {tuple(round(v, 4) for v in pixdim)} disagrees with the affine's voxel size "
-                            f"{tuple(round(float(c), 4) for c in columns)}")
+        elif (
+            pixdim
+            and len(pixdim) == 3
+            and all(np.isfinite(v) and v > 0 for v in pixdim)
+            and not np.allclose(columns, pixdim, rtol=1e-3, atol=1e-4)
+        ):
+            problems.append(
+                f"pixdim {tuple(round(v, 4) for v in pixdim)} disagrees with the affine's voxel size "
+                f"{tuple(round(float(c), 4) for c in columns)}"
+            )
     return problems
 
 

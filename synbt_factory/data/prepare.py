@@ -102,9 +102,11 @@ class PrepareResult:
             return None
         extent = np.max(np.array(list(self.source_extent_mm.values())), axis=0)
         fit = [int(min(f, 16 * np.ceil(e / 16))) for e, f in zip(extent, fov_mm, strict=True)]
-        return (f"{median:.0%} of the field of view of the median case is padding (volumes up to "
-                f"{' × '.join(f'{e:.0f}' for e in extent)} mm in a {' × '.join(f'{f:g}' for f in fov_mm)} mm FOV): "
-                f"every later step pays for it. Prepare again with --fov {' '.join(map(str, fit))}")
+        return (
+            f"{median:.0%} of the field of view of the median case is padding (volumes up to "
+            f"{' × '.join(f'{e:.0f}' for e in extent)} mm in a {' × '.join(f'{f:g}' for f in fov_mm)} mm FOV): "
+            f"every later step pays for it. Prepare again with --fov {' '.join(map(str, fit))}"
+        )
 
 
 def crop_window(
@@ -156,8 +158,12 @@ def _to_ras_grid(volume: Volume, *, mask: bool, config: PrepareConfig) -> Any:
     array = np.ascontiguousarray(data.reshape(geometry.shape), dtype=np.float32)  # (X, Y, Z, 1) → (X, Y, Z)
     tensor = MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(geometry.affine, dtype=torch.float64))
     tensor = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(tensor)
-    return Spacing(pixdim=(config.spacing_mm,) * 3, mode="nearest" if mask else "bilinear",
-                   padding_mode="zeros" if mask else "border", dtype=np.float32)(tensor)
+    return Spacing(
+        pixdim=(config.spacing_mm,) * 3,
+        mode="nearest" if mask else "bilinear",
+        padding_mode="zeros" if mask else "border",
+        dtype=np.float32,
+    )(tensor)
 
 
 def prepare_case(
@@ -201,8 +207,9 @@ def prepare_case(
         try:
             out[key] = _to_ras_grid(volumes[path], mask=is_mask, config=config)
         except Exception as exc:
-            raise ValueError(f"{case.case_id}: {relative_name(path, root)}: cannot reorient/resample "
-                             f"({describe_exception(exc)})") from exc
+            raise ValueError(
+                f"{case.case_id}: {relative_name(path, root)}: cannot reorient/resample ({describe_exception(exc)})"
+            ) from exc
     del volumes
 
     pre = out["phase_0"][0].numpy()
@@ -211,14 +218,17 @@ def prepare_case(
         raise ValueError(f"{case.case_id}: non-finite voxels in {case.phases[0].name}; run 'synbt data check'")
     scale = float(np.percentile(pre, config.intensity_percentile))
     if not scale > 0:
-        raise ValueError(f"{case.case_id}: {relative_name(case.phases[0], root)}: pre-contrast image is empty "
-                         f"(percentile {config.intensity_percentile} = {scale})")
+        raise ValueError(
+            f"{case.case_id}: {relative_name(case.phases[0], root)}: pre-contrast image is empty "
+            f"(percentile {config.intensity_percentile} = {scale})"
+        )
 
     body = (pre / scale) > config.body_threshold
     tumor = out["mask"][0].numpy() > 0
     size = config.fov_voxels
-    window = crop_window(body, size, anterior_margin=int(round(config.anterior_margin_mm / config.spacing_mm)),
-                         tumor=tumor)
+    window = crop_window(
+        body, size, anterior_margin=int(round(config.anterior_margin_mm / config.spacing_mm)), tumor=tumor
+    )
     shape = pre.shape
     roi_start = [max(0, s) for s, _ in window]
     roi_end = [min(d, e) for (_, e), d in zip(window, shape, strict=True)]
@@ -266,8 +276,8 @@ def prepare_case(
         # relative to the dataset root: stores are shared with other groups, local paths are not
         "source_files": [_shareable_name(p, root) for p in (*case.phases, case.expert_mask) if p is not None],
         "tumor_voxels": int(arrays["mask"].sum()),
-        "fov_padding_fraction": 1.0 - float(np.prod([e - s for s, e in zip(roi_start, roi_end, strict=True)]))
-        / float(np.prod(size)),
+        "fov_padding_fraction": 1.0
+        - float(np.prod([e - s for s, e in zip(roi_start, roi_end, strict=True)])) / float(np.prod(size)),
         "source_extent_mm": [float(d * config.spacing_mm) for d in shape],
     }
     return arrays, attrs
@@ -289,8 +299,11 @@ def _store_anatomy(store: CaseStore, case_ids: list[str]) -> None:
     try:
         store_placement_anatomy(store, case_ids)
     except Exception as exc:  # noqa: BLE001 - the prepared case is complete and valid without it
-        log.warning("placement context of %s not stored (%s); generate builds it each run",
-                    ", ".join(case_ids[:3]), describe_exception(exc))
+        log.warning(
+            "placement context of %s not stored (%s); generate builds it each run",
+            ", ".join(case_ids[:3]),
+            describe_exception(exc),
+        )
 
 
 def prepare_dataset(
@@ -324,8 +337,10 @@ def prepare_dataset(
             log.warning("%s: %s", problem.file, problem.message)
     errors = [p for p in dataset_level if p.severity == "error"]
     if errors:
-        raise ValueError("; ".join(f"{p.file}: {p.message} — {p.fix}" for p in errors)
-                         + "; nothing was prepared (run 'synbt data check')")
+        raise ValueError(
+            "; ".join(f"{p.file}: {p.message} — {p.fix}" for p in errors)
+            + "; nothing was prepared (run 'synbt data check')"
+        )
     cases = list(index.cases)
     if case_ids is not None:
         wanted = {c.upper() for c in case_ids}
@@ -341,8 +356,10 @@ def prepare_dataset(
     with writer_lock(str(out), command="prepare"):
         store = CaseStore.create(out, kind="prepared", card=card, layout=layout, exist_ok=True)
         if store.attrs.get("prepare_config") != card["prepare_config"]:
-            raise StoreError(f"{out} was prepared with another config {store.attrs.get('prepare_config')}; "
-                             "use a new --out or the same options")
+            raise StoreError(
+                f"{out} was prepared with another config {store.attrs.get('prepare_config')}; "
+                "use a new --out or the same options"
+            )
         store.remove_incomplete()
         result = PrepareResult()
         todo = []

@@ -181,7 +181,20 @@ def sample_patch_batch(
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
-    """Zero-pad the last three axes of ``array`` up to a multiple of ``multiple``."""
+    """Zero-pad the last three axes of ``array`` at their far end up to a multiple of ``multiple``.
+
+    The one padding helper of ``data/`` (VQ-VAE volumes, diffusion latents, evaluation). MONAI's
+    ``DivisiblePad(k, method="end")`` gives the same values, but only for channel-first arrays and as a
+    torch ``MetaTensor``; this keeps NumPy arrays of any leading shape and returns ``array`` itself when
+    nothing needs padding.
+
+    Args:
+        array: (..., X, Y, Z) array (mask (X, Y, Z), image (C, X, Y, Z) or batch (B, C, X, Y, Z)).
+        multiple: every spatial size is rounded up to a multiple of this.
+
+    Returns:
+        (..., X', Y', Z') array of the same dtype, zeros in the added voxels.
+    """
     pad = [(0, 0)] * (array.ndim - 3) + [(0, -s % multiple) for s in array.shape[-3:]]
     return np.pad(array, pad) if any(p[1] for p in pad) else array
 

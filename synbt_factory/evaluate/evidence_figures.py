@@ -8,7 +8,6 @@ do not overlap.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from synbt_factory.evaluate.evidence_stats import evidence_summary
-from synbt_factory.io import atomic_write_bytes
+from synbt_factory.figures import new_figure, save_figure
 
 __all__ = ["plot_dice_vs_size"]
 
@@ -43,7 +42,7 @@ def plot_dice_vs_size(
 
     Args:
         data: an :func:`~synbt_factory.evaluate.evidence_stats.evidence_summary`, or its per-case rows.
-        out_png: PNG to write (atomically; the parent folder is created).
+        out_png: PNG to write (atomically, :func:`synbt_factory.figures.save_figure`; the folder is created).
         test_sets: panels, in order; None = every test set of the summary.
         rng: draws the bootstrap when ``data`` is rows (required then, unused for a summary).
         baseline, n_boot, level: passed to ``evidence_summary`` when ``data`` is rows.
@@ -69,15 +68,12 @@ def plot_dice_vs_size(
     if unknown or not panels:
         raise ValueError(f"test sets {unknown or panels} not in the summary (it has: {', '.join(available)})")
 
-    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend is left alone
-
     sizes = sorted({int(g["size"]) for g in groups})
     arms = list(summary.get("arms") or dict.fromkeys(e["arm"] for g in groups for e in g["arms"]))
     step = min(0.12, 0.6 / max(len(arms), 1))
     offsets = {arm: (j - (len(arms) - 1) / 2) * step for j, arm in enumerate(arms)}
     level_pct = f"{summary.get('level', level) * 100:g} %"
-    fig = Figure(figsize=(5.2 * len(panels), 4.2))
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(5.2 * len(panels), 4.2), sharey=True)
     for ax, test_set in zip(axes[0], panels, strict=True):
         mine = [g for g in groups if g["test_set"] == test_set]
         for j, arm in enumerate(arms):
@@ -92,19 +88,29 @@ def plot_dice_vs_size(
                 lows.append(d["mean"] - (d["ci_low"] if d["ci_low"] is not None else d["mean"]))
                 highs.append((d["ci_high"] if d["ci_high"] is not None else d["mean"]) - d["mean"])
             if xs:
-                ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=4, linewidth=1.5, markersize=5,
-                            color=f"C{j}", label=arm)
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lows, highs],
+                    marker="o",
+                    capsize=4,
+                    linewidth=1.5,
+                    markersize=5,
+                    color=f"C{j}",
+                    label=arm,
+                )
         ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
         ax.set_xlim(-0.5, len(sizes) - 0.5)
         ax.set_xlabel("real training cases")
         ax.grid(axis="y", alpha=0.3)
-        ax.set_title(f"test set: {test_set}\nmean over {_span([g['n_seeds'] for g in mine])} seeds × "
-                     f"{_span([g['n_cases'] for g in mine])} test cases, {level_pct} bootstrap CI", fontsize=10)
+        ax.set_title(
+            f"test set: {test_set}\nmean over {_span([g['n_seeds'] for g in mine])} seeds × "
+            f"{_span([g['n_cases'] for g in mine])} test cases, {level_pct} bootstrap CI",
+            fontsize=10,
+        )
     axes[0][0].set_ylabel("Dice")
     axes[0][-1].legend(title="training arm", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    path = atomic_write_bytes(out_png, buffer.getvalue())
+    path = save_figure(fig, out_png, dpi=110)
     logger.info("wrote %s", path)
     return path

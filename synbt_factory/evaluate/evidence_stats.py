@@ -25,9 +25,9 @@ Estimators (``S`` seeds, ``C`` cases, matrix ``M[s, c]``):
   else "within noise". For Dice higher is better; for HD95 and MSD lower is better, so a negative Δ improves.
 
 Non-finite values: Dice must be finite in every row (the project's empty-mask rule,
-:data:`~synbt_factory.evaluate.metrics.EMPTY_RULE`, always gives a Dice). HD95 and MSD are NaN for a case
+:data:`~synbt_factory.metrics.EMPTY_RULE`, always gives a Dice). HD95 and MSD are NaN for a case
 with exactly one empty mask under ``empty_penalty="nan"`` (and ∞ in the MAMA-MIA convention); like
-:func:`~synbt_factory.evaluate.metrics.summarize`, every mean here skips non-finite values (a Δ cell is
+:func:`~synbt_factory.metrics.summarize`, every mean here skips non-finite values (a Δ cell is
 skipped when either side is), and each summary counts the cells it skipped.
 """
 
@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from synbt_factory.evaluate.metrics import EMPTY_RULE, METRIC_NAMES
 from synbt_factory.evaluate.paired import PairedDifference, paired_difference
+from synbt_factory.metrics import EMPTY_RULE, METRIC_NAMES
 
 __all__ = [
     "ArmSummary",
@@ -182,18 +182,23 @@ def _cells(rows: Iterable[Mapping[str, Any]], *, arm: str, size: int, test_set: 
     for i, row in enumerate(rows):
         missing = [k for k in (*_REQUIRED_KEYS, metric) if k not in row]
         if missing:
-            raise ValueError(f"row {i} has no {', '.join(missing)}; every row needs {', '.join(_REQUIRED_KEYS)} "
-                             f"and the metrics")
+            raise ValueError(
+                f"row {i} has no {', '.join(missing)}; every row needs {', '.join(_REQUIRED_KEYS)} and the metrics"
+            )
         if str(row["arm"]) != arm or int(row["size"]) != size or str(row["test_set"]) != test_set:
             continue
         key = (int(row["seed"]), str(row["case_id"]))
         if key in cells:
-            raise ValueError(f"{_where(arm, size, test_set)}: seed {key[0]}, case {key[1]!r} appears twice; "
-                             "keep one row per (arm, size, seed, test set, case)")
+            raise ValueError(
+                f"{_where(arm, size, test_set)}: seed {key[0]}, case {key[1]!r} appears twice; "
+                "keep one row per (arm, size, seed, test set, case)"
+            )
         value = float(row[metric])
         if metric == "dice" and not math.isfinite(value):
-            raise ValueError(f"{_where(arm, size, test_set)}: seed {key[0]}, case {key[1]!r} has Dice {value}; "
-                             "Dice must be finite (an empty prediction scores 0 or 1)")
+            raise ValueError(
+                f"{_where(arm, size, test_set)}: seed {key[0]}, case {key[1]!r} has Dice {value}; "
+                "Dice must be finite (an empty prediction scores 0 or 1)"
+            )
         cells[key] = value
     return cells
 
@@ -202,16 +207,26 @@ def _axes(cells: Mapping[Key, float]) -> tuple[list[int], list[str]]:
     return sorted({s for s, _ in cells}), sorted({c for _, c in cells})
 
 
-def _complete(cells: Mapping[Key, float], seeds: Sequence[int], cases: Sequence[str], *, arm: str, size: int,
-              test_set: str, partner: str | None = None) -> np.ndarray:
+def _complete(
+    cells: Mapping[Key, float],
+    seeds: Sequence[int],
+    cases: Sequence[str],
+    *,
+    arm: str,
+    size: int,
+    test_set: str,
+    partner: str | None = None,
+) -> np.ndarray:
     """The (seed × case) matrix; a missing cell is an error naming the first one and the count."""
     absent = [(s, c) for s in seeds for c in cases if (s, c) not in cells]
     if absent:
         s, c = absent[0]
         pair = f" to pair with arm {partner!r}" if partner is not None else ""
-        raise ValueError(f"{_where(arm, size, test_set)}: no row for seed {s}, case {c!r}{pair} "
-                         f"({len(absent)} of {len(seeds) * len(cases)} (seed, case) cells missing); every arm "
-                         "needs the same seeds scored on the same test cases")
+        raise ValueError(
+            f"{_where(arm, size, test_set)}: no row for seed {s}, case {c!r}{pair} "
+            f"({len(absent)} of {len(seeds) * len(cases)} (seed, case) cells missing); every arm "
+            "needs the same seeds scored on the same test cases"
+        )
     return np.array([[cells[(s, c)] for c in cases] for s in seeds], dtype=np.float64)
 
 
@@ -224,8 +239,9 @@ def _finite_mean(values: np.ndarray, axis: int | None = None) -> Any:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def two_level_bootstrap(matrix: np.ndarray, *, rng: np.random.Generator, n_boot: int = 2000,
-                        level: float = 0.95) -> tuple[float, float]:
+def two_level_bootstrap(
+    matrix: np.ndarray, *, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile CI of the mean of a (seed × case) matrix, resampling seeds and cases with replacement.
 
     Each resample draws ``S`` row indices and ``C`` column indices with replacement (all resamples' rows first,
@@ -294,8 +310,18 @@ def arm_summary(
     matrix = _complete(cells, seeds, cases, arm=arm, size=size, test_set=test_set)
     low, high = two_level_bootstrap(matrix, rng=rng, n_boot=n_boot, level=level)
     return ArmSummary(
-        arm=arm, size=size, test_set=test_set, metric=metric, mean=float(_finite_mean(matrix)), ci_low=low,
-        ci_high=high, level=level, n_boot=int(n_boot), n_seeds=len(seeds), n_cases=len(cases), seeds=tuple(seeds),
+        arm=arm,
+        size=size,
+        test_set=test_set,
+        metric=metric,
+        mean=float(_finite_mean(matrix)),
+        ci_low=low,
+        ci_high=high,
+        level=level,
+        n_boot=int(n_boot),
+        n_seeds=len(seeds),
+        n_cases=len(cases),
+        seeds=tuple(seeds),
         seed_means=tuple(float(v) for v in _finite_mean(matrix, axis=1)),
         n_skipped=int((~np.isfinite(matrix)).sum()),
     )
@@ -346,12 +372,15 @@ def paired_vs_baseline(
     per_case = _finite_mean(delta, axis=0)
     kept = np.isfinite(per_case)
     if not kept.any():
-        raise ValueError(f"{_where(arm, size, test_set)}: no case has a finite {metric} in both {arm!r} and "
-                         f"{baseline!r}")
+        raise ValueError(
+            f"{_where(arm, size, test_set)}: no case has a finite {metric} in both {arm!r} and {baseline!r}"
+        )
     case_level = paired_difference(
         {c: 0.0 for c, k in zip(cases, kept, strict=True) if k},
         {c: float(d) for c, d, k in zip(cases, per_case, kept, strict=True) if k},
-        generator=rng, resamples=int(n_boot), level=level,
+        generator=rng,
+        resamples=int(n_boot),
+        level=level,
     )
     mean = float(_finite_mean(delta))
     low, high = two_level_bootstrap(delta, rng=rng, n_boot=n_boot, level=level)
@@ -361,10 +390,26 @@ def paired_vs_baseline(
     verdict = "within noise" if noise or mean == 0 else ("better" if improves else "worse")
     better, worse = (case_level.better, case_level.worse) if direction > 0 else (case_level.worse, case_level.better)
     return PairedVsBaseline(
-        arm=arm, baseline=baseline, size=size, test_set=test_set, metric=metric, mean=mean, ci_low=low, ci_high=high,
-        level=level, n_boot=int(n_boot), n_seeds=len(seeds), n_cases=int(kept.sum()), seeds=tuple(seeds),
-        seed_means=tuple(float(v) for v in _finite_mean(delta, axis=1)), p_value=case_level.p_value, better=better,
-        worse=worse, n_skipped=int(np.isnan(delta).sum()), higher_is_better=direction > 0, verdict=verdict,
+        arm=arm,
+        baseline=baseline,
+        size=size,
+        test_set=test_set,
+        metric=metric,
+        mean=mean,
+        ci_low=low,
+        ci_high=high,
+        level=level,
+        n_boot=int(n_boot),
+        n_seeds=len(seeds),
+        n_cases=int(kept.sum()),
+        seeds=tuple(seeds),
+        seed_means=tuple(float(v) for v in _finite_mean(delta, axis=1)),
+        p_value=case_level.p_value,
+        better=better,
+        worse=worse,
+        n_skipped=int(np.isnan(delta).sum()),
+        higher_is_better=direction > 0,
+        verdict=verdict,
         case_level=case_level,
     )
 
@@ -401,12 +446,14 @@ def evidence_summary(
     for i, row in enumerate(rows):
         missing = [k for k in _REQUIRED_KEYS if k not in row]
         if missing:
-            raise ValueError(f"row {i} has no {', '.join(missing)}; every row needs {', '.join(_REQUIRED_KEYS)} "
-                             "and the metrics")
+            raise ValueError(
+                f"row {i} has no {', '.join(missing)}; every row needs {', '.join(_REQUIRED_KEYS)} and the metrics"
+            )
     arms = _first_seen(str(r["arm"]) for r in rows)
     if baseline not in arms:
-        raise ValueError(f"baseline arm {baseline!r} has no rows (arms present: {', '.join(arms)}); "
-                         "pass baseline= one of them")
+        raise ValueError(
+            f"baseline arm {baseline!r} has no rows (arms present: {', '.join(arms)}); pass baseline= one of them"
+        )
     arms = [baseline, *(a for a in arms if a != baseline)]
     test_sets = _first_seen(str(r["test_set"]) for r in rows)
     sizes = sorted({int(r["size"]) for r in rows})
@@ -419,26 +466,55 @@ def evidence_summary(
             for arm in arms:
                 entry: dict[str, Any] = {"arm": arm}
                 for metric in METRIC_NAMES:
-                    entry[metric] = arm_summary(rows, arm=arm, size=size, test_set=test_set, metric=metric, rng=rng,
-                                                n_boot=n_boot, level=level).as_dict()
-                entry["delta_dice"] = None if arm == baseline else paired_vs_baseline(
-                    rows, arm=arm, baseline=baseline, size=size, test_set=test_set, metric="dice", rng=rng,
-                    n_boot=n_boot, level=level).as_dict()
+                    entry[metric] = arm_summary(
+                        rows, arm=arm, size=size, test_set=test_set, metric=metric, rng=rng, n_boot=n_boot, level=level
+                    ).as_dict()
+                entry["delta_dice"] = (
+                    None
+                    if arm == baseline
+                    else paired_vs_baseline(
+                        rows,
+                        arm=arm,
+                        baseline=baseline,
+                        size=size,
+                        test_set=test_set,
+                        metric="dice",
+                        rng=rng,
+                        n_boot=n_boot,
+                        level=level,
+                    ).as_dict()
+                )
                 entries.append(entry)
             first = entries[0]["dice"]
-            groups.append({"test_set": test_set, "size": size, "n_seeds": first["n_seeds"],
-                           "n_cases": first["n_cases"], "seeds": first["seeds"], "arms": entries})
-            logger.info("evidence: test set %s, size %d: %d arms × %d seeds × %d cases", test_set, size,
-                        len(arms), first["n_seeds"], first["n_cases"])
+            groups.append(
+                {
+                    "test_set": test_set,
+                    "size": size,
+                    "n_seeds": first["n_seeds"],
+                    "n_cases": first["n_cases"],
+                    "seeds": first["seeds"],
+                    "arms": entries,
+                }
+            )
+            logger.info(
+                "evidence: test set %s, size %d: %d arms × %d seeds × %d cases",
+                test_set,
+                size,
+                len(arms),
+                first["n_seeds"],
+                first["n_cases"],
+            )
     return {
         "baseline": baseline,
         "level": level,
         "n_boot": int(n_boot),
-        "estimator": ("mean over the (seed × case) matrix; percentile CI from a two-level bootstrap resampling "
-                      "seeds and cases with replacement (one case draw per resample shared by all seeds); "
-                      "Δ = arm − baseline on matched (seed, case) cells; p: two-sided Wilcoxon signed-rank over "
-                      "cases of the seed-averaged Δ; a verdict other than 'within noise' needs the CI to exclude 0 "
-                      "and p < 1 − level"),
+        "estimator": (
+            "mean over the (seed × case) matrix; percentile CI from a two-level bootstrap resampling "
+            "seeds and cases with replacement (one case draw per resample shared by all seeds); "
+            "Δ = arm − baseline on matched (seed, case) cells; p: two-sided Wilcoxon signed-rank over "
+            "cases of the seed-averaged Δ; a verdict other than 'within noise' needs the CI to exclude 0 "
+            "and p < 1 − level"
+        ),
         "empty_rule": EMPTY_RULE + "; non-finite HD95/MSD cells are skipped by every mean here",
         "test_sets": test_sets,
         "sizes": sizes,
@@ -459,8 +535,10 @@ def evidence_markdown(summary: Mapping[str, Any]) -> str:
     """Markdown tables of an :func:`evidence_summary`: one per test set and size, one row per arm."""
     level_pct = f"{summary['level'] * 100:g} %"
     baseline = summary["baseline"]
-    header = (f"| Arm | Dice mean [{level_pct} CI] | HD95 mm [{level_pct} CI] | MSD mm [{level_pct} CI] "
-              f"| ΔDice vs {baseline} [{level_pct} CI] | p (Wilcoxon) | better/worse cases | verdict |")
+    header = (
+        f"| Arm | Dice mean [{level_pct} CI] | HD95 mm [{level_pct} CI] | MSD mm [{level_pct} CI] "
+        f"| ΔDice vs {baseline} [{level_pct} CI] | p (Wilcoxon) | better/worse cases | verdict |"
+    )
     lines = [
         "Mean over the (seed × case) matrix; CI: two-level percentile bootstrap over seeds and cases "
         f"({summary['n_boot']} resamples). ΔDice = arm − {baseline} on matched (seed, case) pairs; p: two-sided "
@@ -468,9 +546,14 @@ def evidence_markdown(summary: Mapping[str, Any]) -> str:
         f"ΔDice is above/below 0; a verdict needs the CI to exclude 0 and p < {1 - summary['level']:.2g}.",
     ]
     for group in summary["groups"]:
-        lines += ["", f"### Test set {group['test_set']}: {group['size']} real training cases "
-                      f"({group['n_seeds']} seeds × {group['n_cases']} test cases)", "", header,
-                  "|" + "---|" * 8]
+        lines += [
+            "",
+            f"### Test set {group['test_set']}: {group['size']} real training cases "
+            f"({group['n_seeds']} seeds × {group['n_cases']} test cases)",
+            "",
+            header,
+            "|" + "---|" * 8,
+        ]
         skipped = {m: 0 for m in ("hd95", "msd")}
         for entry in group["arms"]:
             for m in skipped:
@@ -480,14 +563,26 @@ def evidence_markdown(summary: Mapping[str, Any]) -> str:
                 paired = ["—", "—", "—", "baseline"]
             else:
                 p = delta["p_value"]
-                paired = [_with_ci(delta, "+.3f"), "n/a" if p is None else f"{p:.2g}",
-                          f"{delta['better']}/{delta['worse']} of {delta['n_cases']}", delta["verdict"]]
-            cells = [entry["arm"], _with_ci(entry["dice"], ".3f"), _with_ci(entry["hd95"], ".1f"),
-                     _with_ci(entry["msd"], ".2f"), *paired]
+                paired = [
+                    _with_ci(delta, "+.3f"),
+                    "n/a" if p is None else f"{p:.2g}",
+                    f"{delta['better']}/{delta['worse']} of {delta['n_cases']}",
+                    delta["verdict"],
+                ]
+            cells = [
+                entry["arm"],
+                _with_ci(entry["dice"], ".3f"),
+                _with_ci(entry["hd95"], ".1f"),
+                _with_ci(entry["msd"], ".2f"),
+                *paired,
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         if any(skipped.values()):
-            lines += ["", f"Skipped non-finite (seed, case) values, all arms: HD95 {skipped['hd95']}, "
-                          f"MSD {skipped['msd']} (empty prediction or truth; means over the rest)."]
+            lines += [
+                "",
+                f"Skipped non-finite (seed, case) values, all arms: HD95 {skipped['hd95']}, "
+                f"MSD {skipped['msd']} (empty prediction or truth; means over the rest).",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -70,8 +70,9 @@ def tumor_crop(image: np.ndarray, mask: np.ndarray, size: Sequence[int]) -> np.n
     return out
 
 
-def encoder_features(autoencoder: Any, crops: Sequence[np.ndarray], *, device: str = "cpu",
-                     batch: int = 8) -> np.ndarray:
+def encoder_features(
+    autoencoder: Any, crops: Sequence[np.ndarray], *, device: str = "cpu", batch: int = 8
+) -> np.ndarray:
     """(N, 2·D) pooled features: per latent channel the spatial mean and standard deviation of ``encode``.
 
     Args:

@@ -51,8 +51,10 @@ class PairedDifference:
     def summary(self, name: str = "Δ") -> str:
         """One line, e.g. ``ΔDice +0.031 (95 % CI −0.10…+0.15, p = 0.62, better on 2 of 5 cases): within noise``."""
         verdict = "within noise" if self.within_noise else ("better" if self.mean > 0 else "worse")
-        return (f"{name} {self.mean:+.3f} ({self.level:.0%} CI {self.ci_low:+.3f}…{self.ci_high:+.3f}, "
-                f"p = {self.p_value:.2g}, better on {self.better} of {self.n} cases): {verdict}")
+        return (
+            f"{name} {self.mean:+.3f} ({self.level:.0%} CI {self.ci_low:+.3f}…{self.ci_high:+.3f}, "
+            f"p = {self.p_value:.2g}, better on {self.better} of {self.n} cases): {verdict}"
+        )
 
 
 def paired_difference(
@@ -92,5 +94,13 @@ def paired_difference(
         p_value = 1.0
     else:
         p_value = float(wilcoxon(diff, zero_method="wilcox").pvalue)
-    return PairedDifference(n=n, mean=float(diff.mean()), ci_low=float(low), ci_high=float(high), p_value=p_value,
-                            better=int((diff > 0).sum()), worse=int((diff < 0).sum()), level=level)
+    return PairedDifference(
+        n=n,
+        mean=float(diff.mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=p_value,
+        better=int((diff > 0).sum()),
+        worse=int((diff < 0).sum()),
+        level=level,
+    )

@@ -64,8 +64,13 @@ def ssim(
     return float(metric(p[None, None], t[None, None]).mean())
 
 
-def masked_psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, mask: np.ndarray,
-                *, data_range: float | None = None) -> float:
+def masked_psnr(
+    pred: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    mask: np.ndarray,
+    *,
+    data_range: float | None = None,
+) -> float:
     """PSNR in dB over the voxels of ``mask`` only: 10 · log10(range² / mean((pred − target)²) inside the mask).
 
     On a small volume in a large field of view the zero padding dominates a whole-volume PSNR (an all-black
@@ -86,7 +91,10 @@ def masked_psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tens
 
 
 def channel_quality(
-    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, *, ssim_win: int = 7,
+    pred: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    *,
+    ssim_win: int = 7,
     mask: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """PSNR and SSIM per channel of (C, X, Y, Z) volumes, each with that channel's target range.

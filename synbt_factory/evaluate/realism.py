@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from synbt_factory.evaluate.realism_figures import (
-    CHANGE_THRESHOLD,
-    FAR_MM,
     by_size,
     footprint,
     post_over_pre,
@@ -43,7 +41,15 @@ from synbt_factory.evaluate.realism_figures import (
     summary,
     tumor_contrast,
 )
-from synbt_factory.evaluate.realism_outputs import headline_text, json_ready, record_headline, write_report
+from synbt_factory.evaluate.realism_outputs import headline_text, record_headline, write_report
+from synbt_factory.evaluate.realism_types import (
+    RealismConfig,
+    RealismReport,
+    TumorFigures,
+    case_spacing,
+    json_ready,
+    spread,
+)
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore, StoreError
 
@@ -64,61 +70,7 @@ log = logging.getLogger(__name__)
 _MONTAGE_ROWS = 3
 
 
-@dataclass(frozen=True, kw_only=True)
-class RealismConfig:
-    """What the report computes.
-
-    Args:
-        max_cases: synthetic cases, and real tumors, compared at most (spread evenly over the case ids).
-        shell_mm: the shell around a tumor whose FGT and fat it is contrasted with, (lo, hi] mm.
-        change_threshold: |Δ| above which a far voxel counts as changed.
-        far_mm: distance from the mask beyond which a changed voxel is far.
-        crop: tumor-centred crop (voxels) for the feature distance; None = the VQ-VAE's patch size.
-        segmenter_cases: synthetic cases, and held-out real cases, segmented for detectability.
-        ridge: covariance ridge of the Fréchet distance (relative to the mean variance).
-    """
-
-    max_cases: int = 48
-    shell_mm: tuple[float, float] = (1.0, 5.0)
-    change_threshold: float = CHANGE_THRESHOLD
-    far_mm: float = FAR_MM
-    crop: tuple[int, int, int] | None = None
-    segmenter_cases: int = 8
-    ridge: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.max_cases < 1:
-            raise ValueError(f"max_cases must be >= 1, got {self.max_cases}")
-        if not 0 <= self.shell_mm[0] < self.shell_mm[1]:
-            raise ValueError(f"shell_mm must be (lo, hi) with 0 <= lo < hi, got {self.shell_mm}")
-        if self.segmenter_cases < 1:
-            raise ValueError(f"segmenter_cases must be >= 1, got {self.segmenter_cases}")
-
-
-@dataclass(frozen=True)
-class RealismReport:
-    """The report: ``figures`` by section, the ``headline`` (what the card and the gate use), ``notes``."""
-
-    synthetic: str
-    real: str
-    figures: dict[str, Any]
-    headline: dict[str, Any]
-    notes: tuple[str, ...] = ()
-    montage_rows: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_ready({"synthetic": self.synthetic, "real": self.real, "headline": self.headline,
-                       "figures": self.figures, "notes": list(self.notes)})
-
-
 # ----------------------------------------------------------------------------- reading
-def spread(ids: Sequence[Any], n: int) -> list[Any]:
-    """At most ``n`` of ``ids``, evenly spaced over the list (all of them when there are fewer)."""
-    if len(ids) <= n:
-        return list(ids)
-    return [ids[int(i)] for i in np.linspace(0, len(ids) - 1, n).round().astype(int)]
-
-
 def real_store_of(synthetic: str | Path) -> str | None:
     """The prepared store a synthetic store was generated from, as its card records it."""
     card = CaseStore.open(synthetic).attrs
@@ -147,25 +99,9 @@ def _tissue(store: CaseStore, case_id: str) -> _Tissue:
     return _Tissue(fgt=fgt, breast=breast, vessel=labels == 1 if labels is not None else None)
 
 
-def case_spacing(attrs: dict[str, Any]) -> tuple[float, float, float]:
-    """A case's voxel spacing (mm) from its attributes (1 mm when unrecorded)."""
-    return tuple(float(s) for s in attrs.get("spacing", (1.0, 1.0, 1.0)))  # type: ignore[return-value]
-
-
-@dataclass
-class TumorFigures:
-    """Figures of one tumor (real or synthetic) and what the later sections need."""
-
-    case_id: str
-    ratio: float | None
-    voxels: int
-    contrast: dict[str, float | None]
-    shape: dict[str, float | None]
-    footprint: Any = None
-
-
-def _real_tumors(prepared: CaseStore, config: RealismConfig, views: list, notes: list[str],
-                 progress: ProgressFn | None) -> list[TumorFigures]:
+def _real_tumors(
+    prepared: CaseStore, config: RealismConfig, views: list, notes: list[str], progress: ProgressFn | None
+) -> list[TumorFigures]:
     """Figures of up to ``max_cases`` real tumors (cases with an empty mask are passed over)."""
     tumors: list[TumorFigures] = []
     ids = prepared.case_ids()
@@ -180,12 +116,23 @@ def _real_tumors(prepared: CaseStore, config: RealismConfig, views: list, notes:
         if not mask.any():
             continue
         tissue, spacing = _tissue(prepared, case_id), case_spacing(attrs)
-        tumors.append(TumorFigures(
-            case_id=case_id, ratio=post_over_pre(arrays["image"], mask), voxels=int(mask.sum()),
-            contrast=tumor_contrast(arrays["image"], mask, spacing, fgt=tissue.fgt, breast=tissue.breast,
-                                    vessel=tissue.vessel, shell_mm=config.shell_mm),
-            shape=shape_figures(mask, spacing, breast=tissue.breast, fgt=tissue.fgt),
-        ))
+        tumors.append(
+            TumorFigures(
+                case_id=case_id,
+                ratio=post_over_pre(arrays["image"], mask),
+                voxels=int(mask.sum()),
+                contrast=tumor_contrast(
+                    arrays["image"],
+                    mask,
+                    spacing,
+                    fgt=tissue.fgt,
+                    breast=tissue.breast,
+                    vessel=tissue.vessel,
+                    shell_mm=config.shell_mm,
+                ),
+                shape=shape_figures(mask, spacing, breast=tissue.breast, fgt=tissue.fgt),
+            )
+        )
         if len(views) < _MONTAGE_ROWS:
             views.append((f"real {case_id}", arrays["image"], mask, None))
         report(progress, len(tumors), config.max_cases, {})
@@ -194,8 +141,17 @@ def _real_tumors(prepared: CaseStore, config: RealismConfig, views: list, notes:
     return tumors
 
 
-def _synthetic_tumors(store: CaseStore, prepared: CaseStore, case_ids: Sequence[str], config: RealismConfig,
-                      views: list, notes: list[str], *, full: bool, progress: ProgressFn | None) -> list[TumorFigures]:
+def _synthetic_tumors(
+    store: CaseStore,
+    prepared: CaseStore,
+    case_ids: Sequence[str],
+    config: RealismConfig,
+    views: list,
+    notes: list[str],
+    *,
+    full: bool,
+    progress: ProgressFn | None,
+) -> list[TumorFigures]:
     """Figures of synthetic tumors; ``full=False`` computes enhancement and footprint only."""
     tumors: list[TumorFigures] = []
     missing, mismatched = [], []
@@ -213,30 +169,50 @@ def _synthetic_tumors(store: CaseStore, prepared: CaseStore, case_ids: Sequence[
                 mismatched.append(case_id)
             else:
                 background = prepared.read_array(source, "image")
-                fp = footprint(arrays["image"], background, syn, spacing, threshold=config.change_threshold,
-                               far_mm=config.far_mm)
+                fp = footprint(
+                    arrays["image"], background, syn, spacing, threshold=config.change_threshold, far_mm=config.far_mm
+                )
             if full:
                 tissue = _tissue(prepared, source)
         else:
             missing.append(case_id)
         other = (arrays["mask"] > 0) & ~syn
-        tumors.append(TumorFigures(
-            case_id=case_id, ratio=post_over_pre(arrays["image"], syn), voxels=int(syn.sum()),
-            contrast=tumor_contrast(arrays["image"], syn, spacing, fgt=tissue.fgt, breast=tissue.breast,
-                                    other_tumor=other, vessel=tissue.vessel, shell_mm=config.shell_mm) if full else {},
-            shape=shape_figures(syn, spacing, breast=tissue.breast, fgt=tissue.fgt) if full else {},
-            footprint=fp,
-        ))
+        tumors.append(
+            TumorFigures(
+                case_id=case_id,
+                ratio=post_over_pre(arrays["image"], syn),
+                voxels=int(syn.sum()),
+                contrast=tumor_contrast(
+                    arrays["image"],
+                    syn,
+                    spacing,
+                    fgt=tissue.fgt,
+                    breast=tissue.breast,
+                    other_tumor=other,
+                    vessel=tissue.vessel,
+                    shell_mm=config.shell_mm,
+                )
+                if full
+                else {},
+                shape=shape_figures(syn, spacing, breast=tissue.breast, fgt=tissue.fgt) if full else {},
+                footprint=fp,
+            )
+        )
         if len(views) < _MONTAGE_ROWS:
-            views.append((f"{attrs.get('method', 'synthetic')} {case_id}", arrays["image"],
-                          other if other.any() else None, syn))
+            views.append(
+                (f"{attrs.get('method', 'synthetic')} {case_id}", arrays["image"], other if other.any() else None, syn)
+            )
         report(progress, i, len(case_ids), {})
     if missing:
-        notes.append(f"footprint skipped for {len(missing)} case(s) whose background is not in {prepared.location} "
-                     f"(e.g. {missing[0]}): pass the prepared store they were drawn from as --real")
+        notes.append(
+            f"footprint skipped for {len(missing)} case(s) whose background is not in {prepared.location} "
+            f"(e.g. {missing[0]}): pass the prepared store they were drawn from as --real"
+        )
     if mismatched:
-        notes.append(f"footprint skipped for {len(mismatched)} case(s) whose background in {prepared.location} "
-                     f"differs from the one they were drawn on (sha256; e.g. {mismatched[0]})")
+        notes.append(
+            f"footprint skipped for {len(mismatched)} case(s) whose background in {prepared.location} "
+            f"differs from the one they were drawn on (sha256; e.g. {mismatched[0]})"
+        )
     return tumors
 
 
@@ -313,8 +289,9 @@ def _headline(real: list[TumorFigures], synthetic: list[TumorFigures], figures: 
 def _open_pair(synthetic: str | Path, real: str | Path | None) -> tuple[CaseStore, CaseStore]:
     store = CaseStore.open(synthetic)
     if "synthetic_mask" not in _first_arrays(store):
-        raise StoreError(f"{synthetic} holds no synthetic cases (no 'synthetic_mask' array); give a store made by "
-                         "synbt generate")
+        raise StoreError(
+            f"{synthetic} holds no synthetic cases (no 'synthetic_mask' array); give a store made by synbt generate"
+        )
     if real is not None:
         return store, CaseStore.open(real)
     recorded = real_store_of(synthetic)
@@ -323,8 +300,10 @@ def _open_pair(synthetic: str | Path, real: str | Path | None) -> tuple[CaseStor
     try:
         return store, CaseStore.open(recorded)
     except StoreError as exc:
-        raise StoreError(f"the prepared store {recorded} recorded in the card of {synthetic} cannot be opened "
-                         f"({exc}); pass it with --real") from exc
+        raise StoreError(
+            f"the prepared store {recorded} recorded in the card of {synthetic} cannot be opened "
+            f"({exc}); pass it with --real"
+        ) from exc
 
 
 def _first_arrays(store: CaseStore) -> list[str]:
@@ -334,8 +313,13 @@ def _first_arrays(store: CaseStore) -> list[str]:
     return store.array_names(ids[0])
 
 
-def cheap_figures(synthetic: str | Path, real: str | Path | None = None, *, case_ids: Sequence[str] | None = None,
-                  config: RealismConfig | None = None) -> RealismReport:
+def cheap_figures(
+    synthetic: str | Path,
+    real: str | Path | None = None,
+    *,
+    case_ids: Sequence[str] | None = None,
+    config: RealismConfig | None = None,
+) -> RealismReport:
     """Enhancement and footprint only: what the quality gate of ``synbt generate`` checks (seconds).
 
     Args:
@@ -351,8 +335,9 @@ def cheap_figures(synthetic: str | Path, real: str | Path | None = None, *, case
     ids = list(case_ids) if case_ids is not None else spread(store.case_ids(), config.max_cases)
     syn = _synthetic_tumors(store, prepared, ids, config, [], notes, full=False, progress=None)
     figures = {"enhancement": _enhancement(real_tumors, syn), "footprint": _footprint_section(syn)}
-    return RealismReport(str(synthetic), str(prepared.location), figures, _headline(real_tumors, syn, figures),
-                         tuple(notes))
+    return RealismReport(
+        str(synthetic), str(prepared.location), figures, _headline(real_tumors, syn, figures), tuple(notes)
+    )
 
 
 def realism_report(
@@ -393,20 +378,26 @@ def realism_report(
     syn = _synthetic_tumors(store, prepared, ids, config, syn_views, notes, full=True, progress=progress)
     figures: dict[str, Any] = {
         "enhancement": _enhancement(real_tumors, syn),
-        "contrast": {"real": _per_key(real_tumors, "contrast"), "synthetic": _per_key(syn, "contrast"),
-                     "shell_mm": list(config.shell_mm),
-                     "note": "post: tumor mean ÷ shell mean; sub (post − pre): tumor mean − shell mean"},
+        "contrast": {
+            "real": _per_key(real_tumors, "contrast"),
+            "synthetic": _per_key(syn, "contrast"),
+            "shell_mm": list(config.shell_mm),
+            "note": "post: tumor mean ÷ shell mean; sub (post − pre): tumor mean − shell mean",
+        },
         "footprint": _footprint_section(syn),
         "shape": {"real": _per_key(real_tumors, "shape"), "synthetic": _per_key(syn, "shape")},
     }
     from synbt_factory.evaluate.realism_networks import detectability, feature_distance
 
     if vqvae is not None:
-        figures["feature_distance"] = feature_distance(Path(vqvae), real_tumors, syn, prepared, store, config, dev,
-                                                        notes)
+        figures["feature_distance"] = feature_distance(
+            Path(vqvae), real_tumors, syn, prepared, store, config, dev, notes
+        )
     else:
-        notes.append("feature distance skipped: pass --vqvae (a VQ-VAE trained on the real cases, e.g. the one "
-                     "the store was generated with)")
+        notes.append(
+            "feature distance skipped: pass --vqvae (a VQ-VAE trained on the real cases, e.g. the one "
+            "the store was generated with)"
+        )
     if segmenter is not None:
         figures["detectability"] = detectability(Path(segmenter), syn, prepared, store, config, dev, notes)
     else:
@@ -414,5 +405,11 @@ def realism_report(
     figures["cases"] = {"synthetic": [t.case_id for t in syn], "real": [t.case_id for t in real_tumors]}
     for note in notes:
         log.debug("%s", note)
-    return RealismReport(str(synthetic), str(prepared.location), figures, _headline(real_tumors, syn, figures),
-                         tuple(notes), tuple(real_views + syn_views))
+    return RealismReport(
+        str(synthetic),
+        str(prepared.location),
+        figures,
+        _headline(real_tumors, syn, figures),
+        tuple(notes),
+        tuple(real_views + syn_views),
+    )

@@ -251,8 +251,14 @@ def shape_figures(
     """
     inside = np.asarray(mask) > 0
     n = int(inside.sum())
-    out: dict[str, float | None] = {"voxels": float(n), "volume_mm3": None, "elongation": None, "sphericity": None,
-                                    "inside_breast": None, "inside_fgt": None}
+    out: dict[str, float | None] = {
+        "voxels": float(n),
+        "volume_mm3": None,
+        "elongation": None,
+        "sphericity": None,
+        "inside_breast": None,
+        "inside_fgt": None,
+    }
     if n == 0:
         return out
     sp = np.asarray(spacing, dtype=np.float64)

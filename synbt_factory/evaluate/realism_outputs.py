@@ -3,37 +3,21 @@ the montage."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from synbt_factory.evaluate.realism_types import RealismReport, json_ready
+from synbt_factory.io import atomic_write_json
 from synbt_factory.store import CaseStore
-
-if TYPE_CHECKING:
-    from synbt_factory.evaluate.realism import RealismReport
 
 __all__ = ["CARD_KEY", "CARD_TEXT_KEY", "headline_text", "json_ready", "record_headline", "write_report"]
 
 #: Card key of the headline dict and of its one-line text.
 CARD_KEY, CARD_TEXT_KEY = "realism", "realism_headline"
-
-
-def json_ready(value: Any) -> Any:
-    """JSON-ready: numpy scalars → Python, tuples → lists, NaN/inf → None."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(value: Any) -> str:
@@ -43,10 +27,11 @@ def _fmt(value: Any) -> str:
 def headline_text(headline: dict[str, Any]) -> str:
     """One line (the card's ``realism_headline``, shown by ``synbt store info``)."""
     h = headline
-    parts = [f"post/pre {_fmt(h.get('synthetic_post_over_pre_median'))} "
-             f"vs real {_fmt(h.get('real_post_over_pre_mean'))}",
-             f"outside/inside {_fmt(h.get('footprint_outside_over_inside_median'))}",
-             f"far/mask {_fmt(h.get('footprint_far_changed_over_mask_median'))}"]
+    parts = [
+        f"post/pre {_fmt(h.get('synthetic_post_over_pre_median'))} vs real {_fmt(h.get('real_post_over_pre_mean'))}",
+        f"outside/inside {_fmt(h.get('footprint_outside_over_inside_median'))}",
+        f"far/mask {_fmt(h.get('footprint_far_changed_over_mask_median'))}",
+    ]
     if "frechet_distance" in h:
         parts.append(f"FD {_fmt(h['frechet_distance'])} (floor {_fmt(h['frechet_floor'])})")
     if "dice_synthetic" in h:
@@ -80,17 +65,19 @@ def write_report(report_: RealismReport, out_dir: Path, *, headline: dict[str, A
     doc = report_.to_dict()
     if headline is not None:
         doc["headline"] = json_ready(headline)
-    path = out_dir / "report.json"
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    path = atomic_write_json(out_dir / "report.json", doc)
     paths = {"json": path}
     rows = [CaseView(title, image, mask, second) for title, image, mask, second in report_.montage_rows]
     if rows:
         post = np.concatenate([np.asarray(r.image[1], dtype=np.float32).ravel() for r in rows])
-        sub = np.concatenate([(np.asarray(r.image[1], np.float32) - np.asarray(r.image[0], np.float32)).ravel()
-                              for r in rows])
+        sub = np.concatenate(
+            [(np.asarray(r.image[1], np.float32) - np.asarray(r.image[0], np.float32)).ravel() for r in rows]
+        )
         window = (float(np.percentile(post, 99.8)) or 1.0, max(float(np.percentile(sub, 99.8)), 1e-3))
-        paths["montage"] = case_montage(rows, out_dir / "montage.png", window=window,
-                                        title=f"real tumors (red) vs synthetic (cyan): {Path(report_.synthetic).name}")
+        paths["montage"] = case_montage(
+            rows,
+            out_dir / "montage.png",
+            window=window,
+            title=f"real tumors (red) vs synthetic (cyan): {Path(report_.synthetic).name}",
+        )
     return paths

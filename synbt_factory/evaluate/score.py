@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from synbt_factory.data.nifti import read_full
-from synbt_factory.evaluate.metrics import (
+from synbt_factory.metrics import (
     EMPTY_RULE,
     mama_mia_case,
     mama_mia_score,
@@ -91,7 +91,7 @@ def score_predictions(
     Args:
         pred_dir: folder of predicted masks ``<ID>.nii[.gz]``.
         truth_dir: folder of reference masks ``<ID>.nii[.gz]`` (e.g. ``segmentations/expert``).
-        empty_penalty: ``"diagonal"`` or ``"nan"`` (see :mod:`synbt_factory.evaluate.metrics`).
+        empty_penalty: ``"diagonal"`` or ``"nan"`` (see :mod:`synbt_factory.metrics`).
         mama_mia: add the MAMA-MIA challenge columns and score.
         atol_mm: tolerance on affine entries when checking that the grids agree.
 

@@ -3,7 +3,7 @@
 For each case of the chosen split, the whole volume (pre-contrast + first post-contrast phase)
 is segmented with MONAI ``sliding_window_inference`` (window = the checkpoint's training crop
 unless given; the paper uses 128×192×192, i.e. (X, Y, Z) = 192×192×128), then scored with
-:mod:`synbt_factory.evaluate.metrics` in mm using the case's spacing.
+:mod:`synbt_factory.metrics` in mm using the case's spacing.
 
 Output folder::
 
@@ -20,6 +20,7 @@ Output folder::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -33,17 +34,18 @@ import numpy as np
 
 from synbt_factory.data.mixing import case_splits, load_case
 from synbt_factory.device import resolve_device
-from synbt_factory.evaluate.metrics import (
+from synbt_factory.io import atomic_write_text
+from synbt_factory.metrics import (
     EMPTY_RULE,
     mama_mia_case,
     mama_mia_score,
     segmentation_metrics,
     summarize,
 )
-from synbt_factory.models.segmenters import check_spatial_size
+from synbt_factory.models.segmenters import check_spatial_size, predict_volume
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
-from synbt_factory.training.segmentation import load_segmenter, predict_volume
+from synbt_factory.training.segmentation import load_segmenter
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate_segmenter", "write_rows_csv", "save_prediction_nifti", "CSV_COLUMNS"]
 
@@ -62,7 +64,7 @@ class EvalConfig:
         window: sliding window (X, Y, Z); ``None`` = the checkpoint's validation window.
         overlap: window overlap fraction.
         sw_batch_size: windows per forward pass (>= 2 on CPU).
-        empty_penalty: ``"diagonal"`` or ``"nan"`` (see :mod:`synbt_factory.evaluate.metrics`).
+        empty_penalty: ``"diagonal"`` or ``"nan"`` (see :mod:`synbt_factory.metrics`).
         mama_mia: also score the MAMA-MIA challenge way.
         save_nifti: write predictions as NIfTI.
         max_cases: evaluate at most this many cases.
@@ -106,16 +108,12 @@ class EvalResult:
 
 def write_rows_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
     """Write ``rows`` (dicts) as CSV with ``columns`` (floats with full precision)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".partial")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in columns})
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in columns})
+    return atomic_write_text(path, text.getvalue())
 
 
 def save_prediction_nifti(path: Path, mask: np.ndarray, affine: np.ndarray) -> Path:
@@ -246,10 +244,17 @@ def evaluate_segmenter(
         report(progress, i, len(ids), {"dice": float(np.mean([r["dice"] for r in rows]))})
 
     if no_reference:
-        where = ("its source files were not found under --dataset " + str(dataset) if dataset is not None
-                 else "pass --dataset, the folder the store was prepared from")
-        log.warning("%d prediction(s) written on the prepared grid only (not on the original grid: %s), e.g. %s",
-                    len(no_reference), where, no_reference[0])
+        where = (
+            "its source files were not found under --dataset " + str(dataset)
+            if dataset is not None
+            else "pass --dataset, the folder the store was prepared from"
+        )
+        log.warning(
+            "%d prediction(s) written on the prepared grid only (not on the original grid: %s), e.g. %s",
+            len(no_reference),
+            where,
+            no_reference[0],
+        )
     names = ["dice", "hd95", "msd"] + (["mama_mia_dsc", "mama_mia_norm_hd"] if config.mama_mia else [])
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint),

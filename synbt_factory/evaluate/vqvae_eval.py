@@ -25,12 +25,11 @@ import torch
 
 from synbt_factory.data.volumes import PreparedVolumes, pad_to_multiple, select_cases
 from synbt_factory.evaluate.quality import channel_quality, grid_artifact_score
-from synbt_factory.figures import content_box, most_tumor_slice
+from synbt_factory.figures import axial, content_box, hide_ticks, most_tumor_slice, new_figure, save_figure
 from synbt_factory.models.quantizer import code_histogram, codebook_usage
-from synbt_factory.models.vqvae import PatchVolumeVQVAE
+from synbt_factory.models.vqvae import PatchVolumeVQVAE, load_vqvae
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
-from synbt_factory.training.vqvae import load_vqvae
 
 __all__ = ["VQVAEEvalConfig", "evaluate_vqvae", "reconstruct_volume", "save_comparison_figure"]
 
@@ -209,40 +208,40 @@ def evaluate_vqvae(
     (out / "vqvae_metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     order = ["real", "patch-only", "patch-to-volume", "reconstruction"]
     save_comparison_figure(
-        {k: figure[k] for k in order if k in figure}, out / "vqvae_reconstruction.png", title=figure_case,
+        {k: figure[k] for k in order if k in figure},
+        out / "vqvae_reconstruction.png",
+        title=figure_case,
         z=most_tumor_slice(volumes.tumor_voxels(figure_case), figure["real"].shape[-1]),
     )
     return summary
 
 
-def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title: str = "",
-                           z: int | None = None) -> Path:
+def save_comparison_figure(
+    columns: dict[str, np.ndarray], path: Path, *, title: str = "", z: int | None = None
+) -> Path:
     """Fig. 4a-style PNG: one column per entry of ``columns`` ((C, X, Y, Z) volumes), rows post / pre.
 
     Shows axial slice ``z`` (last axis: superior–inferior in RAS order; the middle one when None; the
-    evaluation passes the slice holding most of the tumor) of each volume, all with the first column's (the
-    real image's) display range per row, cropped to the real image's non-zero extent (zero padding around a
-    small volume is cut away).
+    evaluation passes the slice holding most of the tumor) of each volume in the display convention of
+    :mod:`synbt_factory.figures` (anterior up), all with the first column's (the real image's) display range
+    per row, cropped to the real image's non-zero extent (zero padding around a small volume is cut away).
+
+    Returns:
+        The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(columns)
     first = columns[names[0]]
     z = first.shape[-1] // 2 if z is None else z
-    bx, by = content_box(first)
+    box = content_box(first)
     rows = [(1, "post-contrast"), (0, "pre-contrast")] if first.shape[0] > 1 else [(0, "image")]
-    fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 3.2 * len(rows)), squeeze=False)
+    fig, axes = new_figure(len(rows), len(names), figsize=(3.2 * len(names), 3.2 * len(rows)))
     for r, (ch, row_name) in enumerate(rows):
-        ref = first[ch, bx, by, z]
+        ref = axial(first[ch], z, box)
         vmin, vmax = float(np.percentile(ref, 0.5)), float(np.percentile(ref, 99.5))
         for c, name in enumerate(names):
             ax = axes[r][c]
-            ax.imshow(columns[name][ch, bx, by, z].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.imshow(axial(columns[name][ch], z, box), cmap="gray", vmin=vmin, vmax=vmax)
+            hide_ticks(ax)
             if r == 0:
                 ax.set_title(name)
             if c == 0:
@@ -250,6 +249,4 @@ def save_comparison_figure(columns: dict[str, np.ndarray], path: Path, *, title:
     if title:
         fig.suptitle(f"{title} (axial slice z={z})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)

@@ -44,8 +44,9 @@ class CaseSplit:
         return {"train_pool": list(self.train_pool), "val": list(self.val), "test": list(self.test)}
 
 
-def draw_case_split(case_ids: Sequence[str], *, pool: int, val: int, rng: np.random.Generator,
-                    min_test: int = 1) -> CaseSplit:
+def draw_case_split(
+    case_ids: Sequence[str], *, pool: int, val: int, rng: np.random.Generator, min_test: int = 1
+) -> CaseSplit:
     """Shuffle ``case_ids`` (sorted first, so the result depends on ``rng`` and the ids only) into pool/val/test.
 
     Raises:
@@ -53,11 +54,14 @@ def draw_case_split(case_ids: Sequence[str], *, pool: int, val: int, rng: np.ran
     """
     ids = sorted(case_ids)
     if len(ids) < pool + val + min_test:
-        raise ValueError(f"{len(ids)} cases cannot hold a training pool of {pool}, {val} validation and at least "
-                         f"{min_test} test cases; make more phantom cases")
+        raise ValueError(
+            f"{len(ids)} cases cannot hold a training pool of {pool}, {val} validation and at least "
+            f"{min_test} test cases; make more phantom cases"
+        )
     order = [ids[i] for i in rng.permutation(len(ids))]
-    return CaseSplit(train_pool=tuple(order[:pool]), val=tuple(order[pool:pool + val]),
-                     test=tuple(sorted(order[pool + val:])))
+    return CaseSplit(
+        train_pool=tuple(order[:pool]), val=tuple(order[pool : pool + val]), test=tuple(sorted(order[pool + val :]))
+    )
 
 
 def write_subset_store(source: str | Path, out: str | Path, splits: dict[str, Sequence[str]]) -> CaseStore:
@@ -78,8 +82,9 @@ def write_subset_store(source: str | Path, out: str | Path, splits: dict[str, Se
     have = set(dst.case_ids())
     missing = [cid for ids in splits.values() for cid in ids if cid not in src]
     if missing:
-        raise ValueError(f"{source} has no complete case {missing[0]} ({len(missing)} missing); "
-                         "rebuild it or choose ids it holds")
+        raise ValueError(
+            f"{source} has no complete case {missing[0]} ({len(missing)} missing); rebuild it or choose ids it holds"
+        )
     for split, ids in splits.items():
         for case_id in ids:
             if case_id in have:

@@ -36,10 +36,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from synbt_factory.config import config_to_dict
+from synbt_factory.experiments.case_subsets import CaseSplit
 from synbt_factory.experiments.evidence_config import EvidenceConfig, arm_is_guided, arm_spreads_sizes
 from synbt_factory.experiments.evidence_data import (
     EvidencePaths,
@@ -52,7 +54,8 @@ from synbt_factory.experiments.evidence_data import (
     realism_headline,
 )
 from synbt_factory.experiments.evidence_runs import RunJob, read_run_rows, run_job
-from synbt_factory.experiments.step_markers import StepMarkers
+from synbt_factory.experiments.steps import Step, StepRunner, flat_marker
+from synbt_factory.experiments.tables import render_realism_table
 from synbt_factory.io import atomic_write_json
 from synbt_factory.progress import ProgressFn, report
 
@@ -91,11 +94,16 @@ def _pin_config(config: EvidenceConfig, out: Path) -> None:
     if path.is_file():
         saved = json.loads(path.read_text())
         unused = {k for k, uses in ARM_SETTINGS.items() if not any(uses(a) for a in saved.get("arms", ()))}
-        differ = sorted(k for k in set(saved) | set(current)
-                        if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES | unused)
+        differ = sorted(
+            k
+            for k in set(saved) | set(current)
+            if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES | unused
+        )
         if differ:
-            raise EvidenceError(f"{out} was run with other settings ({', '.join(differ)} differ); "
-                                "use another --out, or the same config file")
+            raise EvidenceError(
+                f"{out} was run with other settings ({', '.join(differ)} differ); "
+                "use another --out, or the same config file"
+            )
     atomic_write_json(path, current)
 
 
@@ -132,8 +140,10 @@ def _run_all(jobs: list[RunJob], workers: int, progress: ProgressFn | None) -> d
                 report(progress, len(done) + len(failed), len(jobs), {})
     if failed:
         first, reason = next(iter(failed.items()))
-        raise EvidenceError(f"{len(failed)} of {len(jobs)} runs failed, e.g. {first}: {reason}; "
-                            "finished runs are kept, rerun the same command to retry")
+        raise EvidenceError(
+            f"{len(failed)} of {len(jobs)} runs failed, e.g. {first}: {reason}; "
+            "finished runs are kept, rerun the same command to retry"
+        )
     return done
 
 
@@ -141,12 +151,13 @@ def _test_sets(paths: EvidencePaths, split_ids: dict[str, list[str]]) -> dict[st
     from synbt_factory.store import CaseStore
 
     external = CaseStore.open(paths.prepared("external")).case_ids()
-    return {"own": (str(paths.prepared("own")), tuple(split_ids["test"])),
-            "external": (str(paths.prepared("external")), tuple(external))}
+    return {
+        "own": (str(paths.prepared("own")), tuple(split_ids["test"])),
+        "external": (str(paths.prepared("external")), tuple(external)),
+    }
 
 
-def run_evidence(config: EvidenceConfig, out: str | Path, *, progress: ProgressFactory | None = None
-                 ) -> EvidenceResult:
+def run_evidence(config: EvidenceConfig, out: str | Path, *, progress: ProgressFactory | None = None) -> EvidenceResult:
     """Run (or resume) the experiment into ``out``; see the module docstring.
 
     Args:
@@ -163,81 +174,127 @@ def run_evidence(config: EvidenceConfig, out: str | Path, *, progress: ProgressF
     out.mkdir(parents=True, exist_ok=True)
     _pin_config(config, out)
     paths = EvidencePaths(out)
-    steps = StepMarkers(out / "steps")
+    runner = StepRunner(out, marker=flat_marker, error=_step_error, passthrough=(EvidenceError,))
     t_start = time.perf_counter()
 
     def bar(description: str) -> Any:
         return progress(description) if progress is not None else contextlib.nullcontext(None)
 
-    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return steps.run(name, fn)
-        except EvidenceError:
-            raise
-        except Exception as exc:
-            raise EvidenceError(f"step {name} failed: {type(exc).__name__}: {exc}; finished steps are kept, "
-                                "rerun the same command to resume") from exc
+    runner.run_all(_family_steps(config, paths, bar))
+    split_ids = json.loads(paths.split.read_text())
+    split = case_split(config, paths)
+    if list(split.test) != split_ids["test"]:
+        raise EvidenceError(f"{paths.split} does not match the own family's cases; use a new --out")
+    markers = {o.name: o.marker for o in runner.run_all(_store_steps(config, paths, split, bar))}
+    seg_steps = int(markers["budget"]["chosen_steps"])
 
-    for family in ("own", "external"):
-        def family_step(family: str = family) -> dict[str, Any]:
-            with bar(f"{family} phantom family") as cb:
-                return make_family(config, paths, family, cb)
-        step(f"{family}_family", family_step)
+    test_sets = _test_sets(paths, split_ids)
+    jobs = [
+        RunJob(
+            config=config,
+            size=size,
+            arm=arm,
+            seed=seed,
+            real=str(paths.real(size)),
+            synthetic=None if arm == "real" else str(paths.synthetic(arm, size)),
+            out=str(paths.run(size, arm, seed)),
+            test_sets=test_sets,
+            steps=seg_steps,
+            val_every=config.budget_every,
+        )
+        for seed in config.seeds
+        for size in config.sizes
+        for arm in config.arms
+    ]
+    t_runs = time.perf_counter()
+    todo = sum(not (Path(j.out) / "done.json").is_file() for j in jobs)
+    with bar(f"segmenters ({len(jobs)} runs)") as cb:
+        run_markers = _run_all(jobs, config.parallel_runs, cb)
+    runs_wall = time.perf_counter() - t_runs
+    if todo:
+        _record_call(paths.out, runs=todo, runs_wall=runs_wall, parallel=config.parallel_runs)
+
+    result = _analyse(config, paths, jobs, run_markers, seg_steps)
+    result.seconds["this_call_wall"] = round(time.perf_counter() - t_start, 1)
+    result.seconds["runs_wall_this_call"] = round(runs_wall, 1)
+    return result
+
+
+def _step_error(step: str, reason: str) -> EvidenceError:
+    """The error of a failed step (the runner chains the step's own exception to it)."""
+    return EvidenceError(f"step {step} failed: {reason}; finished steps are kept, rerun the same command to resume")
+
+
+def _with_progress(
+    bar: Callable[[str], Any], description: str, fn: Callable[..., dict[str, Any]], *args: Any
+) -> dict[str, Any]:
+    """``fn(*args, progress)`` under the progress bar ``description``."""
+    with bar(description) as cb:
+        return fn(*args, cb)
+
+
+def _family_steps(config: EvidenceConfig, paths: EvidencePaths, bar: Callable[[str], Any]) -> list[Step]:
+    """The phantom families, then the own family's case split (written to ``split.json``)."""
 
     def split_step() -> dict[str, Any]:
         split = case_split(config, paths)
         atomic_write_json(paths.split, split.to_dict())
         return {"train_pool": len(split.train_pool), "val": len(split.val), "test": len(split.test)}
-    step("split", split_step)
-    split_ids = json.loads(paths.split.read_text())
-    split = case_split(config, paths)
-    if list(split.test) != split_ids["test"]:
-        raise EvidenceError(f"{paths.split} does not match the own family's cases; use a new --out")
 
-    step("real_stores", lambda: make_real_stores(config, paths, split))
-    budget = step("budget", lambda: _budget(config, paths, bar))
-    seg_steps = int(budget["chosen_steps"])
+    steps: list[Step] = [
+        (
+            f"{family}_family",
+            partial(_with_progress, bar, f"{family} phantom family", make_family, config, paths, family),
+        )
+        for family in ("own", "external")
+    ]
+    steps.append(("split", split_step))
+    return steps
 
-    def tissue_step() -> dict[str, Any]:
-        with bar("tissue model") as cb:
-            return make_tissue_maps(config, paths, cb)
-    step("tissue", tissue_step)
-    for size in config.sizes:
-        step(f"bank_{size}", lambda size=size: make_bank(config, paths, size))
+
+def _store_steps(
+    config: EvidenceConfig, paths: EvidencePaths, split: CaseSplit, bar: Callable[[str], Any]
+) -> list[Step]:
+    """Real stores, the segmenter budget, tissue maps, then per size its bank and synthetic stores with realism."""
+    steps: list[Step] = [
+        ("real_stores", partial(make_real_stores, config, paths, split)),
+        ("budget", partial(_budget, config, paths, bar)),
+        ("tissue", partial(_with_progress, bar, "tissue model", make_tissue_maps, config, paths)),
+    ]
+    steps += [(f"bank_{size}", partial(make_bank, config, paths, size)) for size in config.sizes]
     for size in config.sizes:
         for arm in config.synthetic_arms:
-            def synthetic_step(arm: str = arm, size: int = size) -> dict[str, Any]:
-                with bar(f"generate {arm} ({size} real cases)") as cb:
-                    return make_synthetic_store(config, paths, arm, size, cb)
-            step(f"synthetic_{arm}_{size}", synthetic_step)
-            step(f"realism_{arm}_{size}", lambda arm=arm, size=size: realism_headline(config, paths, arm, size))
-
-    test_sets = _test_sets(paths, split_ids)
-    jobs = [RunJob(config=config, size=size, arm=arm, seed=seed, real=str(paths.real(size)),
-                   synthetic=None if arm == "real" else str(paths.synthetic(arm, size)),
-                   out=str(paths.run(size, arm, seed)), test_sets=test_sets, steps=seg_steps,
-                   val_every=config.budget_every)
-            for seed in config.seeds for size in config.sizes for arm in config.arms]
-    t_runs = time.perf_counter()
-    todo = sum(not (Path(j.out) / "done.json").is_file() for j in jobs)
-    with bar(f"segmenters ({len(jobs)} runs)") as cb:
-        markers = _run_all(jobs, config.parallel_runs, cb)
-    runs_wall = time.perf_counter() - t_runs
-    if todo:
-        _record_call(paths.out, runs=todo, runs_wall=runs_wall, parallel=config.parallel_runs)
-
-    result = _analyse(config, paths, jobs, markers, seg_steps)
-    result.seconds["this_call_wall"] = round(time.perf_counter() - t_start, 1)
-    result.seconds["runs_wall_this_call"] = round(runs_wall, 1)
-    return result
+            steps.append(
+                (
+                    f"synthetic_{arm}_{size}",
+                    partial(
+                        _with_progress,
+                        bar,
+                        f"generate {arm} ({size} real cases)",
+                        make_synthetic_store,
+                        config,
+                        paths,
+                        arm,
+                        size,
+                    ),
+                )
+            )
+            steps.append((f"realism_{arm}_{size}", partial(realism_headline, config, paths, arm, size)))
+    return steps
 
 
 def _record_call(out: Path, *, runs: int, runs_wall: float, parallel: int) -> None:
     """Append this call's segmenter phase to ``run_calls.json``: the run's wall time when it took several calls."""
     path = out / "run_calls.json"
     calls = json.loads(path.read_text()) if path.is_file() else []
-    calls.append({"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs_trained": runs,
-                  "runs_wall_seconds": round(runs_wall, 1), "parallel_runs": parallel})
+    calls.append(
+        {
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "runs_trained": runs,
+            "runs_wall_seconds": round(runs_wall, 1),
+            "parallel_runs": parallel,
+        }
+    )
     atomic_write_json(path, calls)
 
 
@@ -245,18 +302,34 @@ def _budget(config: EvidenceConfig, paths: EvidencePaths, bar: Callable[[str], A
     """Learning curves: real-only runs of every size, seed 0, validated every ``budget_every`` steps."""
     from synbt_factory.experiments.learning_curve import choose_budget, plot_learning_curves
 
-    jobs = [RunJob(config=config, size=size, arm="real", seed=config.seeds[0], real=str(paths.real(size)),
-                   synthetic=None, out=str(paths.budget(size)), test_sets={}, steps=config.budget_steps,
-                   val_every=config.budget_every, learning_curve=True)
-            for size in config.sizes]
+    jobs = [
+        RunJob(
+            config=config,
+            size=size,
+            arm="real",
+            seed=config.seeds[0],
+            real=str(paths.real(size)),
+            synthetic=None,
+            out=str(paths.budget(size)),
+            test_sets={},
+            steps=config.budget_steps,
+            val_every=config.budget_every,
+            learning_curve=True,
+        )
+        for size in config.sizes
+    ]
     with bar(f"learning curves ({len(jobs)} runs of {config.budget_steps} steps)") as cb:
         markers = _run_all(jobs, config.parallel_runs, cb)
     curves = {str(job.size): markers[job.out]["val_curve"] for job in jobs}
     suggestion = choose_budget(curves)
     chosen = config.seg_steps if config.seg_steps is not None else suggestion
-    data = {"curves": curves, "suggested_steps": suggestion, "chosen_steps": chosen,
-            "rule": "latest step where a size's 3-point-mean validation Dice is within 0.02 of its best",
-            "seconds_per_run": {str(j.size): markers[j.out]["total_seconds"] for j in jobs}}
+    data = {
+        "curves": curves,
+        "suggested_steps": suggestion,
+        "chosen_steps": chosen,
+        "rule": "latest step where a size's 3-point-mean validation Dice is within 0.02 of its best",
+        "seconds_per_run": {str(j.size): markers[j.out]["total_seconds"] for j in jobs},
+    }
     atomic_write_json(paths.out / "budget" / "learning_curve.json", data)
     plot_learning_curves(curves, paths.out / "budget" / "learning_curve.png", chosen=chosen)
     if suggestion > chosen:
@@ -264,8 +337,9 @@ def _budget(config: EvidenceConfig, paths: EvidencePaths, bar: Callable[[str], A
     return {"suggested_steps": suggestion, "chosen_steps": chosen}
 
 
-def _analyse(config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob],
-             markers: dict[str, dict[str, Any]], seg_steps: int) -> EvidenceResult:
+def _analyse(
+    config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob], markers: dict[str, dict[str, Any]], seg_steps: int
+) -> EvidenceResult:
     """Tables, JSON, figure and per-case CSV of every finished run."""
     import csv
     import io
@@ -282,9 +356,8 @@ def _analyse(config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob],
     summary = evidence_summary(rows, rng=np.random.default_rng(rng_seed), n_boot=config.n_boot)
     tables = evidence_markdown(summary)
 
-    step_markers = StepMarkers(paths.out / "steps")
-    step_seconds = {p.name.removesuffix(".done.json"): json.loads(p.read_text()).get("seconds", 0.0)
-                    for p in sorted(step_markers.folder.glob("*.done.json"))}
+    step_markers = StepRunner(paths.out).finished()
+    step_seconds = {name: marker.get("seconds", 0.0) for name, marker in step_markers.items()}
     run_seconds: dict[str, float] = {}
     for job in jobs:
         run_seconds[job.arm] = run_seconds.get(job.arm, 0.0) + float(markers[job.out]["total_seconds"])
@@ -300,14 +373,23 @@ def _analyse(config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob],
         "parallel_runs": config.parallel_runs,
         "mean_seconds_per_run": round(sum(run_seconds.values()) / len(jobs), 1),
     }
-    realism = {name.removeprefix("realism_"): marker for name in step_seconds
-               if name.startswith("realism_") and (marker := step_markers.done(name)) is not None}
+    realism = {
+        name.removeprefix("realism_"): marker for name, marker in step_markers.items() if name.startswith("realism_")
+    }
     files = {
-        "tables": atomic_write_text(paths.out / "evidence.md",
-                                    _markdown(config, tables, timing, seg_steps, _realism_table(realism))),
-        "summary": atomic_write_json(paths.out / "evidence.json",
-                                     {"config": config_to_dict(config), "seg_steps": seg_steps, "summary": summary,
-                                      "realism": realism, "timing": timing}),
+        "tables": atomic_write_text(
+            paths.out / "evidence.md", _markdown(config, tables, timing, seg_steps, render_realism_table(realism))
+        ),
+        "summary": atomic_write_json(
+            paths.out / "evidence.json",
+            {
+                "config": config_to_dict(config),
+                "seg_steps": seg_steps,
+                "summary": summary,
+                "realism": realism,
+                "timing": timing,
+            },
+        ),
         "figure": plot_dice_vs_size(summary, paths.out / "dice_vs_size.png", test_sets=("own", "external")),
     }
     buffer = io.StringIO()
@@ -316,24 +398,11 @@ def _analyse(config: EvidenceConfig, paths: EvidencePaths, jobs: list[RunJob],
     writer.writerows(rows)
     files["cases"] = atomic_write_text(paths.out / "evidence_cases.csv", buffer.getvalue())
     files["learning_curve"] = paths.out / "budget" / "learning_curve.png"
-    return EvidenceResult(out=paths.out, files={k: Path(v) for k, v in files.items()},
-                          seconds={"steps_total": round(sum(step_seconds.values()), 1)})
-
-
-def _realism_table(realism: dict[str, dict[str, Any]]) -> str:
-    """One row per synthetic store: its realism headline against the real tumors of its size."""
-    def num(value: Any) -> str:
-        return "–" if value is None else f"{float(value):.2f}"
-
-    lines = ["| store | post/pre synthetic | post/pre real | outside/inside | far/mask | targets |",
-             "|---|---|---|---|---|---|"]
-    for name, h in sorted(realism.items()):
-        targets = h.get("targets") or {}
-        verdict = targets.get("verdict", "–") + (f" ({', '.join(targets['failed'])})" if targets.get("failed") else "")
-        lines.append(f"| {name} | {num(h.get('synthetic_post_over_pre_median'))} | "
-                     f"{num(h.get('real_post_over_pre_mean'))} | {num(h.get('footprint_outside_over_inside_median'))} "
-                     f"| {num(h.get('footprint_far_changed_over_mask_median'))} | {verdict} |")
-    return "\n".join(lines)
+    return EvidenceResult(
+        out=paths.out,
+        files={k: Path(v) for k, v in files.items()},
+        seconds={"steps_total": round(sum(step_seconds.values()), 1)},
+    )
 
 
 def _markdown(config: EvidenceConfig, tables: str, timing: dict[str, Any], seg_steps: int, realism: str) -> str:
@@ -367,4 +436,3 @@ def load_evidence_config(path: str | Path) -> EvidenceConfig:
     from synbt_factory.config import load_config_file
 
     return load_config_file(EvidenceConfig, Path(path))
-

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ARMS", "DEFAULT_ARMS", "SYNTHETIC_ARMS", "EvidenceConfig", "arm_is_guided", "arm_method",
-           "arm_spreads_sizes"]
+__all__ = [
+    "ARMS",
+    "DEFAULT_ARMS",
+    "SYNTHETIC_ARMS",
+    "EvidenceConfig",
+    "arm_is_guided",
+    "arm_method",
+    "arm_spreads_sizes",
+]
 
 #: every training arm: real cases only, or + one synthetic store at ``mix``: ``syntumor`` (analytical texture),
 #: ``copypaste`` (real tumors with their own voxels), ``synbt`` (the paper's sampler) and ``synbt_guided`` (SynBT with
@@ -116,12 +123,18 @@ class EvidenceConfig:
         if not self.sizes or any(s < 1 for s in self.sizes) or list(self.sizes) != sorted(set(self.sizes)):
             raise ValueError(f"sizes must be increasing positive counts, got {self.sizes}")
         if self.own_cases < max(self.sizes) + self.val_cases + 20:
-            raise ValueError(f"own_cases {self.own_cases} leaves fewer than 20 test cases after a training pool of "
-                             f"{max(self.sizes)} and {self.val_cases} validation cases")
+            raise ValueError(
+                f"own_cases {self.own_cases} leaves fewer than 20 test cases after a training pool of "
+                f"{max(self.sizes)} and {self.val_cases} validation cases"
+            )
         if self.val_cases < 1 or self.external_cases < 1:
             raise ValueError("val_cases and external_cases must be >= 1")
-        if not self.arms or self.arms[0] != "real" or any(a not in ARMS for a in self.arms) \
-                or len(set(self.arms)) != len(self.arms):
+        if (
+            not self.arms
+            or self.arms[0] != "real"
+            or any(a not in ARMS for a in self.arms)
+            or len(set(self.arms)) != len(self.arms)
+        ):
             raise ValueError(f"arms must start with 'real' and name each of {ARMS} at most once, got {self.arms}")
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
@@ -129,8 +142,17 @@ class EvidenceConfig:
             raise ValueError(f"mix must be in (0, 1), got {self.mix}")
         if self.seg_steps is not None and self.seg_steps < 1:
             raise ValueError(f"seg_steps must be >= 1 or null (the learning curve's budget), got {self.seg_steps}")
-        for name in ("n_synthetic", "seg_batch_size", "budget_steps", "budget_every", "parallel_runs",
-                     "tissue_steps", "ddim_steps", "generate_batch_size", "n_boot"):
+        for name in (
+            "n_synthetic",
+            "seg_batch_size",
+            "budget_steps",
+            "budget_every",
+            "parallel_runs",
+            "tissue_steps",
+            "ddim_steps",
+            "generate_batch_size",
+            "n_boot",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(int(c) > int(f) for c, f in zip(self.seg_crop, self.fov_mm, strict=True)):

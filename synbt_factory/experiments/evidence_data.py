@@ -16,8 +16,16 @@ from synbt_factory.experiments.case_subsets import CaseSplit, draw_case_split, w
 from synbt_factory.experiments.evidence_config import EvidenceConfig, arm_is_guided, arm_method, arm_spreads_sizes
 from synbt_factory.progress import ProgressFn
 
-__all__ = ["EvidencePaths", "make_family", "case_split", "make_real_stores", "make_tissue_maps", "make_bank",
-           "make_synthetic_store", "realism_headline"]
+__all__ = [
+    "EvidencePaths",
+    "make_family",
+    "case_split",
+    "make_real_stores",
+    "make_tissue_maps",
+    "make_bank",
+    "make_synthetic_store",
+    "realism_headline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +70,9 @@ class EvidencePaths:
         return self.out / "budget" / f"real{size}"
 
 
-def make_family(config: EvidenceConfig, paths: EvidencePaths, family: str,
-                progress: ProgressFn | None = None) -> dict[str, Any]:
+def make_family(
+    config: EvidenceConfig, paths: EvidencePaths, family: str, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Write one phantom family (``own``: site A, ``external``: site B) and prepare it.
 
     Both families have no healthy cases: every test case has a tumor to find.
@@ -71,17 +80,29 @@ def make_family(config: EvidenceConfig, paths: EvidencePaths, family: str,
     from synbt_factory.data.prepare import PrepareConfig, prepare_dataset
     from synbt_factory.phantom import write_phantom
 
-    site, seed, n = (("A", config.own_seed, config.own_cases) if family == "own"
-                     else ("B", config.external_seed, config.external_cases))
+    site, seed, n = (
+        ("A", config.own_seed, config.own_cases)
+        if family == "own"
+        else ("B", config.external_seed, config.external_cases)
+    )
     folder = paths.family(family)
-    write_phantom(folder, n=n, seed=seed, size=config.phantom_size, healthy_fraction=0.0, site=site,
-                  progress=None if progress is None else (lambda done, total: progress(done, total, {})))
-    result = prepare_dataset(folder, paths.prepared(family),
-                             config=PrepareConfig(fov_mm=tuple(int(f) for f in config.fov_mm)))  # type: ignore[arg-type]
+    write_phantom(
+        folder,
+        n=n,
+        seed=seed,
+        size=config.phantom_size,
+        healthy_fraction=0.0,
+        site=site,
+        progress=None if progress is None else (lambda done, total: progress(done, total, {})),
+    )
+    result = prepare_dataset(
+        folder, paths.prepared(family), config=PrepareConfig(fov_mm=tuple(int(f) for f in config.fov_mm))
+    )  # type: ignore[arg-type]
     if result.failed:
         case, reason = next(iter(result.failed.items()))
-        raise RuntimeError(f"preparing the {family} family failed for {len(result.failed)} cases, e.g. {case}: "
-                           f"{reason}")
+        raise RuntimeError(
+            f"preparing the {family} family failed for {len(result.failed)} cases, e.g. {case}: {reason}"
+        )
     return {"site": site, "seed": seed, "cases": n, "prepared": len(result.prepared) + len(result.skipped)}
 
 
@@ -90,8 +111,13 @@ def case_split(config: EvidenceConfig, paths: EvidencePaths) -> CaseSplit:
     from synbt_factory.store import CaseStore
 
     ids = CaseStore.open(paths.prepared("own")).case_ids()
-    return draw_case_split(ids, pool=max(config.sizes), val=config.val_cases,
-                           rng=np.random.default_rng([config.split_seed, 0xE71D]), min_test=20)
+    return draw_case_split(
+        ids,
+        pool=max(config.sizes),
+        val=config.val_cases,
+        rng=np.random.default_rng([config.split_seed, 0xE71D]),
+        min_test=20,
+    )
 
 
 def make_real_stores(config: EvidenceConfig, paths: EvidencePaths, split: CaseSplit) -> dict[str, int]:
@@ -101,10 +127,13 @@ def make_real_stores(config: EvidenceConfig, paths: EvidencePaths, split: CaseSp
     return {f"real_{size}": size for size in config.sizes}
 
 
-def make_tissue_maps(config: EvidenceConfig, paths: EvidencePaths, progress: ProgressFn | None = None
-                     ) -> dict[str, Any]:
+def make_tissue_maps(
+    config: EvidenceConfig, paths: EvidencePaths, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Train the tissue model on the smallest size's cases; write its FGT/breast maps into every real store."""
-    from synbt_factory.tissue.train import TissueTrainConfig, add_tissue_to_store, train_tissue
+    from synbt_factory.tissue.config import TissueTrainConfig
+    from synbt_factory.tissue.infer import add_tissue_to_store
+    from synbt_factory.tissue.train import train_tissue
 
     smallest = paths.real(min(config.sizes))
     tissue_cfg = TissueTrainConfig.preset(config.tissue_preset, steps=config.tissue_steps, seed=config.split_seed)
@@ -133,8 +162,9 @@ def _method(config: EvidenceConfig, paths: EvidencePaths, method: str, size: int
         vqvae, diffusion = paths.generators / "vqvae_volume.pt", paths.generators / "diffusion.pt"
         install_pretrained(config.pretrained, "vqvae_volume", vqvae)
         install_pretrained(config.pretrained, "diffusion", diffusion)
-        return SynBTMethod.from_checkpoints(vqvae, diffusion, device=config.device, steps=config.ddim_steps,
-                                            guidance=guidance)
+        return SynBTMethod.from_checkpoints(
+            vqvae, diffusion, device=config.device, steps=config.ddim_steps, guidance=guidance
+        )
     if method == "copypaste":
         from synbt_factory.generate.copypaste_method import CopyPasteMethod
 
@@ -144,8 +174,9 @@ def _method(config: EvidenceConfig, paths: EvidencePaths, method: str, size: int
     return SynTumorMethod.from_prepared(str(paths.real(size)))
 
 
-def make_synthetic_store(config: EvidenceConfig, paths: EvidencePaths, arm: str, size: int,
-                         progress: ProgressFn | None = None) -> dict[str, Any]:
+def make_synthetic_store(
+    config: EvidenceConfig, paths: EvidencePaths, arm: str, size: int, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """``n_synthetic`` cases of one arm's method on one size's backgrounds and bank; verified after writing.
 
     Every arm uses the same generation seed, so case ``i`` of every arm's store has the same background, and the
@@ -160,18 +191,37 @@ def make_synthetic_store(config: EvidenceConfig, paths: EvidencePaths, arm: str,
         raise ValueError("the real arm has no synthetic store")
     method = _method(config, paths, name, size, guidance=config.synbt_guidance if arm_is_guided(arm) else 1.0)
     placement = {"size_spread": list(config.size_spread)} if arm_spreads_sizes(arm) else None
-    gen_cfg = GenerateConfig(n=config.n_synthetic, seed=config.split_seed, method=name,
-                             batch_size=config.generate_batch_size, workers=2, background_split="train")
+    gen_cfg = GenerateConfig(
+        n=config.n_synthetic,
+        seed=config.split_seed,
+        method=name,
+        batch_size=config.generate_batch_size,
+        workers=2,
+        background_split="train",
+    )
     store = paths.synthetic(arm, size)
     gate = QualityGate() if config.quality_gate else None
-    result = run_generate(gen_cfg, out=store, prepared=paths.real(size), bank=paths.bank(size), method=method,
-                          placement_config=placement, progress=progress, quality_gate=gate)
+    result = run_generate(
+        gen_cfg,
+        out=store,
+        prepared=paths.real(size),
+        bank=paths.bank(size),
+        method=method,
+        placement_config=placement,
+        progress=progress,
+        quality_gate=gate,
+    )
     check = verify_store(store)
     if not check.ok:
-        raise RuntimeError(f"{store} does not verify: bad {dict(check.bad_cases)}, incomplete {check.incomplete}; "
-                           f"run 'synbt store verify {store}'")
-    return {"cases": check.checked, "written": len(result.written),
-            "seconds_per_stage": {k: round(v, 2) for k, v in result.stage_seconds.items()}}
+        raise RuntimeError(
+            f"{store} does not verify: bad {dict(check.bad_cases)}, incomplete {check.incomplete}; "
+            f"run 'synbt store verify {store}'"
+        )
+    return {
+        "cases": check.checked,
+        "written": len(result.written),
+        "seconds_per_stage": {k: round(v, 2) for k, v in result.stage_seconds.items()},
+    }
 
 
 def realism_headline(config: EvidenceConfig, paths: EvidencePaths, arm: str, size: int) -> dict[str, Any]:
@@ -181,8 +231,12 @@ def realism_headline(config: EvidenceConfig, paths: EvidencePaths, arm: str, siz
     from synbt_factory.evaluate.realism_outputs import headline_text, write_report
     from synbt_factory.generate.quality_gate import TARGETS, check_gate
 
-    report = realism_report(paths.synthetic(arm, size), paths.real(size),
-                            config=RealismConfig(max_cases=min(config.n_synthetic, 60)), device=config.device)
+    report = realism_report(
+        paths.synthetic(arm, size),
+        paths.real(size),
+        config=RealismConfig(max_cases=min(config.n_synthetic, 60)),
+        device=config.device,
+    )
     verdict = check_gate(report.headline, TARGETS)
     headline = {**report.headline, "targets": verdict.to_dict()}
     write_report(report, paths.out / "data" / "realism" / f"{arm}_{size}", headline=headline)

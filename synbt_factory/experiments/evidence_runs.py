@@ -68,8 +68,11 @@ def segment_config(job: RunJob) -> Any:
     epochs = math.ceil(job.steps / job.val_every)
     return SegTrainConfig(
         model=SegmenterConfig(name=cfg.seg_model, preset=cfg.seg_preset, patch_size=crop),  # type: ignore[arg-type]
-        data=MixConfig(crop=crop, mix=0.0 if job.synthetic is None else cfg.mix,  # type: ignore[arg-type]
-                       samples_per_epoch=job.val_every * cfg.seg_batch_size),
+        data=MixConfig(
+            crop=crop,
+            mix=0.0 if job.synthetic is None else cfg.mix,  # type: ignore[arg-type]
+            samples_per_epoch=job.val_every * cfg.seg_batch_size,
+        ),
         real=job.real,
         synthetic=job.synthetic,
         epochs=epochs,
@@ -83,17 +86,18 @@ def segment_config(job: RunJob) -> Any:
     )
 
 
-def score_cases(model: Any, store_location: str, case_ids: tuple[str, ...], *, window: tuple[int, int, int],
-                device: Any) -> list[dict[str, Any]]:
+def score_cases(
+    model: Any, store_location: str, case_ids: tuple[str, ...], *, window: tuple[int, int, int], device: Any
+) -> list[dict[str, Any]]:
     """Dice, HD95 and MSD (MedPy, mm) of the model's sliding-window prediction on each case.
 
     Returns:
         one dict per case: ``case_id``, ``dice``, ``hd95``, ``msd``, ``pred_voxels``, ``truth_voxels``.
     """
     from synbt_factory.data.mixing import load_case
-    from synbt_factory.evaluate.metrics import segmentation_metrics
+    from synbt_factory.metrics import segmentation_metrics
+    from synbt_factory.models.segmenters import predict_volume
     from synbt_factory.store import CaseStore
-    from synbt_factory.training.segmentation import predict_volume
 
     store = CaseStore.open(store_location)
     rows = []
@@ -101,8 +105,16 @@ def score_cases(model: Any, store_location: str, case_ids: tuple[str, ...], *, w
         image, mask, attrs = load_case(store, case_id)
         pred = predict_volume(model, image, window, overlap=0.25, sw_batch_size=2, device=device)
         m = segmentation_metrics(pred, mask, attrs["spacing"])
-        rows.append({"case_id": case_id, "dice": m.dice, "hd95": m.hd95, "msd": m.msd,
-                     "pred_voxels": int(pred.sum()), "truth_voxels": int(mask.sum())})
+        rows.append(
+            {
+                "case_id": case_id,
+                "dice": m.dice,
+                "hd95": m.hd95,
+                "msd": m.msd,
+                "pred_voxels": int(pred.sum()),
+                "truth_voxels": int(mask.sum()),
+            }
+        )
     return rows
 
 
@@ -142,11 +154,18 @@ def run_job(job: RunJob) -> dict[str, Any]:
                 rows.append({"arm": job.arm, "size": job.size, "seed": job.seed, "test_set": test_set, **row})
         _write_csv(out / "cases.csv", rows)
     curve = [{"step": h["step"], "val_dice": h["val_dice"]} for h in result.history if h.get("event") == "val"]
-    done = {"size": job.size, "arm": job.arm, "seed": job.seed, "steps": result.steps,
-            "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
-            "total_seconds": round(time.perf_counter() - t0, 1),
-            "total_cpu_seconds": round(time.process_time() - c0, 1),
-            "val_curve": curve, "cases_scored": len(rows)}
+    done = {
+        "size": job.size,
+        "arm": job.arm,
+        "seed": job.seed,
+        "steps": result.steps,
+        "train_seconds": round(train_s, 1),
+        "train_cpu_seconds": round(train_cpu, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "total_cpu_seconds": round(time.process_time() - c0, 1),
+        "val_curve": curve,
+        "cases_scored": len(rows),
+    }
     atomic_write_json(marker, done)
     return done
 

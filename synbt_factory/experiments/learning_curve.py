@@ -34,16 +34,16 @@ def plateau_step(curve: Sequence[Mapping[str, float]], *, tolerance: float = PLA
     return int(steps[int(np.argmax(smooth >= smooth.max() - tolerance))])
 
 
-def choose_budget(curves: Mapping[str, Sequence[Mapping[str, float]]], *,
-                  tolerance: float = PLATEAU_TOLERANCE) -> int:
+def choose_budget(curves: Mapping[str, Sequence[Mapping[str, float]]], *, tolerance: float = PLATEAU_TOLERANCE) -> int:
     """The latest plateau step over every real-data size's curve: no size is stopped while it still learns."""
     if not curves:
         raise ValueError("no learning curves")
     return max(plateau_step(c, tolerance=tolerance) for c in curves.values())
 
 
-def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], out_png: str | Path, *,
-                         chosen: int | None = None) -> Path:
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], out_png: str | Path, *, chosen: int | None = None
+) -> Path:
     """Validation Dice against training step, one line per real-data size; a dashed line at the chosen budget."""
     from matplotlib.figure import Figure
 
@@ -52,7 +52,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], ou
     for size, curve in sorted(curves.items(), key=lambda kv: int(kv[0])):
         steps = [int(p["step"]) for p in curve]
         dice = [float(p["val_dice"]) for p in curve]
-        line, = ax.plot(steps, dice, marker="o", ms=3, lw=1, alpha=0.5, label=f"{size} real cases")
+        (line,) = ax.plot(steps, dice, marker="o", ms=3, lw=1, alpha=0.5, label=f"{size} real cases")
         ax.plot(steps, _smoothed(np.asarray(dice)), lw=2, color=line.get_color())
         ax.axvline(plateau_step(curve), color=line.get_color(), lw=0.8, ls=":")
     if chosen is not None:
@@ -67,4 +67,3 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], ou
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, bbox_inches="tight")
     return out_png
-

@@ -27,13 +27,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synbt_factory.config import config_to_dict
 from synbt_factory.data.mixing import DEFAULT_VAL_FRACTION, MixConfig
+from synbt_factory.experiments.tables import render_table1
 from synbt_factory.models.segmenters import DISPLAY_NAMES, PRESETS, SEGMENTER_NAMES, SegmenterConfig
 from synbt_factory.progress import ProgressFn, report
 
@@ -208,38 +208,6 @@ def _train_config(config: Table1Config, arm: str, model: str, data: dict[str, An
         seed=config.seed,
         num_workers=config.num_workers,
     )
-
-
-def _fmt(stats: dict[str, Any] | None, digits: int) -> str:
-    if not stats or stats.get("mean") is None or not math.isfinite(float(stats["mean"])):
-        return "n/a"
-    return f"{float(stats['mean']):.{digits}f} ± {float(stats['std']):.{digits}f}"
-
-
-def render_table1(rows: list[dict[str, Any]], *, notes: list[str] | None = None, mama_mia: bool = False) -> str:
-    """Markdown shaped like the paper's Table 1 (DSC as a fraction, distances in mm, mean ± std)."""
-    head = "| Method | DSC ↑ | 95HD (mm) ↓ | MSD (mm) ↓ |" + (" MAMA-MIA score ↑ |" if mama_mia else "")
-    rule = "|---|---|---|---|" + ("---|" if mama_mia else "")
-    lines = [
-        "Table 1. Segmentation on the test cases: Dice (DSC), 95% Hausdorff distance (95HD) and mean "
-        "surface distance (MSD), mean ± std over cases (MedPy, mm).",
-        "",
-        head,
-        rule,
-    ]
-    for row in rows:
-        if row.get("skipped"):
-            lines.append(f"| {row['method']} | {row['skipped']} | | |" + (" |" if mama_mia else ""))
-            continue
-        m = row["metrics"]
-        line = f"| {row['method']} | {_fmt(m.get('dice'), 4)} | {_fmt(m.get('hd95'), 2)} | {_fmt(m.get('msd'), 2)} |"
-        if mama_mia:
-            score = row.get("mama_mia_score")
-            line += f" {score:.4f} |" if isinstance(score, float) and math.isfinite(score) else " n/a |"
-        lines.append(line)
-    if notes:
-        lines += [""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
 
 
 def table1(config: Table1Config, out_dir: Path, *, progress: ProgressFn | None = None) -> Table1Result:

@@ -75,8 +75,14 @@ class CopyPasteMethod:
             t0 = time.perf_counter()
             template = TemplateRecord.from_dict(case.placement["template"])
             tumor_image = bank.render_image(template, pad=self.config.blend_voxels)
-            image, record = paste_tumor(case.image, case.synthetic_mask, tumor_image, bank.render(template),
-                                        case.placement["offset"], self.config)
+            image, record = paste_tumor(
+                case.image,
+                case.synthetic_mask,
+                tumor_image,
+                bank.render(template),
+                case.placement["offset"],
+                self.config,
+            )
             meta = bank.meta(template.template_id)
             record = {"template_id": template.template_id, "template_source_case": meta.source_case, **record}
             out.append((np.asarray(image, dtype=np.float32), record, {"synthesis": time.perf_counter() - t0}))

@@ -53,21 +53,29 @@ def background_problems(prepared: str | Path, *, split: str | None = "train", fl
     except StoreError as exc:
         return [f"{flag}: {exc}"]
     if store.kind == "synthetic":
-        return [f"{flag} {prepared} is a synthetic store (the output of 'synbt generate'), not real backgrounds; "
-                "give the prepared store made by 'synbt data prepare'"]
+        return [
+            f"{flag} {prepared} is a synthetic store (the output of 'synbt generate'), not real backgrounds; "
+            "give the prepared store made by 'synbt data prepare'"
+        ]
     if store.kind != "prepared":
-        return [f"{flag} {prepared} is a {store.kind!r} store, not a prepared one; give the prepared store made by "
-                "'synbt data prepare'"]
+        return [
+            f"{flag} {prepared} is a {store.kind!r} store, not a prepared one; give the prepared store made by "
+            "'synbt data prepare'"
+        ]
     cases = store.case_ids()
     backgrounds = [c for c in cases if split is None or store.case_attrs(c).get("split") == split]
     if not backgrounds:
         where = "" if split is None else f" in split {split!r}"
-        return [f"{flag} {prepared} has no complete case{where} ({len(cases)} complete in all); prepare a dataset "
-                "with training cases ('synbt data prepare')"]
+        return [
+            f"{flag} {prepared} has no complete case{where} ({len(cases)} complete in all); prepare a dataset "
+            "with training cases ('synbt data prepare')"
+        ]
     lacking = [a for a in BACKGROUND_ARRAYS if a not in store.array_names(backgrounds[0])]
     if lacking:
-        return [f"{flag} {prepared}: case {backgrounds[0]} has no {', '.join(lacking)} array; it does not follow "
-                "the prepared schema: prepare it again with 'synbt data prepare'"]
+        return [
+            f"{flag} {prepared}: case {backgrounds[0]} has no {', '.join(lacking)} array; it does not follow "
+            "the prepared schema: prepare it again with 'synbt data prepare'"
+        ]
     return []
 
 
@@ -91,8 +99,10 @@ def checkpoint_problems(checkpoints: Iterable[tuple[str, Path | None]]) -> list[
         if path is None:
             continue
         if not Path(path).exists():
-            problems.append(f"{flag} {path} does not exist; train one first ('synbt train "
-                            f"{flag.lstrip('-')}') or give the path of its final.pt")
+            problems.append(
+                f"{flag} {path} does not exist; train one first ('synbt train "
+                f"{flag.lstrip('-')}') or give the path of its final.pt"
+            )
         elif Path(path).is_dir():
             problems.append(f"{flag} {path} is a folder; give the checkpoint file inside it (e.g. final.pt)")
     return problems
@@ -111,9 +121,15 @@ def out_problems(out: str | Path, inputs: Iterable[str | Path], *, flag: str = "
     return []
 
 
-def generate_input_problems(*, prepared: str | Path, bank: str | Path, out: str | Path | None = None,
-                            vqvae: Path | None = None, diffusion: Path | None = None,
-                            split: str | None = "train") -> list[str]:
+def generate_input_problems(
+    *,
+    prepared: str | Path,
+    bank: str | Path,
+    out: str | Path | None = None,
+    vqvae: Path | None = None,
+    diffusion: Path | None = None,
+    split: str | None = "train",
+) -> list[str]:
     """Every problem of generate's inputs, each one sentence naming its flag; empty when all can be used."""
     problems = checkpoint_problems([("--vqvae", vqvae), ("--diffusion", diffusion)])
     problems += background_problems(prepared, split=split)

@@ -89,6 +89,7 @@ def plan_jobs(config: GenerateConfig, backgrounds: list[str], *, alternates: int
         others = [b for b in backgrounds if b != first]
         k = min(alternates, len(others))
         extra = tuple(others[j] for j in rng.permutation(len(others))[:k]) if k else ()
-        jobs.append(CaseJob(index=i, case_id=synthetic_case_id(i), background=first, seed=config.seed,
-                            alternates=extra))
+        jobs.append(
+            CaseJob(index=i, case_id=synthetic_case_id(i), background=first, seed=config.seed, alternates=extra)
+        )
     return jobs

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -73,8 +76,50 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
+#: Test-only: with ``SYNBT_TEST_KILL_AFTER=N`` in its environment, a process SIGKILLs itself right after it has
+#: committed (written the marker of) its N-th case, before any other case is committed; see :func:`_commit_case`.
+KILL_AFTER_ENV = "SYNBT_TEST_KILL_AFTER"
+_kill_lock = threading.Lock()
+_committed_here = 0
+
+
+def _commit_case(store: CaseStore, case_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """``store.write_case``, plus the test-only stop of :data:`KILL_AFTER_ENV`.
+
+    With ``SYNBT_TEST_KILL_AFTER=N`` set, the writes of this process are serialised and counted, and the one that
+    commits the N-th case kills the process with SIGKILL while it still holds the lock: the store then holds
+    exactly N complete cases of this run (a crash at a known point, for the resume tests), whatever the machine's
+    speed. The count is per process, so it stops a run on the in-process (``threads``) cluster, which writes on
+    the driver's process. Unset (always, outside tests), writes are neither serialised nor counted.
+
+    Raises:
+        ValueError: the variable is set but not a positive integer.
+    """
+    raw = os.environ.get(KILL_AFTER_ENV)
+    if not raw:
+        store.write_case(case_id, arrays, attrs)
+        return
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{KILL_AFTER_ENV} must be a positive integer (a test-only hook), got {raw!r}")
+    global _committed_here
+    with _kill_lock:
+        store.write_case(case_id, arrays, attrs)
+        _committed_here += 1
+        if _committed_here >= limit:
+            log.warning("%s=%d: killing this process after committing case %s", KILL_AFTER_ENV, limit, case_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthesized, method: str) -> dict[str, float]:
-    """Write one synthetic case (arrays, attributes, marker last); returns stage seconds."""
+    """Write one synthetic case (arrays, attributes, marker last); returns stage seconds.
+
+    Tests can stop the process right after a given number of committed cases with ``SYNBT_TEST_KILL_AFTER``
+    (:func:`_commit_case`).
+    """
     t0 = time.perf_counter()
     image, record, timings = synthesized
     store = CaseStore.open(location, mode="r+")
@@ -98,20 +143,26 @@ def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthes
         "placement": placed.placement,
         "synthesis": record,
     }
-    store.write_case(placed.job.case_id, arrays, attrs)
+    _commit_case(store, placed.job.case_id, arrays, attrs)
     return {**placed.timings, **timings, "write": time.perf_counter() - t0}
 
 
-def _place_synthesize_write(placer: Placer, method: TumorMethod, location: str, job: CaseJob) -> dict[str, float]:
-    placed = placer.place(job)
-    (result,) = method.synthesize([placed])
-    return write_synthetic_case(location, placed, result, method.name)
-
-
-def _open_or_create(out: str, config: GenerateConfig, method: TumorMethod, prepared: CaseStore, bank: str,
-                    layout: StoreLayout | None, placement: dict[str, Any]) -> CaseStore:
-    identity = {**config.identity(), "method_card": method.card(), "prepared": str(prepared.location),
-                "bank": str(bank), "placement_config": placement}
+def _open_or_create(
+    out: str,
+    config: GenerateConfig,
+    method: TumorMethod,
+    prepared: CaseStore,
+    bank: str,
+    layout: StoreLayout | None,
+    placement: dict[str, Any],
+) -> CaseStore:
+    identity = {
+        **config.identity(),
+        "method_card": method.card(),
+        "prepared": str(prepared.location),
+        "bank": str(bank),
+        "placement_config": placement,
+    }
     card = {
         "synthetic": True,
         "generator_version": __version__,
@@ -155,9 +206,13 @@ def _note_unstored_anatomy(source: CaseStore, backgrounds: list[str], placement_
     config = config_from_dict(PlacementConfig, placement_config or {})
     lacking = sum(not has_stored_anatomy(source, c, config) for c in backgrounds)
     if lacking:
-        log.info("%d of %d backgrounds have no stored placement context for these placement settings, so this run "
-                 "builds each one; store them once with: synbt data placement-context --data %s",
-                 lacking, len(backgrounds), source.location)
+        log.info(
+            "%d of %d backgrounds have no stored placement context for these placement settings, so this run "
+            "builds each one; store them once with: synbt data placement-context --data %s",
+            lacking,
+            len(backgrounds),
+            source.location,
+        )
 
 
 @_holding_writer_lock
@@ -213,8 +268,11 @@ def run_generate(
         placement.pop("size_spread", None)
     store = _open_or_create(out, config, method, source, bank_loc, layout, placement)
     result = GenerateResult(removed_incomplete=store.remove_incomplete())
-    backgrounds = [c for c in source.case_ids()
-                   if config.background_split is None or source.case_attrs(c).get("split") == config.background_split]
+    backgrounds = [
+        c
+        for c in source.case_ids()
+        if config.background_split is None or source.case_attrs(c).get("split") == config.background_split
+    ]
     _note_unstored_anatomy(source, backgrounds, placement_config)
     jobs = plan_jobs(config, backgrounds)
     done_ids = set(store.case_ids())
@@ -238,7 +296,7 @@ def run_generate(
     if todo and not gated:
         store.update_card(quality_gate=gate_off_record(method.name))
     # a gated run produces its first batch, checks it, then the rest: the same batches as one pass
-    parts = [todo[:config.batch_size], todo[config.batch_size:]] if gated else [todo]
+    parts = [todo[: config.batch_size], todo[config.batch_size :]] if gated else [todo]
     client, local_cluster = _connect(scheduler, cluster, config.workers)
     distributed = bool(scheduler) or cluster != "threads"
     try:
@@ -248,7 +306,7 @@ def run_generate(
             if not method.batched:
                 _run_tasks(client, placer, method, out, [[j] for j in part], config, result, account)
             elif distributed:
-                batches = [part[i:i + config.batch_size] for i in range(0, len(part), config.batch_size)]
+                batches = [part[i : i + config.batch_size] for i in range(0, len(part), config.batch_size)]
                 _run_tasks(client, placer, method, out, batches, config, result, account)
             else:
                 _run_batched(client, placer, method, out, part, config, result, account, stage)
@@ -269,8 +327,9 @@ def run_generate(
     return result
 
 
-def _check_gate(out: str, prepared: str, jobs: list[CaseJob], result: GenerateResult, gate: QualityGate,
-                store: CaseStore) -> None:
+def _check_gate(
+    out: str, prepared: str, jobs: list[CaseJob], result: GenerateResult, gate: QualityGate, store: CaseStore
+) -> None:
     """The quality gate on the written cases of ``jobs``; raises :class:`QualityGateError` when they fail it."""
     written = set(result.written)
     checked = [j.case_id for j in jobs if j.case_id in written]
@@ -280,8 +339,12 @@ def _check_gate(out: str, prepared: str, jobs: list[CaseJob], result: GenerateRe
     if not verdict.passed:
         kept = len(store.case_ids())
         store.update_card(complete_cases=kept)
-        raise QualityGateError(verdict.message(f"the first {len(checked)} SynBT case(s) of {out}",
-                                               kept=f"The {kept} finished case(s) are kept in {out}. "))
+        raise QualityGateError(
+            verdict.message(
+                f"the first {len(checked)} SynBT case(s) of {out}",
+                kept=f"The {kept} finished case(s) are kept in {out}. ",
+            )
+        )
 
 
 def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, Any]:
@@ -321,8 +384,16 @@ def _process_jobs(placer: Placer, method: TumorMethod, location: str, jobs: list
     return [write_synthetic_case(location, p, o, method.name) for p, o in zip(placed, outputs, strict=True)]
 
 
-def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, groups: list[list[CaseJob]],
-               config: GenerateConfig, result: GenerateResult, account: Any) -> None:
+def _run_tasks(
+    client: Any,
+    placer: Placer,
+    method: TumorMethod,
+    out: str,
+    groups: list[list[CaseJob]],
+    config: GenerateConfig,
+    result: GenerateResult,
+    account: Any,
+) -> None:
     """Submit one task per group of jobs, at most ``inflight`` cases at a time; retries on lost workers.
 
     A group that fails as a whole (e.g. its worker kept dying) is retried one case at a time, so
@@ -356,8 +427,9 @@ def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, group
                 account(job, timings)
         except Exception as exc:
             if len(group) > 1:
-                log.warning("batch %s..%s failed (%s); retrying its cases one by one", group[0].case_id,
-                            group[-1].case_id, exc)
+                log.warning(
+                    "batch %s..%s failed (%s); retrying its cases one by one", group[0].case_id, group[-1].case_id, exc
+                )
                 pending.extendleft([j] for j in reversed(group))
             else:
                 result.failed[group[0].case_id] = f"{type(exc).__name__}: {exc}"
@@ -365,8 +437,17 @@ def _run_tasks(client: Any, placer: Placer, method: TumorMethod, out: str, group
         top_up()
 
 
-def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, todo: list[CaseJob],
-                 config: GenerateConfig, result: GenerateResult, account: Any, stage: dict[str, float]) -> None:
+def _run_batched(
+    client: Any,
+    placer: Placer,
+    method: TumorMethod,
+    out: str,
+    todo: list[CaseJob],
+    config: GenerateConfig,
+    result: GenerateResult,
+    account: Any,
+    stage: dict[str, float],
+) -> None:
     pending = deque(todo)
     placing: deque[tuple[CaseJob, Any]] = deque()
     writing: deque[tuple[CaseJob, Any]] = deque()
@@ -374,8 +455,9 @@ def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, tod
     def fill() -> None:
         while pending and len(placing) + len(writing) < config.inflight:
             job = pending.popleft()
-            placing.append((job, client.submit(placer.place, job, key=f"place-{job.case_id}-{job.seed}", pure=False,
-                                               retries=2)))
+            placing.append(
+                (job, client.submit(placer.place, job, key=f"place-{job.case_id}-{job.seed}", pure=False, retries=2))
+            )
 
     def drain_writes(limit: int) -> None:
         """Account writes in order: every one already finished (so progress never trails the store), then wait
@@ -403,9 +485,21 @@ def _run_batched(client: Any, placer: Placer, method: TumorMethod, out: str, tod
         outputs = method.synthesize(batch)
         stage["driver_synthesis"] = stage.get("driver_synthesis", 0.0) + time.perf_counter() - t0
         for placed, synthesized in zip(batch, outputs, strict=True):
-            writing.append((placed.job, client.submit(write_synthetic_case, out, placed, synthesized, method.name,
-                                                      key=f"write-{placed.job.case_id}-{placed.job.seed}", pure=False,
-                                                      retries=2)))
+            writing.append(
+                (
+                    placed.job,
+                    client.submit(
+                        write_synthetic_case,
+                        out,
+                        placed,
+                        synthesized,
+                        method.name,
+                        key=f"write-{placed.job.case_id}-{placed.job.seed}",
+                        pure=False,
+                        retries=2,
+                    ),
+                )
+            )
         drain_writes(config.inflight // 2)
         fill()
     drain_writes(0)

@@ -54,10 +54,12 @@ class PlacementSummary:
         if self.n == 0:
             return "placement: no placement records"
         p10, med, p90 = self.voxels_p10_median_p90
-        return (f"placement: {self.in_fgt_region}/{self.n} centred in FGT ({self.fallbacks} fell back to the whole "
-                f"breast), mean in-FGT share of tumor voxels {self.mean_in_fgt_fraction:.2f}, tumor voxels median "
-                f"{med:.0f} (p10–p90 {p10:.0f}–{p90:.0f}), {self.mean_tries:.1f} tries per case"
-                + (f", {self.capped}/{self.cap_known} shrunk to the breast-size cap" if self.cap_known else ""))
+        return (
+            f"placement: {self.in_fgt_region}/{self.n} centred in FGT ({self.fallbacks} fell back to the whole "
+            f"breast), mean in-FGT share of tumor voxels {self.mean_in_fgt_fraction:.2f}, tumor voxels median "
+            f"{med:.0f} (p10–p90 {p10:.0f}–{p90:.0f}), {self.mean_tries:.1f} tries per case"
+            + (f", {self.capped}/{self.cap_known} shrunk to the breast-size cap" if self.cap_known else "")
+        )
 
     @property
     def warnings(self) -> list[str]:
@@ -65,17 +67,21 @@ class PlacementSummary:
         shrunk to the breast-size cap."""
         out = []
         if self.n and self.in_fgt_region < MIN_FGT_SHARE * self.n:
-            out.append(f"only {self.in_fgt_region} of {self.n} tumors were centred in fibroglandular tissue; the "
-                       "others fell back to the whole breast because their background has no usable FGT mask. Train "
-                       "or improve the tissue model (synbt train tissue, then synbt data tissue) and check it with "
-                       "synbt store preview")
+            out.append(
+                f"only {self.in_fgt_region} of {self.n} tumors were centred in fibroglandular tissue; the "
+                "others fell back to the whole breast because their background has no usable FGT mask. Train "
+                "or improve the tissue model (synbt train tissue, then synbt data tissue) and check it with "
+                "synbt store preview"
+            )
         if self.cap_known and self.capped > MAX_CAPPED_SHARE * self.cap_known:
             size = "" if self.median_breast_size_mm is None else f" (median {self.median_breast_size_mm:.0f} mm)"
-            out.append(f"{self.capped} of {self.cap_known} tumors were shrunk to the breast-size cap "
-                       f"(PlacementConfig.max_diameter_fraction × the background's breast size{size}), so they are "
-                       "smaller than the bank's. A breast mask that covers only part of the breast (a weak tissue "
-                       "model's breast_pred) does this: check the masks with synbt bank preview, improve the "
-                       "tissue model, or raise max_diameter_fraction")
+            out.append(
+                f"{self.capped} of {self.cap_known} tumors were shrunk to the breast-size cap "
+                f"(PlacementConfig.max_diameter_fraction × the background's breast size{size}), so they are "
+                "smaller than the bank's. A breast mask that covers only part of the breast (a weak tissue "
+                "model's breast_pred) does this: check the masks with synbt bank preview, improve the "
+                "tissue model, or raise max_diameter_fraction"
+            )
         return out
 
     @property

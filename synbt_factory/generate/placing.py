@@ -63,8 +63,15 @@ class Placer:
     Another ``Placer`` (a later run) shares nothing with it, so it reads the stores as they are then.
     """
 
-    def __init__(self, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
-                 *, cache_bytes: int = CONTEXT_CACHE_BYTES, token: str | None = None) -> None:
+    def __init__(
+        self,
+        prepared: str,
+        bank: str,
+        placement_config: dict[str, Any] | None = None,
+        *,
+        cache_bytes: int = CONTEXT_CACHE_BYTES,
+        token: str | None = None,
+    ) -> None:
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
@@ -139,8 +146,9 @@ class Placer:
         t0 = time.perf_counter()
         store, bank = self._open()
         if self._config is None:
-            self._config = (config_from_dict(PlacementConfig, self.placement_config) if self.placement_config
-                            else PlacementConfig())
+            self._config = (
+                config_from_dict(PlacementConfig, self.placement_config) if self.placement_config else PlacementConfig()
+            )
         config = self._config
         reasons = []
         for attempt, background in enumerate(job.candidates):
@@ -171,15 +179,21 @@ _SHARED_KEEP = 2
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_placer(token: str, prepared: str, bank: str, placement_config: dict[str, Any] | None = None,
-                  cache_bytes: int = CONTEXT_CACHE_BYTES) -> Placer:
+def shared_placer(
+    token: str,
+    prepared: str,
+    bank: str,
+    placement_config: dict[str, Any] | None = None,
+    cache_bytes: int = CONTEXT_CACHE_BYTES,
+) -> Placer:
     """This process's copy of the placer ``token`` names, made on first use; at most ``_SHARED_KEEP`` are kept."""
     key = token
     with _SHARED_LOCK:
         placer = _SHARED_PLACERS.get(key)
         if placer is None:
-            placer = _SHARED_PLACERS[key] = Placer(prepared, bank, placement_config, cache_bytes=cache_bytes,
-                                                   token=token)
+            placer = _SHARED_PLACERS[key] = Placer(
+                prepared, bank, placement_config, cache_bytes=cache_bytes, token=token
+            )
             while len(_SHARED_PLACERS) > _SHARED_KEEP:
                 _SHARED_PLACERS.popitem(last=False)
         _SHARED_PLACERS.move_to_end(key)

@@ -41,9 +41,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ADVICE = ("train longer (synbt train diffusion with more --steps; synbt train vqvae if the VQ-VAE is weak), check "
-           "the VQ-VAE's ceiling with `synbt eval vqvae` (post/pre of real tumors after an encode-decode), or rerun "
-           "with --no-quality-gate to keep generating anyway")
+_ADVICE = (
+    "train longer (synbt train diffusion with more --steps; synbt train vqvae if the VQ-VAE is weak), check "
+    "the VQ-VAE's ceiling with `synbt eval vqvae` (post/pre of real tumors after an encode-decode), or rerun "
+    "with --no-quality-gate to keep generating anyway"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,9 +106,13 @@ class GateVerdict:
         return f"quality gate: {what} are far from real tumors: {listed}. {kept}What to do: {_ADVICE}."
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": "pass" if self.passed else "fail", "failed": [f.key for f in self.failures],
-                "details": [f.describe() for f in self.failures], "thresholds": asdict(self.gate),
-                "n_cases": self.n_cases}
+        return {
+            "verdict": "pass" if self.passed else "fail",
+            "failed": [f.key for f in self.failures],
+            "details": [f.describe() for f in self.failures],
+            "thresholds": asdict(self.gate),
+            "n_cases": self.n_cases,
+        }
 
 
 def check_gate(headline: dict[str, Any], gate: QualityGate | None = None, *, require_all: bool = False) -> GateVerdict:
@@ -122,16 +128,27 @@ def check_gate(headline: dict[str, Any], gate: QualityGate | None = None, *, req
     failures = []
     syn, real = headline.get("synthetic_post_over_pre_median"), headline.get("real_post_over_pre_mean")
     tol = gate.enhancement_tolerance
-    expected = (f"{real - tol:.3g}–{real + tol:.3g} (real tumors' mean {real:.3g} ± {tol:g})" if real is not None
-                else f"within {tol:g} of the real tumors' mean (no real tumor was found)")
+    expected = (
+        f"{real - tol:.3g}–{real + tol:.3g} (real tumors' mean {real:.3g} ± {tol:g})"
+        if real is not None
+        else f"within {tol:g} of the real tumors' mean (no real tumor was found)"
+    )
     checks: list[tuple[str, str, float | None, bool, str]] = [
-        ("enhancement", "synthetic post/pre (median)", syn,
-         syn is not None and real is not None and abs(syn - real) <= tol, expected),
+        (
+            "enhancement",
+            "synthetic post/pre (median)",
+            syn,
+            syn is not None and real is not None and abs(syn - real) <= tol,
+            expected,
+        ),
     ]
     for key, figure, limit in (
         ("outside_over_inside", "sum|Δ| outside ÷ inside the mask (median)", gate.max_outside_over_inside),
-        ("far_changed_over_mask", "voxels changed by > 0.02 farther than 3 mm ÷ mask voxels (median)",
-         gate.max_far_changed_over_mask),
+        (
+            "far_changed_over_mask",
+            "voxels changed by > 0.02 farther than 3 mm ÷ mask voxels (median)",
+            gate.max_far_changed_over_mask,
+        ),
     ):
         value = headline.get(f"footprint_{key}_median")
         checks.append((key, figure, value, value is not None and value <= limit, f"≤ {limit:g}"))
@@ -163,8 +180,9 @@ def parse_fail_under(spec: str) -> QualityGate:
         name, _, value = part.partition("=")
         name = name.strip().replace("-", "_")
         if name not in fields:
-            raise ValueError(f"--fail-under: unknown figure {name!r}; use gate, target or "
-                             f"{', '.join(sorted(fields))} as field=value")
+            raise ValueError(
+                f"--fail-under: unknown figure {name!r}; use gate, target or {', '.join(sorted(fields))} as field=value"
+            )
         try:
             changes[name] = float(value)
         except ValueError:
@@ -179,13 +197,17 @@ def gate_applies(method_name: str) -> bool:
 
 def gate_off_record(method_name: str) -> dict[str, Any]:
     """The card's ``quality_gate`` entry of a run that was not checked."""
-    reason = ("off (--no-quality-gate, or a library call without a gate)" if gate_applies(method_name)
-              else f"not applicable (method {method_name})")
+    reason = (
+        "off (--no-quality-gate, or a library call without a gate)"
+        if gate_applies(method_name)
+        else f"not applicable (method {method_name})"
+    )
     return {"verdict": "not checked", "reason": reason}
 
 
-def check_first_batch(out: str | Path, prepared: str | Path, case_ids: Sequence[str], gate: QualityGate,
-                      store: Any) -> GateVerdict:
+def check_first_batch(
+    out: str | Path, prepared: str | Path, case_ids: Sequence[str], gate: QualityGate, store: Any
+) -> GateVerdict:
     """Check the first written cases of a run; record the verdict in the card (``quality_gate``) and return it.
 
     Args:
@@ -199,8 +221,11 @@ def check_first_batch(out: str | Path, prepared: str | Path, case_ids: Sequence[
 
     figures = cheap_figures(out, prepared, case_ids=case_ids)
     verdict = check_gate(figures.headline, gate)
-    record = {**verdict.to_dict(), "checked_cases": list(case_ids),
-              "figures": {k: v for k, v in figures.headline.items() if k != "n_synthetic"}}
+    record = {
+        **verdict.to_dict(),
+        "checked_cases": list(case_ids),
+        "figures": {k: v for k, v in figures.headline.items() if k != "n_synthetic"},
+    }
     store.update_card(quality_gate=json_ready(record))
     log.info("quality gate on %d case(s): %s", len(case_ids), record["verdict"])
     return verdict

@@ -1,1 +1,2 @@
-"""Networks. Models import nothing from store, training or the CLI."""
+"""Networks and their loaders. Models import nothing from store, training, data or the CLI (only checkpoint, config,
+device and rng-level modules, and other models)."""

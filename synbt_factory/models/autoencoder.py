@@ -94,5 +94,8 @@ class LatentNorm:
         """
         if not std > 0:
             raise ValueError(f"std must be > 0, got {std}")
-        return LatentNorm(shift=self.shift + mean * self.scale, scale=self.scale * std,
-                          clip=((self.clip[0] - mean) / std, (self.clip[1] - mean) / std))
+        return LatentNorm(
+            shift=self.shift + mean * self.scale,
+            scale=self.scale * std,
+            clip=((self.clip[0] - mean) / std, (self.clip[1] - mean) / std),
+        )

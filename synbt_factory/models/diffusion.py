@@ -18,13 +18,16 @@ enhancement level) reaches the latent cells of the hole, which the tumor's appea
 on; (iii) where the hole is, is still stated exactly by the mask channel. The same function
 runs at training and at sampling time, so both see identical conditioning.
 
-This module imports nothing from ``store/``, ``training/`` or ``cli/``.
+:func:`load_diffusion` rebuilds a trained denoiser from its checkpoint. This module imports nothing
+from ``store/``, ``training/``, ``data/`` or ``cli/``.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +35,15 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
+from synbt_factory.config import config_from_dict
 from synbt_factory.models.autoencoder import LatentAutoencoder, LatentNorm
 
 __all__ = [
+    "CHECKPOINT_KIND",
     "DiffusionConfig",
+    "LoadedDiffusion",
+    "load_diffusion",
     "DIFFUSION_PRESETS",
     "diffusion_preset",
     "MaskConditionedDenoiser",
@@ -52,6 +60,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``kind`` of every diffusion checkpoint (:func:`synbt_factory.checkpoint.save_checkpoint`).
+CHECKPOINT_KIND = "diffusion"
 
 _FILLS = ("smooth", "zeros")
 _MASK_DOWN = ("mean", "max")
@@ -162,10 +173,16 @@ class DiffusionConfig:
 #: ``dim_mults=(1,2,4,8)``, 17 input and 8 output channels), rebuilt from MONAI blocks with
 #: self-attention at the two coarsest levels (8×12×12 and 4×6×6 tokens for a 32×48×48 latent).
 DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
-    "tiny": DiffusionConfig(channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4,
-                            num_head_channels=8),
-    "small": DiffusionConfig(channels=(32, 64, 64), attention_levels=(False, False, True), num_res_blocks=1,
-                             norm_num_groups=8, num_head_channels=32),
+    "tiny": DiffusionConfig(
+        channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4, num_head_channels=8
+    ),
+    "small": DiffusionConfig(
+        channels=(32, 64, 64),
+        attention_levels=(False, False, True),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=32,
+    ),
     "paper": DiffusionConfig(),
 }
 
@@ -237,12 +254,14 @@ def _schedule_args(config: DiffusionConfig) -> dict[str, float]:
 
 def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
     """MONAI DDPM scheduler of the forward process q(z_t | z_{t-1}) (Eq. 1) for training."""
-    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, schedule=config.schedule,
-                         **_schedule_args(config))
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps, schedule=config.schedule, **_schedule_args(config)
+    )
 
 
-def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: bool = True,
-                        clip_range: tuple[float, float] = (-1.0, 1.0)) -> DDIMScheduler:
+def make_ddim_scheduler(
+    config: DiffusionConfig, steps: int, *, clip_sample: bool = True, clip_range: tuple[float, float] = (-1.0, 1.0)
+) -> DDIMScheduler:
     """MONAI DDIM scheduler with ``steps`` inference steps and "trailing" spacing.
 
     MONAI's ``step`` moves from ``t`` to ``t - T // steps`` while ``set_timesteps`` spaces the
@@ -256,9 +275,16 @@ def make_ddim_scheduler(config: DiffusionConfig, steps: int, *, clip_sample: boo
         raise ValueError(f"steps must be in 1..{t_total}, got {steps}")
     if t_total % steps:
         log.warning("DDIM steps %d does not divide T=%d: timesteps and step targets differ slightly", steps, t_total)
-    sched = DDIMScheduler(num_train_timesteps=t_total, schedule=config.schedule, clip_sample=clip_sample,
-                          set_alpha_to_one=True, steps_offset=t_total // steps - 1,
-                          clip_sample_min=clip_range[0], clip_sample_max=clip_range[1], **_schedule_args(config))
+    sched = DDIMScheduler(
+        num_train_timesteps=t_total,
+        schedule=config.schedule,
+        clip_sample=clip_sample,
+        set_alpha_to_one=True,
+        steps_offset=t_total // steps - 1,
+        clip_sample_min=clip_range[0],
+        clip_sample_max=clip_range[1],
+        **_schedule_args(config),
+    )
     sched.set_timesteps(steps)
     return sched
 
@@ -405,3 +431,56 @@ def guided_noise(
     both = denoiser(torch.cat([z_t, z_t]), torch.cat([timesteps, timesteps]), torch.cat([cond, null_condition(cond)]))
     eps_mask, eps_null = both.chunk(2)
     return eps_null + scale * (eps_mask - eps_null)
+
+
+# ---------------------------------------------------------------------------- loading
+class LoadedDiffusion(NamedTuple):
+    """A trained denoiser rebuilt from its checkpoint (unpacks as ``model, config, norm, vqvae_sha256``).
+
+    Attributes:
+        model: the denoiser in eval mode, gradients off, on the requested device.
+        config: the architecture and conditioning it was trained with.
+        norm: the latent normalisation it was trained with.
+        vqvae_sha256: sha256 of the VQ-VAE checkpoint its latents came from ("" when not recorded).
+    """
+
+    model: MaskConditionedDenoiser
+    config: DiffusionConfig
+    norm: LatentNorm
+    vqvae_sha256: str
+
+
+def _ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
+    """``AveragedModel`` state → the wrapped module's state (drops ``n_averaged``, strips ``module.``)."""
+    return {k[len("module.") :]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def load_diffusion(path: Path, device: str | torch.device = "cpu", *, weights: str = "ema") -> LoadedDiffusion:
+    """Rebuild a trained denoiser for sampling (eval mode, gradients off).
+
+    Args:
+        path: a diffusion checkpoint (``final.pt``, ``last.pt`` or ``step_<N>.pt``).
+        device: where the model goes.
+        weights: ``"ema"`` (the averaged weights, for sampling) or ``"model"`` (the raw ones).
+
+    Returns:
+        :class:`LoadedDiffusion` ``(model, config, norm, vqvae_sha256)``.
+
+    Raises:
+        ValueError: ``weights`` is neither ``"ema"`` nor ``"model"``.
+        CheckpointError: missing, corrupt, not a diffusion checkpoint, or its config and weights cannot rebuild
+            the denoiser.
+    """
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
+    with rebuilding_from(path, "denoiser"):
+        config = config_from_dict(DiffusionConfig, ckpt["config"])
+        model = MaskConditionedDenoiser(config)
+        state = _ema_weights(ckpt["ema"]) if weights == "ema" else ckpt["model"]
+        model.load_state_dict(state)
+        norm = LatentNorm(**ckpt["latent_norm"])
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedDiffusion(model, config, norm, str(ckpt.get("vqvae_sha256", "")))

@@ -20,7 +20,6 @@ __all__ = [
     "chunk_rows_for",
     "nearest_code_indices",
     "embed_indices",
-    "quantize_to_codes",
     "code_histogram",
     "codebook_usage",
     "restart_dead_codes",
@@ -92,15 +91,6 @@ def embed_indices(indices: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     emb = torch.nn.functional.embedding(indices, codebook)
     perm = [0, emb.ndim - 1, *range(1, emb.ndim - 1)]
     return emb.permute(perm).contiguous()
-
-
-@torch.no_grad()
-def quantize_to_codes(
-    z: torch.Tensor, codebook: torch.Tensor, *, chunk_rows: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace each latent vector by its nearest code: (B, D, *S) → ((B, D, *S) codes, (B, *S) indices)."""
-    idx = nearest_code_indices(z, codebook, chunk_rows=chunk_rows)
-    return embed_indices(idx, codebook), idx
 
 
 def code_histogram(indices: torch.Tensor, num_codes: int) -> torch.Tensor:

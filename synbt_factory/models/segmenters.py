@@ -12,6 +12,9 @@ Presets (``tiny`` for tests, ``small`` for CPU runs, ``paper`` for GPU):
   from the training patch size and voxel spacing (:func:`plan_dynunet`); filters 32·2^i capped at
   320 for ``paper`` as in nnU-Net. Deep supervision is off (a single output head).
 * ``swinunetr`` — ``monai.networks.nets.SwinUNETR``; ``paper`` uses feature size 48.
+
+:func:`predict_volume` segments a whole volume by sliding-window inference. This module imports nothing
+from ``store/``, ``training/``, ``data/`` or ``cli/``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch import nn
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "spatial_divisor",
     "check_spatial_size",
     "count_parameters",
+    "predict_volume",
 ]
 
 SEGMENTER_NAMES: tuple[str, ...] = ("unet", "dynunet", "swinunetr")
@@ -264,3 +270,44 @@ def build_segmenter(config: SegmenterConfig) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def predict_volume(
+    model: nn.Module,
+    image: np.ndarray,
+    window: Sequence[int],
+    *,
+    overlap: float = 0.25,
+    sw_batch_size: int = 2,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> np.ndarray:
+    """Tumor mask of a whole volume by sliding-window inference (MONAI ``sliding_window_inference``).
+
+    Args:
+        model: segmenter returning (B, 2, x, y, z) logits.
+        image: (2, X, Y, Z) float image (volumes smaller than ``window`` are padded by MONAI).
+        window: (X, Y, Z) window size (paper: 192×192×128 in X, Y, Z = 128×192×192 as written).
+        overlap: window overlap fraction.
+        sw_batch_size: windows per forward pass.
+        device: where the windows run (the model must be there already).
+        amp: bf16 autocast (CUDA only).
+
+    Returns:
+        (X, Y, Z) uint8 mask (argmax of the blended logits).
+    """
+    from monai.inferers import sliding_window_inference
+
+    device = torch.device(device)
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None].to(device)
+    use_amp = amp and device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = sliding_window_inference(
+            x,
+            roi_size=tuple(int(w) for w in window),
+            sw_batch_size=sw_batch_size,
+            predictor=model,
+            overlap=overlap,
+            mode="gaussian",
+        )
+    return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()

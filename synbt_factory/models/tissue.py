@@ -15,8 +15,15 @@ from dataclasses import dataclass
 import torch
 from monai.networks.nets import UNet
 
-__all__ = ["TISSUE_CLASSES", "FGT_CLASS", "VESSEL_CLASS", "FAT_CLASS", "TissueModelConfig", "build_tissue_model",
-           "tissue_preset"]
+__all__ = [
+    "TISSUE_CLASSES",
+    "FGT_CLASS",
+    "VESSEL_CLASS",
+    "FAT_CLASS",
+    "TissueModelConfig",
+    "build_tissue_model",
+    "tissue_preset",
+]
 
 #: Output classes of the tissue model.
 TISSUE_CLASSES: tuple[str, ...] = ("other", "breast_fat", "vessel", "fgt")
@@ -49,13 +56,15 @@ class TissueModelConfig:
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.out_channels != len(TISSUE_CLASSES):
-            raise ValueError(f"out_channels must be {len(TISSUE_CLASSES)} ({', '.join(TISSUE_CLASSES)}), "
-                             f"got {self.out_channels}")
+            raise ValueError(
+                f"out_channels must be {len(TISSUE_CLASSES)} ({', '.join(TISSUE_CLASSES)}), got {self.out_channels}"
+            )
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise ValueError(f"channels must list >= 2 positive sizes, got {self.channels}")
         if len(self.strides) != len(self.channels) - 1 or any(s < 1 for s in self.strides):
-            raise ValueError(f"strides must have len(channels) - 1 = {len(self.channels) - 1} positive entries, "
-                             f"got {self.strides}")
+            raise ValueError(
+                f"strides must have len(channels) - 1 = {len(self.channels) - 1} positive entries, got {self.strides}"
+            )
         if self.num_res_units < 0:
             raise ValueError(f"num_res_units must be >= 0, got {self.num_res_units}")
         if not 0.0 <= self.dropout < 1.0:

@@ -13,6 +13,9 @@ What this module adds is the patch-to-volume use of it:
 Stage 1 trains everything on random patches through MONAI's own quantiser (EMA codebook
 updates); stage 2 freezes the encoder and codebook (:meth:`PatchVolumeVQVAE.freeze_encoder_and_codebook`)
 and fine-tunes the decoder on whole volumes.
+
+:func:`load_vqvae` rebuilds a trained model from its checkpoint. This module imports nothing from
+``store/``, ``training/``, ``data/`` or ``cli/``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +32,17 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import VQVAE
 from torch import nn
 
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
+from synbt_factory.config import config_from_dict
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.quantizer import DEFAULT_CHUNK_BYTES, chunk_rows_for, embed_indices, nearest_code_indices
 
 __all__ = [
+    "CHECKPOINT_KIND",
     "VQVAEConfig",
     "PatchVolumeVQVAE",
+    "LoadedVQVAE",
+    "load_vqvae",
     "vqvae_preset",
     "VQVAE_PRESETS",
     "ENCODE_CHUNK_BYTES",
@@ -42,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``kind`` of every VQ-VAE checkpoint (:func:`synbt_factory.checkpoint.save_checkpoint`).
+CHECKPOINT_KIND = "vqvae"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,3 +478,44 @@ class PatchVolumeVQVAE(nn.Module):
             raise ValueError(
                 f"spatial size {tuple(x.shape[2:])} must be a multiple of {self.downsample_factor} on every axis"
             )
+
+
+# ---------------------------------------------------------------------------- loading
+class LoadedVQVAE(NamedTuple):
+    """A trained VQ-VAE rebuilt from its checkpoint (unpacks as ``model, norm, config``).
+
+    Attributes:
+        model: the network in eval mode, gradients off, on the requested device.
+        norm: its latent normalisation (codebook range → [-1, 1], or the one saved with it).
+        config: the architecture it was built from.
+    """
+
+    model: PatchVolumeVQVAE
+    norm: LatentNorm
+    config: VQVAEConfig
+
+
+def load_vqvae(path: Path, device: str | torch.device = "cpu") -> LoadedVQVAE:
+    """Rebuild a trained VQ-VAE for inference (eval mode, gradients off) from a checkpoint.
+
+    Args:
+        path: a VQ-VAE checkpoint (``final.pt``, ``last.pt`` or ``step_<N>.pt`` of ``synbt train vqvae``).
+        device: where the model goes.
+
+    Returns:
+        :class:`LoadedVQVAE` ``(model, norm, config)``.
+
+    Raises:
+        CheckpointError: missing, corrupt, not a VQ-VAE checkpoint, or its config and weights cannot
+            rebuild the model.
+    """
+    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
+    with rebuilding_from(path, "VQ-VAE"):
+        config = config_from_dict(VQVAEConfig, ckpt["config"])
+        model = PatchVolumeVQVAE(config)
+        model.load_state_dict(ckpt["model"])
+        norm = LatentNorm(**ckpt["latent_norm"]) if "latent_norm" in ckpt else model.latent_norm()
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedVQVAE(model, norm, config)

@@ -1,9 +1,11 @@
 """A PNG montage of written cases, read back from the NIfTI files (what a user would see).
 
 One row per case: axial pre-contrast, axial first post-contrast, axial subtraction (post − pre),
-the subtraction with the expert mask outline, and a sagittal subtraction with the outline, all
-through the tumor's centre (or the volume's middle for healthy cases). Volumes are reoriented to
-RAS and shown in radiological convention (patient's right on the left, anterior up).
+the subtraction with the expert mask outline, and a sagittal subtraction with the outline: the axial
+slice with the largest tumor area, the sagittal one through the tumor's centre (the volume's middle
+slice and a third of its width for healthy cases). Volumes are reoriented to RAS and drawn in the
+display convention of :mod:`synbt_factory.figures` (axial: anterior up, the patient's right on the
+right; sagittal: superior up, anterior on the right), with their voxel aspect.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from synbt_factory.figures import (
+    AXIAL,
+    SAGITTAL,
+    TUMOR,
+    axial,
+    draw_outline,
+    hide_ticks,
+    new_figure,
+    save_figure,
+    section,
+    section_aspect,
+)
+
 __all__ = ["write_preview"]
 
 log = logging.getLogger(__name__)
@@ -25,16 +40,6 @@ def _load_ras(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     data = np.asarray(img.dataobj, dtype=np.float32)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return data, zooms  # type: ignore[return-value]
-
-
-def _axial(vol: np.ndarray, k: int) -> np.ndarray:
-    # RAS (x, y, z) → rows anterior-first, columns patient-right-first.
-    return vol[:, :, k].T[::-1, ::-1]
-
-
-def _sagittal(vol: np.ndarray, i: int) -> np.ndarray:
-    # rows superior-first, columns anterior-first.
-    return vol[i, :, :].T[::-1, ::-1]
 
 
 def write_preview(
@@ -55,11 +60,6 @@ def write_preview(
     Returns:
         ``png_path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from synbt_factory.data.mamamia import index_dataset
 
     if max_cases < 1:
@@ -73,9 +73,7 @@ def write_preview(
         raise ValueError(f"{dataset_dir}: no case with a pre- and a post-contrast phase to preview")
 
     cols = ("pre-contrast", "post-contrast 1", "subtraction", "subtraction + mask", "sagittal subtraction")
-    fig, axes = plt.subplots(
-        len(records), len(cols), figsize=(3.2 * len(cols), 3.4 * len(records)), squeeze=False, facecolor="black"
-    )
+    fig, axes = new_figure(len(records), len(cols), figsize=(3.2 * len(cols), 3.4 * len(records)), facecolor="black")
     for row, case in enumerate(records):
         pre, zooms = _load_ras(case.phases[0])
         post, _ = _load_ras(case.phases[1])
@@ -91,14 +89,14 @@ def write_preview(
         vmax = float(np.percentile(post[body], 99.5)) if body.any() else float(post.max())
         smax = float(np.percentile(sub[body], 99.8)) if body.any() else float(sub.max())
         smax = max(smax, 1.0)
-        ax_aspect = zooms[1] / zooms[0]
-        sag_aspect = zooms[2] / zooms[1]
+        ax_aspect = section_aspect(zooms, AXIAL)
+        sag_aspect = section_aspect(zooms, SAGITTAL)
         panels = (
-            (_axial(pre, k), vmax, None, ax_aspect),
-            (_axial(post, k), vmax, None, ax_aspect),
-            (_axial(sub, k), smax, None, ax_aspect),
-            (_axial(sub, k), smax, _axial(mask.astype(np.float32), k), ax_aspect),
-            (_sagittal(sub, i), smax, _sagittal(mask.astype(np.float32), i), sag_aspect),
+            (axial(pre, k), vmax, None, ax_aspect),
+            (axial(post, k), vmax, None, ax_aspect),
+            (axial(sub, k), smax, None, ax_aspect),
+            (axial(sub, k), smax, axial(mask, k), ax_aspect),
+            (section(sub, SAGITTAL, i), smax, section(mask, SAGITTAL, i), sag_aspect),
         )
         info = case.info() or {}
         imaging = info.get("imaging_data", {}) if isinstance(info, dict) else {}
@@ -110,19 +108,14 @@ def write_preview(
         for col, (img, vm, outline, aspect) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(img, cmap="gray", vmin=0.0, vmax=vm, aspect=aspect, interpolation="nearest")
-            if outline is not None and outline.any():
-                ax.contour(outline, levels=[0.5], colors=["#ff3030"], linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            draw_outline(ax, outline, TUMOR)
+            hide_ticks(ax)
             if row == 0:
                 ax.set_title(cols[col], color="white", fontsize=9)
             if col == 0:
                 ax.set_ylabel(label, color="white", fontsize=8)
     fig.suptitle("synbt procedural PHANTOM (synthetic, not patient data)", color="white", fontsize=11)
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=110, facecolor="black")
-    plt.close(fig)
+    png_path = save_figure(fig, png_path, dpi=110, facecolor="black")
     log.info("wrote preview of %d cases to %s", len(records), png_path)
     return png_path

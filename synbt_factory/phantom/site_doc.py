@@ -80,9 +80,7 @@ def site_b_markdown(size: str) -> str:
     """Markdown for a site-B README: what differs from site A at preset ``size``, as a table."""
     rows_a = _rows(phantom_config(size, "A"))
     rows_b = _rows(phantom_config(size, "B"))
-    table = "\n".join(
-        f"| {name} | {a} | {b} |" for (name, a), (_, b) in zip(rows_a, rows_b, strict=True)
-    )
+    table = "\n".join(f"| {name} | {a} | {b} |" for (name, a), (_, b) in zip(rows_a, rows_b, strict=True))
     return f"""## Site B: an external test family
 
 These cases are **site B**, an independent test set: segmenters and generators are never trained or

@@ -85,8 +85,17 @@ class SiteStyle:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("name must be non-empty")
-        for key in ("breast_projection", "breast_radius_x", "breast_radius_z", "breast_centre_z", "skin_mm",
-                    "subcutaneous_fat_mm", "tumor_wash_in_s", "peak_persistent", "peak_other"):
+        for key in (
+            "breast_projection",
+            "breast_radius_x",
+            "breast_radius_z",
+            "breast_centre_z",
+            "skin_mm",
+            "subcutaneous_fat_mm",
+            "tumor_wash_in_s",
+            "peak_persistent",
+            "peak_other",
+        ):
             _check_pair(key, getattr(self, key))
         if self.breast_radius_x[1] > 0.25 or self.breast_projection[1] > 0.55:
             raise ValueError("breast_radius_x must stay <= 0.25 and breast_projection <= 0.55 of the field of view")

@@ -156,8 +156,12 @@ def _draw_non_mass(rng: np.random.Generator) -> dict:
     axes = (1.0, float(rng.uniform(0.6, 0.85)), float(rng.uniform(0.6, 0.85)))
     dirs = _unit(rng, 3)
     harmonics = [
-        (*dirs[i], float(rng.integers(1, 5)), float(2.0 * 0.08 * rng.uniform(0.4, 1.0) / np.sqrt(3)),
-         float(rng.uniform(0, 2 * np.pi)))
+        (
+            *dirs[i],
+            float(rng.integers(1, 5)),
+            float(2.0 * 0.08 * rng.uniform(0.4, 1.0) / np.sqrt(3)),
+            float(rng.uniform(0, 2 * np.pi)),
+        )
         for i in range(3)
     ]
     lobes = []

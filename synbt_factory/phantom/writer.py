@@ -24,7 +24,6 @@ import gzip
 import io
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,6 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from synbt_factory import __version__
+from synbt_factory.io import atomic_write_bytes
 from synbt_factory.phantom.anatomy import CLASS_NAMES
 from synbt_factory.phantom.case import PhantomCase, case_id_for, is_test, make_phantom_case
 from synbt_factory.phantom.info import BREAST_COORDINATES_CONVENTION
@@ -72,11 +72,9 @@ def nifti_bytes(
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-    os.replace(tmp, path)
+    """Write ``payload`` through ``<path>.partial`` and rename; not fsynced (a phantom is regenerated, not kept
+    durable, and a folder holds thousands of files)."""
+    atomic_write_bytes(path, payload, fsync=False)
 
 
 def _manifest(stem: str, names: list[str]) -> str:

@@ -41,10 +41,17 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from synbt_factory.store.case_ids import CaseIdError, validate_case_id
+from synbt_factory.store.errors import CaseDamageError, StoreError
 from synbt_factory.store.schema import ALLOWED_CODECS, array_problem, case_attr_problems, codec_names, declared_shape
 
 __all__ = [
-    "SCHEMA_VERSION", "CaseDamageError", "CaseStore", "StoreError", "StoreLayout", "array_sha256", "ALLOWED_CODECS",
+    "SCHEMA_VERSION",
+    "CaseDamageError",
+    "CaseStore",
+    "StoreError",
+    "StoreLayout",
+    "array_sha256",
+    "ALLOWED_CODECS",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,26 +61,6 @@ SCHEMA_KEY = "synbt_schema"
 COMPLETE_KEY = "complete"
 
 StoreKind = Literal["prepared", "synthetic", "bank"]
-
-
-class StoreError(RuntimeError):
-    """A store that is missing, of another schema, or damaged."""
-
-
-class CaseDamageError(StoreError):
-    """One case of a store is damaged; ``problem`` says how, without the store and the fix around it."""
-
-    def __init__(self, message: str, *, case_id: str = "", problem: str = "") -> None:
-        super().__init__(message)
-        self.case_id = case_id
-        self.problem = problem or message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # keeps case and problem across processes (Dask, DataLoader workers)
-        return _rebuild_damage, (str(self), self.case_id, self.problem)
-
-
-def _rebuild_damage(message: str, case_id: str, problem: str) -> CaseDamageError:
-    return CaseDamageError(message, case_id=case_id, problem=problem)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,13 +190,16 @@ class CaseStore:
         loc = str(location)
         if not _exists(loc):
             if "://" not in loc and _is_free_folder(Path(loc)):
-                raise StoreError(f"{loc} is an empty folder with no zarr.json, not a store (a store creation that "
-                                 "failed leaves one): rerun the command that creates it, which reuses an empty "
-                                 "folder, or remove the folder")
+                raise StoreError(
+                    f"{loc} is an empty folder with no zarr.json, not a store (a store creation that "
+                    "failed leaves one): rerun the command that creates it, which reuses an empty "
+                    "folder, or remove the folder"
+                )
             raise StoreError(f"store {loc} does not exist; create it first (synbt data prepare / synbt generate)")
         if "://" not in loc and Path(loc).is_dir() and not (Path(loc) / "zarr.json").exists():
-            raise StoreError(f"{loc} has no zarr.json, so it is not a synbt store; give the folder that holds the "
-                             "store's zarr.json")
+            raise StoreError(
+                f"{loc} has no zarr.json, so it is not a synbt store; give the folder that holds the store's zarr.json"
+            )
         try:
             root = zarr.open_group(loc, mode=mode, zarr_format=3)
         except Exception as exc:
@@ -304,8 +294,10 @@ class CaseStore:
         try:
             validate_case_id(case_id)
         except CaseIdError:
-            return "damaged", ("unsafe case group name (not a safe path component: letters, digits, '_', '-', '.'); "
-                               "readers skip it: rename or remove the folder")
+            return "damaged", (
+                "unsafe case group name (not a safe path component: letters, digits, '_', '-', '.'); "
+                "readers skip it: rename or remove the folder"
+            )
         try:
             meta = self._read_json(self._case_key(case_id, "zarr.json"))
         except _MetadataError as exc:
@@ -325,15 +317,19 @@ class CaseStore:
         damaged = sorted(n for n, (state, _) in states.items() if state == "damaged")
         if damaged and not getattr(self, "_damage_logged", False):
             self._damage_logged = True
-            log.warning("%s: %d damaged case group(s) are skipped (%s); run `synbt store verify %s` for details",
-                        self.location, len(damaged), ", ".join(repr(n) for n in damaged[:5]), self.location)
+            log.warning(
+                "%s: %d damaged case group(s) are skipped (%s); run `synbt store verify %s` for details",
+                self.location,
+                len(damaged),
+                ", ".join(repr(n) for n in damaged[:5]),
+                self.location,
+            )
         return {n: s for n, s in states.items() if s[0] != "absent"}
 
     def all_case_groups(self) -> list[str]:
         """Every case group name (an entry of ``cases/`` with a ``zarr.json``), complete or not, damaged or not."""
         prefix = self._cases.path
-        return [n for n in self._children(prefix)
-                if n != "zarr.json" and self._has_key(self._case_key(n, "zarr.json"))]
+        return [n for n in self._children(prefix) if n != "zarr.json" and self._has_key(self._case_key(n, "zarr.json"))]
 
     def case_ids(self) -> list[str]:
         """Ids of complete cases (marker present), sorted; damaged groups are skipped (:meth:`damaged_case_groups`)."""
@@ -387,8 +383,9 @@ class CaseStore:
             raise ValueError(f"case {case_id}: arrays must include 'image' and 'mask'")
         image, mask = arrays["image"], arrays["mask"]
         if image.ndim != 4 or image.shape[1:] != mask.shape:
-            raise ValueError(f"case {case_id}: image {image.shape} and mask {mask.shape} do not match "
-                             "(2, X, Y, Z)/(X, Y, Z)")
+            raise ValueError(
+                f"case {case_id}: image {image.shape} and mask {mask.shape} do not match (2, X, Y, Z)/(X, Y, Z)"
+            )
         for key in ("affine", "spacing"):
             if key not in attrs:
                 raise ValueError(f"case {case_id}: attribute {key!r} is required")
@@ -396,8 +393,15 @@ class CaseStore:
             self.delete_case(case_id)
         contiguous = {name: np.ascontiguousarray(data) for name, data in arrays.items()}
         checksums = {name: array_sha256(data) for name, data in contiguous.items()}
-        _sync(_write_case_async(self._cases._async_group, case_id, contiguous,
-                                {**attrs, "case_id": case_id, "sha256": checksums}, self.layout))
+        _sync(
+            _write_case_async(
+                self._cases._async_group,
+                case_id,
+                contiguous,
+                {**attrs, "case_id": case_id, "sha256": checksums},
+                self.layout,
+            )
+        )
 
     def add_arrays(self, case_id: str, arrays: dict[str, np.ndarray], *, attrs: dict[str, Any] | None = None) -> None:
         """Add or replace arrays of a complete case without ever unmarking the case.
@@ -426,8 +430,12 @@ class CaseStore:
             if name in group:
                 del group[name]
             arr = group.create_array(
-                name, shape=data.shape, dtype=data.dtype, chunks=layout.chunks_for(data.shape),
-                compressors=layout.compressor(), fill_value=0,
+                name,
+                shape=data.shape,
+                dtype=data.dtype,
+                chunks=layout.chunks_for(data.shape),
+                compressors=layout.compressor(),
+                fill_value=0,
             )
             arr[...] = data
             added[name] = array_sha256(data)
@@ -452,8 +460,9 @@ class CaseStore:
         target = local / "cases" / case_id
         try:
             if target.is_symlink():
-                log.debug("case group %s is a link to %s: the link is removed, its target kept", target,
-                          os.readlink(target))
+                log.debug(
+                    "case group %s is a link to %s: the link is removed, its target kept", target, os.readlink(target)
+                )
                 target.unlink()
             elif target.exists():
                 shutil.rmtree(target)
@@ -476,9 +485,11 @@ class CaseStore:
         from synbt_factory.store.lock import holds_writer_lock
 
         if not holds_writer_lock(self.location):
-            raise StoreError(f"{self.location}: unfinished cases are only removed under the store's writer lock "
-                             "(they may be another writer's cases in progress); take it with "
-                             "synbt_factory.store.lock.writer_lock")
+            raise StoreError(
+                f"{self.location}: unfinished cases are only removed under the store's writer lock "
+                "(they may be another writer's cases in progress); take it with "
+                "synbt_factory.store.lock.writer_lock"
+            )
         removed: list[str] = []
         failed: list[str] = []
         for case_id in self.incomplete_case_ids():
@@ -504,9 +515,12 @@ class CaseStore:
 
     # ----------------------------------------------------------------- reading
     def _damaged(self, case_id: str, problem: str) -> CaseDamageError:
-        return CaseDamageError(f"store {self.location}, case {case_id}: {problem}; "
-                               f"run `synbt store verify {self.location}` to list every damaged case",
-                               case_id=case_id, problem=problem)
+        return CaseDamageError(
+            f"store {self.location}, case {case_id}: {problem}; "
+            f"run `synbt store verify {self.location}` to list every damaged case",
+            case_id=case_id,
+            problem=problem,
+        )
 
     def _complete_attrs(self, case_id: str) -> dict[str, Any]:
         """Attributes of a complete case, or StoreError naming why it cannot be read."""
@@ -541,8 +555,11 @@ class CaseStore:
             raise StoreError(f"case {case_id} in {self.location} has no array {name!r}")
         if name not in recorded:
             problem = f"unfinished array {name} (rerun the command that adds it)"
-            raise CaseDamageError(f"store {self.location}, case {case_id}: {problem}; it has no recorded sha256",
-                                  case_id=case_id, problem=problem)
+            raise CaseDamageError(
+                f"store {self.location}, case {case_id}: {problem}; it has no recorded sha256",
+                case_id=case_id,
+                problem=problem,
+            )
         image_shape = None
         if name != "image":
             image_meta = self._array_meta(case_id, "image")
@@ -562,8 +579,9 @@ class CaseStore:
         except Exception as exc:  # a corrupted chunk fails to decode; a damaged declaration may exhaust memory
             raise self._damaged(case_id, f"array {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
         if verify and array_sha256(data) != attrs["sha256"][name]:
-            raise self._damaged(case_id, f"array {name!r} does not match its recorded sha256 "
-                                         "(a missing or corrupted chunk)")
+            raise self._damaged(
+                case_id, f"array {name!r} does not match its recorded sha256 (a missing or corrupted chunk)"
+            )
         return data
 
     def case_attrs(self, case_id: str) -> dict[str, Any]:
@@ -575,8 +593,11 @@ class CaseStore:
         validate_case_id(case_id)
         if not self._has_key(self._case_key(case_id, "zarr.json")):
             raise StoreError(f"case {case_id} is not a case of {self.location}")
-        return [n for n in self._children(self._case_key(case_id))
-                if n != "zarr.json" and self._has_key(self._case_key(case_id, n, "zarr.json"))]
+        return [
+            n
+            for n in self._children(self._case_key(case_id))
+            if n != "zarr.json" and self._has_key(self._case_key(case_id, n, "zarr.json"))
+        ]
 
     def open_array(self, case_id: str, name: str) -> zarr.Array:
         """The zarr array ``name`` of a complete case, for region reads.
@@ -619,8 +640,9 @@ class CaseStore:
         self._complete_attrs(case_id)
 
 
-async def _write_case_async(cases: Any, case_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any],
-                            layout: StoreLayout) -> None:
+async def _write_case_async(
+    cases: Any, case_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any], layout: StoreLayout
+) -> None:
     """Create the case group with ``attrs``, write ``arrays`` concurrently, then set the marker (last).
 
     Every chunk is written, empty ones included: testing each chunk for emptiness (and deleting the keys of
@@ -632,9 +654,15 @@ async def _write_case_async(cases: Any, case_id: str, arrays: dict[str, np.ndarr
     group = await cases.create_group(case_id, attributes=attrs)
 
     async def write(name: str, data: np.ndarray) -> None:
-        array = await group.create_array(name, shape=data.shape, dtype=data.dtype,
-                                         chunks=layout.chunks_for(data.shape), compressors=layout.compressor(),
-                                         fill_value=0, config={"write_empty_chunks": True})
+        array = await group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=layout.chunks_for(data.shape),
+            compressors=layout.compressor(),
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
         await array.setitem(Ellipsis, data)
 
     await asyncio.gather(*(write(name, data) for name, data in arrays.items()))
@@ -696,5 +724,6 @@ def _undo_create(location: str, made_from: Path | None, before: set[str]) -> Non
             else:
                 entry.unlink()
     except OSError as exc:
-        log.warning("could not remove what the failed creation of %s left (%s); remove it before rerunning",
-                    location, exc)
+        log.warning(
+            "could not remove what the failed creation of %s left (%s); remove it before rerunning", location, exc
+        )

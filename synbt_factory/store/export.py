@@ -25,14 +25,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
 
 from synbt_factory import __version__
+from synbt_factory.io import atomic_path
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store.case_store import CaseStore
 from synbt_factory.store.outputs import OutputError, check_output_vs_inputs
@@ -52,22 +51,21 @@ _CASE_FOLDERS = {"nifti": ("images", "segmentations"), "nnunet": ("imagesTr", "l
 _FilePlan = tuple[str, str, int | None]
 
 
+def _partial_suffix(path: Path) -> str:
+    """What is appended to ``path``'s name while it is written (NIfTI keeps its extension so nibabel picks the
+    format)."""
+    return ".partial.nii.gz" if path.name.endswith(".nii.gz") else ".partial"
+
+
 def _partial(path: Path) -> Path:
-    """The temporary name ``path`` is written under (NIfTI keeps its extension so nibabel picks the format)."""
-    return path.with_name(path.name + (".partial.nii.gz" if path.name.endswith(".nii.gz") else ".partial"))
+    """The temporary name ``path`` is written under."""
+    return path.with_name(path.name + _partial_suffix(path))
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield the temporary sibling to write; it replaces ``path`` on success and is removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _atomic(path: Path) -> contextlib.AbstractContextManager[Path]:
+    """The temporary sibling to write (:func:`synbt_factory.io.atomic_path`): it replaces ``path`` on success and
+    is removed on failure."""
+    return atomic_path(path, suffix=_partial_suffix(path))
 
 
 def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -101,8 +99,12 @@ def _identity(store: CaseStore) -> dict[str, Any]:
 
 
 def _same_export(marker: dict[str, Any] | None, identity: dict[str, Any], fmt: str) -> bool:
-    return (marker is not None and marker.get("store") == identity["store"]
-            and marker.get("store_kind") == identity["store_kind"] and marker.get("format") == fmt)
+    return (
+        marker is not None
+        and marker.get("store") == identity["store"]
+        and marker.get("store_kind") == identity["store_kind"]
+        and marker.get("format") == fmt
+    )
 
 
 def _read_marker(root: Path) -> dict[str, Any] | None:
@@ -148,27 +150,40 @@ def _claim_folder(root: Path, identity: dict[str, Any], fmt: str, planned: set[s
         raise OutputError(f"{root} is a file; --format {fmt} writes a folder: choose another --out")
     marker = _read_marker(root) if root.is_dir() else None
     if marker is not None and not _same_export(marker, identity, fmt):
-        raise OutputError(f"{root} holds a {marker.get('format')} export of another store ({marker.get('store')}); "
-                          f"exporting {store} there would mix their cases: choose another --out")
+        raise OutputError(
+            f"{root} holds a {marker.get('format')} export of another store ({marker.get('store')}); "
+            f"exporting {store} there would mix their cases: choose another --out"
+        )
     owned = _own_files(root, marker, fmt) if marker is not None else set()
     if marker is None and root.is_dir() and any(root.iterdir()) and not into_nonempty:
-        raise OutputError(f"{root} is not empty and holds no export of {store} (no {EXPORT_MARKER}); choose an empty "
-                          "or new --out, or pass --into-nonempty to add the export next to what is there (existing "
-                          "files are never overwritten)")
+        raise OutputError(
+            f"{root} is not empty and holds no export of {store} (no {EXPORT_MARKER}); choose an empty "
+            "or new --out, or pass --into-nonempty to add the export next to what is there (existing "
+            "files are never overwritten)"
+        )
     conflicts = [EXPORT_MARKER] if marker is None and _occupied(root / EXPORT_MARKER) else []
     for rel in sorted(planned - owned):
         conflicts += [str(p.relative_to(root)) for p in (root / rel, _partial(root / rel)) if _occupied(p)]
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise OutputError(f"{root / conflicts[0]}{more} exists and was not written by an export of {store}; synbt "
-                          "does not overwrite it: move it or choose another --out")
+        raise OutputError(
+            f"{root / conflicts[0]}{more} exists and was not written by an export of {store}; synbt "
+            "does not overwrite it: move it or choose another --out"
+        )
     return owned
 
 
-def _write_marker(root: Path, identity: dict[str, Any], fmt: str, files: set[str], *, complete: bool,
-                  cases: int) -> None:
-    doc = {**identity, "format": fmt, "synbt_version": __version__, "cases": cases, "complete": complete,
-           "files": sorted(files)}
+def _write_marker(
+    root: Path, identity: dict[str, Any], fmt: str, files: set[str], *, complete: bool, cases: int
+) -> None:
+    doc = {
+        **identity,
+        "format": fmt,
+        "synbt_version": __version__,
+        "cases": cases,
+        "complete": complete,
+        "files": sorted(files),
+    }
     _write_text(root / EXPORT_MARKER, json.dumps(doc, indent=2) + "\n")
 
 
@@ -245,8 +260,13 @@ def export_store(
     splits = {case_id: store.case_attrs(case_id).get("split") for case_id in case_ids}
     for case_id in case_ids:
         has_synthetic = fmt == "nifti" and "synthetic_mask" in store.array_names(case_id)
-        plans[case_id] = _case_files(fmt, case_id, int(store.open_array(case_id, "image").shape[0]), has_synthetic,
-                                     test=splits[case_id] == "test")
+        plans[case_id] = _case_files(
+            fmt,
+            case_id,
+            int(store.open_array(case_id, "image").shape[0]),
+            has_synthetic,
+            test=splits[case_id] == "test",
+        )
     planned = {rel for files in plans.values() for rel, _, _ in files} | {_EXTRA_FILE[fmt]}
     owned = _claim_folder(root, identity, fmt, planned, into_nonempty)
     if _remove_own(root, planned | owned, partial_only=True):
@@ -278,8 +298,12 @@ def export_store(
         _write_text(root / "train_test_splits.csv", "\n".join(lines) + "\n")
     stale = _remove_own(root, owned - planned, partial_only=False)
     if stale:
-        log.info("removed %d file(s) of cases %s no longer has from its previous export in %s", stale,
-                 identity["store"], root)
+        log.info(
+            "removed %d file(s) of cases %s no longer has from its previous export in %s",
+            stale,
+            identity["store"],
+            root,
+        )
     _write_marker(root, identity, fmt, planned, complete=True, cases=len(case_ids))
     return root
 
@@ -295,16 +319,20 @@ def _hdf5_marker(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _export_hdf5(store: CaseStore, case_ids: list[str], out: Path, identity: dict[str, Any],
-                 progress: ProgressFn | None) -> Path:
+def _export_hdf5(
+    store: CaseStore, case_ids: list[str], out: Path, identity: dict[str, Any], progress: ProgressFn | None
+) -> Path:
     import h5py
 
     if out.is_dir():
-        raise OutputError(f"{out} is a folder; --format hdf5 writes one file: give a file path such as "
-                          f"{out / 'export.h5'}")
+        raise OutputError(
+            f"{out} is a folder; --format hdf5 writes one file: give a file path such as {out / 'export.h5'}"
+        )
     if _occupied(out) and not _same_export(_hdf5_marker(out), identity, "hdf5"):
-        raise OutputError(f"{out} exists and is not an HDF5 export of {identity['store']}; synbt does not overwrite "
-                          "it: choose another --out")
+        raise OutputError(
+            f"{out} exists and is not an HDF5 export of {identity['store']}; synbt does not overwrite "
+            "it: choose another --out"
+        )
     if _occupied(_partial(out)):
         _partial(out).unlink()
         log.info("removed the partial file an interrupted export left: %s", _partial(out))

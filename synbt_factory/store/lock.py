@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from synbt_factory.store.case_store import StoreError
+from synbt_factory.store.errors import StoreError, StoreLockedError
 
 __all__ = ["LOCK_NAME", "LockHolder", "StoreLockedError", "holds_writer_lock", "read_lock", "writer_lock"]
 
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".synbt-writer.lock"
 _TAKE_ATTEMPTS = 3
-
-
-class StoreLockedError(StoreError):
-    """Another command holds the writer lock of a store."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,8 +89,13 @@ def _read_holder(path: Path) -> LockHolder | None:
     """The holder recorded in ``path``; None when the file is missing or unreadable."""
     try:
         data = json.loads(path.read_text())
-        return LockHolder(pid=int(data["pid"]), host=str(data["host"]), command=str(data["command"]),
-                          started=str(data["started"]), token=str(data["token"]))
+        return LockHolder(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            command=str(data["command"]),
+            started=str(data["started"]),
+            token=str(data["token"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -118,20 +119,28 @@ def _refusal(location: str, path: Path, holder: LockHolder | None) -> StoreLocke
     if holder is None:
         return StoreLockedError(
             f"{location} has a writer lock {path} that cannot be read (a command may be taking it right now); "
-            f"if no synbt command is writing this store, remove {path} and rerun")
+            f"if no synbt command is writing this store, remove {path} and rerun"
+        )
     if holder.on_this_host():
         return StoreLockedError(
             f"{location} is being written by {holder.describe()}; wait for it to finish or stop it, then rerun "
-            "(one command at a time writes a store)")
+            "(one command at a time writes a store)"
+        )
     return StoreLockedError(
         f"{location} is being written by {holder.describe()}; synbt cannot check a process on another host, so "
-        f"the lock is kept: if you are sure no synbt command is writing this store, remove {path} and rerun")
+        f"the lock is kept: if you are sure no synbt command is writing this store, remove {path} and rerun"
+    )
 
 
 def _create(path: Path, command: str) -> LockHolder | None:
     """Create the lock file atomically; None when it already exists."""
-    mine = LockHolder(pid=os.getpid(), host=socket.gethostname(), command=command,
-                      started=datetime.now(timezone.utc).isoformat(timespec="seconds"), token=uuid.uuid4().hex)
+    mine = LockHolder(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        command=command,
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        token=uuid.uuid4().hex,
+    )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -162,8 +171,9 @@ def _take_over(location: str, path: Path, stale: LockHolder) -> None:
         aside.unlink(missing_ok=True)
         return
     aside.unlink(missing_ok=True)
-    log.warning("%s: took over the stale writer lock of %s: its process is no longer running", location,
-                stale.describe())
+    log.warning(
+        "%s: took over the stale writer lock of %s: its process is no longer running", location, stale.describe()
+    )
 
 
 def _acquire(location: str, path: Path, command: str) -> LockHolder:

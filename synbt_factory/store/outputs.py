@@ -58,8 +58,9 @@ def check_output_vs_inputs(out: str | Path, inputs: Iterable[str | Path], *, opt
             relation = "contains"
         else:
             continue
-        raise OutputError(f"{option} {out} {relation} the input {item}; writing there would damage the input: "
-                          f"choose another {option}")
+        raise OutputError(
+            f"{option} {out} {relation} the input {item}; writing there would damage the input: choose another {option}"
+        )
 
 
 def store_kind_at(path: str | Path) -> str | None:
@@ -76,8 +77,7 @@ def store_kind_at(path: str | Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def remove_own_store(out: str | Path, *, kind: str, inputs: Iterable[str | Path] = (),
-                     option: str = "--out") -> bool:
+def remove_own_store(out: str | Path, *, kind: str, inputs: Iterable[str | Path] = (), option: str = "--out") -> bool:
     """Delete the synbt store of ``kind`` at ``out`` so that a command can write it again.
 
     Nothing at ``out``, or an empty folder (or one holding only a stale lock), is left as it is.
@@ -96,26 +96,35 @@ def remove_own_store(out: str | Path, *, kind: str, inputs: Iterable[str | Path]
         log.debug("%s is remote: it is not replaced", out)
         return False
     if path.is_symlink():
-        raise OutputError(f"{option} {out} is a symbolic link; synbt does not replace what a link points to: "
-                          f"choose another {option} or remove the link yourself")
+        raise OutputError(
+            f"{option} {out} is a symbolic link; synbt does not replace what a link points to: "
+            f"choose another {option} or remove the link yourself"
+        )
     if not path.exists():
         return False
     if not path.is_dir():
-        raise OutputError(f"{option} {out} is a file, not a synbt {kind} store; synbt only replaces what it wrote: "
-                          f"choose another {option}")
+        raise OutputError(
+            f"{option} {out} is a file, not a synbt {kind} store; synbt only replaces what it wrote: "
+            f"choose another {option}"
+        )
     holder = read_lock(path)
     if holder is not None and not holder.is_stale():
-        raise OutputError(f"{option} {out} is being written by {holder.describe()}; it is not replaced while its "
-                          "writer lock is held")
+        raise OutputError(
+            f"{option} {out} is being written by {holder.describe()}; it is not replaced while its writer lock is held"
+        )
     if all(name == LOCK_NAME for name in os.listdir(path)):
         return False  # empty, or only a stale lock: a new store is created there
     found = store_kind_at(path)
     if found is None:
-        raise OutputError(f"{option} {out} is not a synbt store (no zarr.json with a synbt_schema attribute); synbt "
-                          f"only replaces what it wrote: choose another {option} or remove it yourself")
+        raise OutputError(
+            f"{option} {out} is not a synbt store (no zarr.json with a synbt_schema attribute); synbt "
+            f"only replaces what it wrote: choose another {option} or remove it yourself"
+        )
     if found != kind:
-        raise OutputError(f"{option} {out} is a synbt {found!r} store, not a {kind!r} one; synbt only replaces a "
-                          f"{kind} store there: choose another {option}")
+        raise OutputError(
+            f"{option} {out} is a synbt {found!r} store, not a {kind!r} one; synbt only replaces a "
+            f"{kind} store there: choose another {option}"
+        )
     shutil.rmtree(path)
     log.info("removed the previous %s store %s", kind, out)
     return True

@@ -48,8 +48,7 @@ def codec_names(meta: dict[str, Any]) -> list[str]:
 def declared_shape(meta: dict[str, Any]) -> tuple[int, ...] | None:
     """The ``shape`` of an array document as ints, or None when it is not a list of non-negative ints."""
     shape = meta.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                for s in shape):
+    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
         return None
     return tuple(shape)
 
@@ -83,18 +82,26 @@ def array_problem(name: str, meta: dict[str, Any], image_shape: tuple[int, ...] 
         return f"array {name!r} declares an unknown data type {meta.get('data_type')!r}"
     nbytes = math.prod(shape) * itemsize
     if nbytes > MAX_ARRAY_BYTES:
-        return (f"array {name!r} declares shape {list(shape)} ({nbytes / 2**30:.0f} GiB), "
-                f"over the {MAX_ARRAY_BYTES // 2**30} GiB limit")
+        return (
+            f"array {name!r} declares shape {list(shape)} ({nbytes / 2**30:.0f} GiB), "
+            f"over the {MAX_ARRAY_BYTES // 2**30} GiB limit"
+        )
     chunks = ((meta.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
-    if not isinstance(chunks, list) or len(chunks) != len(shape) or not all(
-            isinstance(c, int) and c > 0 for c in chunks) or math.prod(chunks) * itemsize > MAX_ARRAY_BYTES:
+    if (
+        not isinstance(chunks, list)
+        or len(chunks) != len(shape)
+        or not all(isinstance(c, int) and c > 0 for c in chunks)
+        or math.prod(chunks) * itemsize > MAX_ARRAY_BYTES
+    ):
         return f"array {name!r} declares an invalid chunk shape {chunks!r}"
     if name == "image":
         if len(shape) != 4 or shape[0] != 2:
             return f"array 'image' has shape {list(shape)}, not (2, X, Y, Z)"
     elif image_shape is not None and (len(shape) < 3 or shape[-3:] != tuple(image_shape[1:])):
-        return (f"array {name!r} has shape {list(shape)}, which does not match the image's spatial shape "
-                f"{list(image_shape[1:])}")
+        return (
+            f"array {name!r} has shape {list(shape)}, which does not match the image's spatial shape "
+            f"{list(image_shape[1:])}"
+        )
     return None
 
 

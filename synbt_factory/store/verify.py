@@ -128,11 +128,14 @@ class _SourceCheck:
             return []
         current = self._image_sha(background)
         if current is None:
-            return [f"made from background {background}, which {self.source.location} no longer holds "
-                    "as a complete case"]
+            return [
+                f"made from background {background}, which {self.source.location} no longer holds as a complete case"
+            ]
         if current != recorded:
-            return [f"made from a background that has since changed ({background} in {self.source.location} "
-                    "has another image sha256 than when the case was made; regenerate the case)"]
+            return [
+                f"made from a background that has since changed ({background} in {self.source.location} "
+                "has another image sha256 than when the case was made; regenerate the case)"
+            ]
         return []
 
 
@@ -151,8 +154,10 @@ def _source_check(store: CaseStore, source: str | Path | None, notes: list[str])
         return _SourceCheck(CaseStore.open(location))
     except StoreError as exc:
         where = "given with --source" if source is not None else "recorded in the card"
-        notes.append(f"source store {location} ({where}) is not reachable ({exc}); backgrounds were not checked "
-                     "against it (pass --source PREPARED)")
+        notes.append(
+            f"source store {location} ({where}) is not reachable ({exc}); backgrounds were not checked "
+            "against it (pass --source PREPARED)"
+        )
         return None
 
 
@@ -179,8 +184,10 @@ def _symlinked_groups(location: str | Path) -> dict[str, str]:
     found = {}
     for path in sorted(cases.iterdir()):
         if path.is_symlink():
-            found[path.name] = (f"case group is a symbolic link to {os.readlink(path)} (a store holds its own case "
-                                "folders: copy the case in, or remove the link and rerun the command that wrote it)")
+            found[path.name] = (
+                f"case group is a symbolic link to {os.readlink(path)} (a store holds its own case "
+                "folders: copy the case in, or remove the link and rerun the command that wrote it)"
+            )
     return found
 
 

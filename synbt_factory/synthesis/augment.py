@@ -176,8 +176,9 @@ def spline_weights(n: int, points: int) -> np.ndarray:
     return w
 
 
-def smooth_field(shape: tuple[int, int, int], points: int | tuple[int, int, int], rng: np.random.Generator,
-                 *, channels: int = 1) -> np.ndarray:
+def smooth_field(
+    shape: tuple[int, int, int], points: int | tuple[int, int, int], rng: np.random.Generator, *, channels: int = 1
+) -> np.ndarray:
     """(channels, X, Y, Z) float32 smooth random field: standard-normal control values on a
     ``points`` grid, interpolated by cubic cardinal splines (values ~ N(0, 1) at the knots)."""
     pts = (points,) * 3 if isinstance(points, int) else tuple(points)
@@ -221,8 +222,9 @@ def crop_to_bbox(mask: np.ndarray, margin: int = 1) -> np.ndarray:
     return np.pad(mask[sl], margin)
 
 
-def augment_coordinates(shape: tuple[int, ...], record: AugmentRecord,
-                        scale: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+def augment_coordinates(
+    shape: tuple[int, ...], record: AugmentRecord, scale: float
+) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """The resampling of :func:`apply_augment` after its flips and turns, for an input of ``shape``.
 
     Rotation × (zoom · scale) about the centre, plus the elastic field, in an output box that holds the whole

@@ -38,8 +38,14 @@ from synbt_factory.synthesis.placement import (
     PlacementError,
 )
 
-__all__ = ["ANATOMY_ATTR", "ANATOMY_ARRAYS", "context_from_store", "has_stored_anatomy", "store_placement_anatomy",
-           "stored_anatomy"]
+__all__ = [
+    "ANATOMY_ATTR",
+    "ANATOMY_ARRAYS",
+    "context_from_store",
+    "has_stored_anatomy",
+    "store_placement_anatomy",
+    "stored_anatomy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +53,12 @@ log = logging.getLogger(__name__)
 ANATOMY_VERSION = 1
 ANATOMY_ATTR = "placement_anatomy"
 #: PlacementAnatomy field → stored array name
-ANATOMY_ARRAYS = {"breast": "placement_breast", "forbidden": "placement_forbidden", "avoid": "placement_avoid",
-                  "depth": "placement_depth"}
+ANATOMY_ARRAYS = {
+    "breast": "placement_breast",
+    "forbidden": "placement_forbidden",
+    "avoid": "placement_avoid",
+    "depth": "placement_depth",
+}
 
 
 def _sources(names: set[str], source: str) -> tuple[str | None, str | None]:
@@ -68,13 +78,18 @@ def _key(attrs: dict[str, Any], breast_name: str | None, config: PlacementConfig
     """What an anatomy was built from: JSON-ready, compared whole."""
     checksums = attrs.get("sha256") or {}
     inputs = {name: checksums.get(name) for name in ("image", "mask", breast_name) if name}
-    key = {"version": ANATOMY_VERSION, "config": {f: getattr(config, f) for f in ANATOMY_FIELDS},
-           "breast_array": breast_name, "inputs_sha256": inputs}
+    key = {
+        "version": ANATOMY_VERSION,
+        "config": {f: getattr(config, f) for f in ANATOMY_FIELDS},
+        "breast_array": breast_name,
+        "inputs_sha256": inputs,
+    }
     return json.loads(json.dumps(key))
 
 
-def has_stored_anatomy(store: Any, case_id: str, config: PlacementConfig | None = None, *,
-                       source: str = "auto") -> bool:
+def has_stored_anatomy(
+    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
+) -> bool:
     """Whether the case holds a finished anatomy built for its current inputs and this config (reads no array)."""
     config = config or PlacementConfig()
     attrs = store.case_attrs(case_id)
@@ -84,11 +99,13 @@ def has_stored_anatomy(store: Any, case_id: str, config: PlacementConfig | None 
     _, breast_name = _sources(set(store.array_names(case_id)), source)
     finished = attrs.get("sha256") or {}
     return record.get("key") == _key(attrs, breast_name, config) and all(
-        name in finished for name in ANATOMY_ARRAYS.values())
+        name in finished for name in ANATOMY_ARRAYS.values()
+    )
 
 
-def stored_anatomy(store: Any, case_id: str, config: PlacementConfig | None = None, *,
-                   source: str = "auto") -> PlacementAnatomy | None:
+def stored_anatomy(
+    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
+) -> PlacementAnatomy | None:
     """The case's stored anatomy when it was built for these inputs and this config, else None."""
     if not has_stored_anatomy(store, case_id, config, source=source):
         return None
@@ -96,9 +113,12 @@ def stored_anatomy(store: Any, case_id: str, config: PlacementConfig | None = No
     arrays = {field: store.read_array(case_id, name) for field, name in ANATOMY_ARRAYS.items()}
     size = record.get("breast_size_mm")
     return PlacementAnatomy(
-        breast=arrays["breast"] > 0, forbidden=arrays["forbidden"] > 0, avoid=arrays["avoid"] > 0,
+        breast=arrays["breast"] > 0,
+        forbidden=arrays["forbidden"] > 0,
+        avoid=arrays["avoid"] > 0,
         depth=np.asarray(arrays["depth"], dtype=np.float32),
-        breast_size_mm=None if size is None else float(size), breast_given=bool(record.get("breast_given")),
+        breast_size_mm=None if size is None else float(size),
+        breast_given=bool(record.get("breast_given")),
     )
 
 
@@ -111,8 +131,7 @@ def _read_fgt(store: Any, case_id: str, fgt_name: str | None) -> np.ndarray | No
     return None
 
 
-def _read_inputs(store: Any, case_id: str, breast_name: str | None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_inputs(store: Any, case_id: str, breast_name: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(2, X, Y, Z) float32 image, (X, Y, Z) tumor mask and the bool breast mask (None: intensity)."""
     arrays, _ = store.read_case(case_id, ("image", "mask"))
     breast = store.read_array(case_id, breast_name) > 0 if breast_name else None
@@ -187,15 +206,26 @@ def store_placement_anatomy(
             except PlacementError:
                 no_breast.append(case_id)
             else:
-                record = {"key": _key(attrs, breast_name, config), "breast_size_mm": anatomy.breast_size_mm,
-                          "breast_given": anatomy.breast_given}
-                arrays = {name: (getattr(anatomy, field).astype(np.float32) if field == "depth"
-                                 else getattr(anatomy, field).astype(np.uint8))
-                          for field, name in ANATOMY_ARRAYS.items()}
+                record = {
+                    "key": _key(attrs, breast_name, config),
+                    "breast_size_mm": anatomy.breast_size_mm,
+                    "breast_given": anatomy.breast_given,
+                }
+                arrays = {
+                    name: (
+                        getattr(anatomy, field).astype(np.float32)
+                        if field == "depth"
+                        else getattr(anatomy, field).astype(np.uint8)
+                    )
+                    for field, name in ANATOMY_ARRAYS.items()
+                }
                 store.add_arrays(case_id, arrays, attrs={ANATOMY_ATTR: record})
                 written += 1
         report(progress, i, len(ids), {"written": float(written)})
     if no_breast:
-        log.warning("%d case(s) have no breast voxel inside the body, so no tumor can be placed in them: %s",
-                    len(no_breast), ", ".join(no_breast[:5]) + (" …" if len(no_breast) > 5 else ""))
+        log.warning(
+            "%d case(s) have no breast voxel inside the body, so no tumor can be placed in them: %s",
+            len(no_breast),
+            ", ".join(no_breast[:5]) + (" …" if len(no_breast) > 5 else ""),
+        )
     return {"written": written, "skipped": skipped, "no_breast": no_breast}

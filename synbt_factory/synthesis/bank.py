@@ -39,8 +39,15 @@ from synbt_factory.synthesis.augment import (
     draw_augment,
 )
 
-__all__ = ["BREAST_SOURCES", "BankConfig", "TemplateMeta", "TemplateRecord", "TumorBank", "build_bank",
-           "breast_size_mm"]
+__all__ = [
+    "BREAST_SOURCES",
+    "BankConfig",
+    "TemplateMeta",
+    "TemplateRecord",
+    "TumorBank",
+    "build_bank",
+    "breast_size_mm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +201,10 @@ def build_bank(
     check_output_vs_inputs(out_loc, [src.location])
     cases = [c for c in src.case_ids() if splits is None or src.case_attrs(c).get("split") in splits]
     if not cases:
-        raise StoreError(f"{src.location} has no complete case with split in {list(splits or [])}; "
-                         "check the splits file or pass --split all")
+        raise StoreError(
+            f"{src.location} has no complete case with split in {list(splits or [])}; "
+            "check the splits file or pass --split all"
+        )
     if overwrite:
         remove_own_store(out_loc, kind="bank", inputs=[src.location])
     card = {
@@ -211,15 +220,18 @@ def build_bank(
         bank_store = CaseStore.create(out_location, kind="bank", card=card)
         metas = _extract_templates(src, cases, bank_store, config, progress)
         if not metas:
-            raise StoreError(f"no tumor component of >= {config.min_voxels} voxels in the selected cases of "
-                             f"{src.location}; nothing to put in the bank")
+            raise StoreError(
+                f"no tumor component of >= {config.min_voxels} voxels in the selected cases of "
+                f"{src.location}; nothing to put in the bank"
+            )
         bank_store.update_card(templates=metas, n_templates=len(metas))
     log.info("bank %s: %d templates from %d cases", out_location, len(metas), len(cases))
     return TumorBank.open(out_location)
 
 
-def _extract_templates(src: CaseStore, cases: list[str], bank_store: CaseStore, config: BankConfig,
-                       progress: ProgressFn | None) -> list[dict[str, Any]]:
+def _extract_templates(
+    src: CaseStore, cases: list[str], bank_store: CaseStore, config: BankConfig, progress: ProgressFn | None
+) -> list[dict[str, Any]]:
     """Write every large enough tumor component of ``cases`` into ``bank_store``; returns the templates' metadata."""
     metas: list[dict[str, Any]] = []
     for done, case_id in enumerate(cases, start=1):
@@ -308,8 +320,9 @@ class TumorBank:
         min_voxels: only templates with at least this many voxels are drawn.
     """
 
-    def __init__(self, location: str, templates: list[TemplateMeta], *, augment: AugmentConfig | None = None,
-                 min_voxels: int = 1) -> None:
+    def __init__(
+        self, location: str, templates: list[TemplateMeta], *, augment: AugmentConfig | None = None, min_voxels: int = 1
+    ) -> None:
         self.location = location
         self.templates = templates
         self.augment = augment or AugmentConfig()
@@ -330,8 +343,9 @@ class TumorBank:
         """
         store = CaseStore.open(location)
         if store.kind != "bank":
-            raise StoreError(f"{location} is a {store.kind!r} store, not a tumor bank; "
-                             "build one with 'synbt bank build'")
+            raise StoreError(
+                f"{location} is a {store.kind!r} store, not a tumor bank; build one with 'synbt bank build'"
+            )
         raw = store.attrs.get("templates") or []
         if not raw:
             raise StoreError(f"bank {location} lists no templates; it is empty or was not finished")
@@ -395,8 +409,10 @@ class TumorBank:
             self._drawable_at_least[min_voxels] = drawable
         if not drawable:
             largest = max(self._by_id[t].voxels for t in self._drawable)
-            raise StoreError(f"bank {self.location} has no template with >= {min_voxels} voxels (largest {largest}); "
-                             "lower the minimum (placement min_template_voxels)")
+            raise StoreError(
+                f"bank {self.location} has no template with >= {min_voxels} voxels (largest {largest}); "
+                "lower the minimum (placement min_template_voxels)"
+            )
         template_id = drawable[int(rng.integers(0, len(drawable)))]
         return TemplateRecord(template_id=template_id, augment=draw_augment(rng, self.augment), scale=scale)
 
@@ -448,10 +464,16 @@ class TumorBank:
             out[tuple(int(round(c)) for c in out_centre)] = True
         lo, hi = _box(out, 1)
         if not np.array_equal(_window(out, lo, hi), self.render(record) > 0):
-            raise RuntimeError(f"template {template_id} of bank {self.location}: the image transform does not match "
-                               "the mask's (render); apply_augment changed without render_image")
-        moved = np.stack([ndimage.map_coordinates(img[c], coords, order=1, mode="nearest", prefilter=False)
-                          for c in range(img.shape[0])])
+            raise RuntimeError(
+                f"template {template_id} of bank {self.location}: the image transform does not match "
+                "the mask's (render); apply_augment changed without render_image"
+            )
+        moved = np.stack(
+            [
+                ndimage.map_coordinates(img[c], coords, order=1, mode="nearest", prefilter=False)
+                for c in range(img.shape[0])
+            ]
+        )
         return _window(moved, [v - pad for v in lo], [v + pad for v in hi], mode="edge")
 
     def _usable_image(self, template_id: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -463,8 +485,9 @@ class TumorBank:
         except (KeyError, FileNotFoundError, StoreError) as exc:
             raise StoreError(f"{where} keeps no usable image crop ({exc}); {fix}") from None
         if image.shape != (2, *shape):
-            raise StoreError(f"{where} has an image crop of shape {image.shape}, not (2, *{tuple(shape)}) like its "
-                             f"mask; {fix}")
+            raise StoreError(
+                f"{where} has an image crop of shape {image.shape}, not (2, *{tuple(shape)}) like its mask; {fix}"
+            )
         if not np.isfinite(image).all():
             raise StoreError(f"{where} has non-finite values in its image crop; {fix}")
         return image

@@ -94,8 +94,9 @@ def paste_tumor(
         raise ValueError(f"tumor_mask must be a non-empty (x, y, z) mask, got shape {tumor.shape}")
     pads = [(t - m) for t, m in zip(tumor_image.shape[1:], tumor.shape, strict=True)]
     if tumor_image.ndim != 4 or tumor_image.shape[0] != 2 or len(set(pads)) != 1 or pads[0] < 0 or pads[0] % 2:
-        raise ValueError(f"tumor_image must be (2, *tumor_mask.shape + 2 pad), got {tumor_image.shape} for a mask of "
-                         f"{tumor.shape}")
+        raise ValueError(
+            f"tumor_image must be (2, *tumor_mask.shape + 2 pad), got {tumor_image.shape} for a mask of {tumor.shape}"
+        )
     pad = pads[0] // 2
     offset = [int(o) for o in offset]
     end = [o + n for o, n in zip(offset, tumor.shape, strict=True)]
@@ -144,6 +145,10 @@ def paste_tumor(
         "tumor_voxels": int(inside.sum()),
         "blended_voxels": int(margin.sum()),
     }
-    log.debug("pasted %d tumor voxels, %d blended, channel scale %s", record["tumor_voxels"],
-              record["blended_voxels"], record["channel_scale"])
+    log.debug(
+        "pasted %d tumor voxels, %d blended, channel scale %s",
+        record["tumor_voxels"],
+        record["blended_voxels"],
+        record["channel_scale"],
+    )
     return out, record

@@ -264,8 +264,9 @@ def dilate_mm(mask: np.ndarray, margin: float) -> np.ndarray:
         return mask.copy()
     pad = int(np.ceil(margin)) + 1
     idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    box = tuple(slice(max(0, int(i[0]) - pad), min(d, int(i[-1]) + 1 + pad))
-                for i, d in zip(idx, mask.shape, strict=True))
+    box = tuple(
+        slice(max(0, int(i[0]) - pad), min(d, int(i[-1]) + 1 + pad)) for i, d in zip(idx, mask.shape, strict=True)
+    )
     dist = ndimage.distance_transform_edt(~mask[box])
     out = np.zeros_like(mask)
     out[box] = dist <= margin
@@ -347,18 +348,26 @@ class PlacementAnatomy:
         if given:
             # Anatomical prior: a given (e.g. predicted) breast mask may only extend a little posterior to
             # the sternum line, so a poor tissue model can never send tumors into the heart or lungs.
-            anatomical = intensity_breast_mask(body, anterior_axis=config.anterior_axis,
-                                               anterior_sign=config.anterior_sign)
+            anatomical = intensity_breast_mask(
+                body, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign
+            )
             if anatomical.any():
                 breast = np.asarray(breast, dtype=bool) & ndimage.binary_dilation(
-                    anatomical, iterations=ANATOMICAL_MARGIN_VOXELS)
+                    anatomical, iterations=ANATOMICAL_MARGIN_VOXELS
+                )
         breast = np.asarray(breast, dtype=bool) & body
         if not breast.any():
             raise PlacementError("the background has no breast voxel inside the body; check its breast mask / image")
         wall = chest_wall_mask(body, breast, anterior_axis=config.anterior_axis, anterior_sign=config.anterior_sign)
         existing = np.zeros(shape, bool) if mask is None else np.asarray(mask) > 0
-        return cls(breast=breast, forbidden=~body | wall, avoid=dilate_mm(existing, config.overlap_margin_mm),
-                   depth=_depth_inside(breast), breast_size_mm=size_mm, breast_given=given)
+        return cls(
+            breast=breast,
+            forbidden=~body | wall,
+            avoid=dilate_mm(existing, config.overlap_margin_mm),
+            depth=_depth_inside(breast),
+            breast_size_mm=size_mm,
+            breast_given=given,
+        )
 
 
 @dataclass
@@ -415,8 +424,9 @@ class PlacementContext:
         return cls.from_anatomy(anatomy, fgt=fgt, config=config)
 
     @classmethod
-    def from_anatomy(cls, anatomy: PlacementAnatomy, *, fgt: np.ndarray | None = None,
-                     config: PlacementConfig | None = None) -> PlacementContext:
+    def from_anatomy(
+        cls, anatomy: PlacementAnatomy, *, fgt: np.ndarray | None = None, config: PlacementConfig | None = None
+    ) -> PlacementContext:
         """The candidate centres: FGT voxels deep enough inside the breast, else breast voxels.
 
         Args:
@@ -474,19 +484,27 @@ def _draw_spread(rng: np.random.Generator, spread: tuple[float, float]) -> float
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def _scale_for(bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig,
-               *, spread: float = 1.0) -> tuple[float, bool]:
+def _scale_for(
+    bank: TumorBank, record: TemplateRecord, ctx: PlacementContext, config: PlacementConfig, *, spread: float = 1.0
+) -> tuple[float, bool]:
     """(template scale, whether the cap bound): background/source breast size (clipped to ``scale_range``) ×
     ``spread``, then capped so the equivalent diameter stays under ``max_diameter_fraction`` of the background's
     breast size."""
     meta = bank.meta(record.template_id)
     scale = 1.0
     background_source = ctx.notes.get("breast_source")
-    comparable = meta.breast_source is None or background_source not in BREAST_SOURCES or (
-        meta.breast_source == background_source)
+    comparable = (
+        meta.breast_source is None
+        or background_source not in BREAST_SOURCES
+        or (meta.breast_source == background_source)
+    )
     if not comparable:
-        log.debug("template %s: breast size from %s, background's from %s: not compared", record.template_id,
-                  meta.breast_source, background_source)
+        log.debug(
+            "template %s: breast size from %s, background's from %s: not compared",
+            record.template_id,
+            meta.breast_source,
+            background_source,
+        )
     if config.size_relative and comparable and meta.breast_size_mm and ctx.breast_size_mm:
         scale = float(np.clip(ctx.breast_size_mm / meta.breast_size_mm, *config.scale_range))
     scale *= spread
@@ -571,9 +589,11 @@ def place_tumor(
                 return paste(tumor, placed.offset, ctx.shape), placed
             reasons[reason] += 1
     detail = ", ".join(f"{n}× {r}" for r, n in reasons.most_common())
-    raise PlacementError(f"no acceptable placement in {tries} tries ({detail}); the breast may be too small or "
-                         "the FGT region too close to the skin/chest wall: check the case's breast and FGT masks "
-                         "(synbt store preview), or lower PlacementConfig.min_in_breast")
+    raise PlacementError(
+        f"no acceptable placement in {tries} tries ({detail}); the breast may be too small or "
+        "the FGT region too close to the skin/chest wall: check the case's breast and FGT masks "
+        "(synbt store preview), or lower PlacementConfig.min_in_breast"
+    )
 
 
 def sample_placement(
@@ -604,49 +624,60 @@ def apply_placement(record: PlacementRecord, bank: TumorBank, shape: tuple[int, 
 
 # ----------------------------------------------------------------------------- figure
 def placement_figure(rows: list[dict[str, Any]], path: Any, *, title: str | None = None) -> Any:
-    """PNG of placements: one row per case, axial and coronal slices through the new tumor.
+    """PNG of placements: one row per case, axial, coronal and sagittal slices through the new tumor's centre.
 
     Each row dict holds ``title``, ``image`` (2, X, Y, Z), ``breast``, ``fgt``, ``mask`` (real
     tumor, may be empty) and ``new`` (placed tumor). Post-contrast in grey, FGT in green,
-    breast outline yellow, real tumor red, placed tumor cyan.
+    breast outline yellow, real tumor red, placed tumor cyan; slices in the display convention of
+    :mod:`synbt_factory.figures`, cropped to the image's non-zero extent.
+
+    Returns:
+        The path written.
     """
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+
+    from synbt_factory.figures import (
+        AXIAL,
+        BREAST,
+        CORONAL,
+        FGT_RGBA,
+        SAGITTAL,
+        SYNTHETIC,
+        TUMOR,
+        body_box,
+        draw_outline,
+        hide_ticks,
+        new_figure,
+        save_figure,
+        section,
+    )
 
     if not rows:
         raise ValueError("no placements to draw")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.3 * len(rows)), squeeze=False)
-    green = ListedColormap([(0, 0, 0, 0), (0.1, 0.9, 0.2, 0.35)])
+    fig, axes = new_figure(len(rows), 3, figsize=(10, 3.3 * len(rows)))
+    green = ListedColormap([(0, 0, 0, 0), FGT_RGBA])
     for ax_row, row in zip(axes, rows, strict=True):
         new = np.asarray(row["new"]) > 0
         c = np.argwhere(new).mean(axis=0).round().astype(int) if new.any() else np.asarray(new.shape) // 2
         post = np.asarray(row["image"][1], dtype=np.float32)
+        box = body_box(row["image"])
         vmax = float(np.percentile(post, 99.8)) or 1.0
-        views = [("axial", 2), ("coronal", 1), ("sagittal", 0)]
+        views = [("axial", AXIAL), ("coronal", CORONAL), ("sagittal", SAGITTAL)]
         for ax, (name, axis) in zip(ax_row, views, strict=True):
 
-            def cut(v: np.ndarray, axis: int = axis, index: int = int(c[axis])) -> np.ndarray:
-                return np.rot90(np.take(v, index, axis=axis))
+            def cut(v: Any, axis: int = axis, index: int = int(c[axis]), box: Any = box) -> np.ndarray:
+                return section(np.asarray(v), axis, index, box)
 
             ax.imshow(cut(post), cmap="gray", vmin=0, vmax=vmax)
-            fgt_cut = cut(np.asarray(row["fgt"]) > 0).astype(np.uint8)
-            ax.imshow(fgt_cut, cmap=green, vmin=0, vmax=1, interpolation="nearest")
-            for m, colour in ((row["breast"], "yellow"), (row.get("mask"), "red"), (new, "cyan")):
-                if m is not None and np.any(cut(np.asarray(m) > 0)):
-                    ax.contour(cut(np.asarray(m) > 0).astype(np.float32), levels=[0.5], colors=colour, linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.imshow(
+                cut(np.asarray(row["fgt"]) > 0).astype(np.uint8), cmap=green, vmin=0, vmax=1, interpolation="nearest"
+            )
+            for m, colour in ((row["breast"], BREAST), (row.get("mask"), TUMOR), (new, SYNTHETIC)):
+                if m is not None:
+                    draw_outline(ax, cut(np.asarray(m) > 0), colour)
+            hide_ticks(ax)
             ax.set_title(f"{row['title']} — {name}" if name == "axial" else name, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

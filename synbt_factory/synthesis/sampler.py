@@ -215,17 +215,24 @@ class InpaintingSampler:
         self.config = config or SamplerConfig()
         self.diffusion_config = denoiser.config
         if autoencoder.latent_channels != self.diffusion_config.latent_channels:
-            raise ValueError(f"autoencoder has {autoencoder.latent_channels} latent channels, "
-                             f"the denoiser {self.diffusion_config.latent_channels}")
+            raise ValueError(
+                f"autoencoder has {autoencoder.latent_channels} latent channels, "
+                f"the denoiser {self.diffusion_config.latent_channels}"
+            )
         self.device = next(denoiser.parameters()).device
-        self.scheduler = make_ddim_scheduler(self.diffusion_config, self.config.steps,
-                                             clip_sample=self.config.clip_sample, clip_range=latent_norm.clip)
+        self.scheduler = make_ddim_scheduler(
+            self.diffusion_config, self.config.steps, clip_sample=self.config.clip_sample, clip_range=latent_norm.clip
+        )
         self.step_ratio = self.diffusion_config.num_train_timesteps // self.config.steps
         f = autoencoder.downsample_factor
         if self.config.blend_ramp > f * self.config.keep_margin:
-            log.warning("blend_ramp %d voxels reaches past the generated latent margin (%d cells × %d); the outer "
-                        "ramp blends towards the autoencoder's reconstruction", self.config.blend_ramp,
-                        self.config.keep_margin, f)
+            log.warning(
+                "blend_ramp %d voxels reaches past the generated latent margin (%d cells × %d); the outer "
+                "ramp blends towards the autoencoder's reconstruction",
+                self.config.blend_ramp,
+                self.config.keep_margin,
+                f,
+            )
         cuda = self.device.type == "cuda"
         self._autocast = self.config.bf16 and cuda
         self._denoise = torch.compile(denoiser, dynamic=False) if self.config.compile and cuda else denoiser
@@ -397,14 +404,18 @@ class InpaintingSampler:
             t_batch = torch.full((b,), t, device=self.device, dtype=torch.long)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
                 if self.per_case_calls:
-                    eps = torch.cat([guided_noise(self._denoise, x[i : i + 1], t_batch[i : i + 1], cond[i : i + 1],
-                                                  cfg.guidance) for i in range(b)])
+                    eps = torch.cat(
+                        [
+                            guided_noise(self._denoise, x[i : i + 1], t_batch[i : i + 1], cond[i : i + 1], cfg.guidance)
+                            for i in range(b)
+                        ]
+                    )
                 else:
                     eps = guided_noise(self._denoise, x, t_batch, cond, cfg.guidance)
             eps = eps.float()
-            x_prev = torch.cat([
-                sched.step(eps[i : i + 1], t, x[i : i + 1], eta=cfg.eta, generator=gens[i])[0] for i in range(b)
-            ])
+            x_prev = torch.cat(
+                [sched.step(eps[i : i + 1], t, x[i : i + 1], eta=cfg.eta, generator=gens[i])[0] for i in range(b)]
+            )
             prev = t - self.step_ratio
             if prev >= 0:
                 prev_batch = torch.full((b,), prev, device=self.device, dtype=torch.long)

@@ -95,8 +95,16 @@ class SynTumorConfig:
             raise ValueError(f"radius must be 4 positive values (tiny, small, medium, large), got {self.radius}")
         if len(self.elastic_sigma) != 4 or any(not 0 <= lo <= hi for lo, hi in self.elastic_sigma):
             raise ValueError(f"elastic_sigma must be 4 (low, high) ranges, got {self.elastic_sigma}")
-        for name in ("radius_jitter", "sigma_a", "sigma_b_small", "sigma_b_large", "prob_scale", "prob_base", "u0",
-                     "edge_sigma"):
+        for name in (
+            "radius_jitter",
+            "sigma_a",
+            "sigma_b_small",
+            "sigma_b_large",
+            "prob_scale",
+            "prob_base",
+            "u0",
+            "edge_sigma",
+        ):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
@@ -159,8 +167,9 @@ def _ring(mask: np.ndarray, inner: float, outer: float) -> tuple[tuple[slice, ..
     """Box around ``mask`` and the voxels at distance (inner, outer] from it inside that box."""
     pad = int(np.ceil(outer)) + 1
     idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    box = tuple(slice(max(0, int(i[0]) - pad), min(d, int(i[-1]) + 1 + pad))
-                for i, d in zip(idx, mask.shape, strict=True))
+    box = tuple(
+        slice(max(0, int(i[0]) - pad), min(d, int(i[-1]) + 1 + pad)) for i, d in zip(idx, mask.shape, strict=True)
+    )
     dist = ndimage.distance_transform_edt(~mask[box])
     return box, (dist > inner) & (dist <= outer)
 
@@ -266,8 +275,13 @@ class EnhancementStats:
     def summary(self) -> dict[str, float]:
         r = np.asarray(self.ratios)
         p = np.asarray(self.pre_factors)
-        return {"n": float(r.size), "ratio_median": float(np.median(r)), "ratio_p10": float(np.quantile(r, 0.1)),
-                "ratio_p90": float(np.quantile(r, 0.9)), "pre_factor_median": float(np.median(p))}
+        return {
+            "n": float(r.size),
+            "ratio_median": float(np.median(r)),
+            "ratio_p10": float(np.quantile(r, 0.1)),
+            "ratio_p90": float(np.quantile(r, 0.9)),
+            "pre_factor_median": float(np.median(p)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -339,8 +353,14 @@ def blurred_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(np.asarray(mask, dtype=np.float32), sigma, truncate=4.0, mode="constant")
 
 
-def ellipsoid(radii: tuple[float, float, float], *, elastic_sigma: float = 0.0, elastic_seed: int = 0,
-              elastic_points: int = 3, single: bool = True) -> np.ndarray:
+def ellipsoid(
+    radii: tuple[float, float, float],
+    *,
+    elastic_sigma: float = 0.0,
+    elastic_seed: int = 0,
+    elastic_points: int = 3,
+    single: bool = True,
+) -> np.ndarray:
     """A solid, elastically deformed ellipsoid (uint8), centred in its box.
 
     The implicit ellipsoid is evaluated at displaced coordinates ``x + d(x)``, ``d`` a smooth
@@ -407,12 +427,17 @@ def _own_shape(
     out[dst] = piece
     if not piece.any():
         out[tuple(centre)] = True
-    return out, {"radii": radii, "centre": tuple(int(c) for c in centre), "elastic_sigma": sigma,
-                 "elastic_seed": seed}
+    return out, {"radii": radii, "centre": tuple(int(c) for c in centre), "elastic_sigma": sigma, "elastic_seed": seed}
 
 
-def _apply(image: np.ndarray, tumor: np.ndarray, params: dict[str, Any], ratio: float, pre_factor: float,
-           config: SynTumorConfig) -> tuple[np.ndarray, dict[str, Any]]:
+def _apply(
+    image: np.ndarray,
+    tumor: np.ndarray,
+    params: dict[str, Any],
+    ratio: float,
+    pre_factor: float,
+    config: SynTumorConfig,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Write texture × blurred mask × amplitudes into a copy of ``image``; returns it and the derived numbers."""
     shape = tumor.shape
     reach = int(4.0 * params["edge_sigma"] + 0.5) + 1
@@ -422,9 +447,16 @@ def _apply(image: np.ndarray, tumor: np.ndarray, params: dict[str, Any], ratio: 
     box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
     t_box = tumor[box]
     weight = blurred_mask(t_box, params["edge_sigma"])
-    tex = texture(t_box.shape, seed=params["texture_seed"], sigma_a=params["sigma_a"], sigma_b=params["sigma_b"],
-                  prob_scale=params["prob_scale"], prob_base=params["prob_base"], u0=params["u0"],
-                  workers=config.fft_workers)
+    tex = texture(
+        t_box.shape,
+        seed=params["texture_seed"],
+        sigma_a=params["sigma_a"],
+        sigma_b=params["sigma_b"],
+        prob_scale=params["prob_scale"],
+        prob_base=params["prob_base"],
+        u0=params["u0"],
+        workers=config.fft_workers,
+    )
     mod = tex * weight
     m = float(mod[t_box].mean())
     pre_bg = float(image[0][box][t_box].mean())
@@ -500,22 +532,32 @@ def syntumor_insert(
             from synbt_factory.synthesis.placement import body_mask
 
             region = ndimage.binary_erosion(body_mask(image), iterations=3)
-        tumor, shape_info = _own_shape(rng, shape, size_class, np.asarray(region, dtype=bool),
-                                       None if avoid is None else np.asarray(avoid, dtype=bool), config)
+        tumor, shape_info = _own_shape(
+            rng,
+            shape,
+            size_class,
+            np.asarray(region, dtype=bool),
+            None if avoid is None else np.asarray(avoid, dtype=bool),
+            config,
+        )
         size_label = size_class
     params = _draw_texture_params(rng, config)
     ratio, pre_factor = stats.sample(rng, jitter=config.ratio_jitter)
     new_image, derived = _apply(image, tumor, params, ratio, pre_factor, config)
-    record = SynTumorRecord(size_class=size_label, ratio=ratio, pre_factor=pre_factor, **shape_info, **params,
-                            **derived)
+    record = SynTumorRecord(
+        size_class=size_label, ratio=ratio, pre_factor=pre_factor, **shape_info, **params, **derived
+    )
     return new_image, tumor.astype(np.uint8), record
 
 
-def syntumor_replay(image: np.ndarray, tumor_mask: np.ndarray, record: SynTumorRecord,
-                    config: SynTumorConfig | None = None) -> np.ndarray:
+def syntumor_replay(
+    image: np.ndarray, tumor_mask: np.ndarray, record: SynTumorRecord, config: SynTumorConfig | None = None
+) -> np.ndarray:
     """Rebuild the image of ``record`` from the background and the tumor mask (deterministic)."""
     config = config or SynTumorConfig()
-    params = {k: getattr(record, k) for k in ("sigma_a", "sigma_b", "prob_scale", "prob_base", "u0", "texture_seed",
-                                              "edge_sigma")}
+    params = {
+        k: getattr(record, k)
+        for k in ("sigma_a", "sigma_b", "prob_scale", "prob_base", "u0", "texture_seed", "edge_sigma")
+    }
     out, _ = _apply(np.asarray(image), np.asarray(tumor_mask) > 0, params, record.ratio, record.pre_factor, config)
     return out

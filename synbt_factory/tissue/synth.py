@@ -79,8 +79,17 @@ class TissueSynthConfig:
             raise ValueError(f"kmeans_samples must be >= 100, got {self.kmeans_samples}")
         if self.cluster_features not in ("image", "position"):
             raise ValueError(f"cluster_features must be 'image' or 'position', got {self.cluster_features!r}")
-        for name in ("mean_range", "std_range", "enhancement_tissue", "enhancement_vessel", "enhancement_other",
-                     "blur_range", "thick_slice_range", "bias_range", "noise_range"):
+        for name in (
+            "mean_range",
+            "std_range",
+            "enhancement_tissue",
+            "enhancement_vessel",
+            "enhancement_other",
+            "blur_range",
+            "thick_slice_range",
+            "bias_range",
+            "noise_range",
+        ):
             a, b = getattr(self, name)
             if not 0 <= a <= b:
                 raise ValueError(f"{name} must satisfy 0 <= low <= high, got {(a, b)}")
@@ -213,6 +222,12 @@ def synthesize_tissue_image(
     out = top * (out / top) ** gamma
     scale = float(np.percentile(out[0], config.percentile))
     out /= max(scale, 1e-6)
-    params = {"clusters": n_labels - 4, "blur": float(blur), "thick_axis": thick_axis, "bias_std": float(bias_std),
-              "noise": float(noise), "gamma": gamma}
+    params = {
+        "clusters": n_labels - 4,
+        "blur": float(blur),
+        "thick_axis": thick_axis,
+        "bias_std": float(bias_std),
+        "noise": float(noise),
+        "gamma": gamma,
+    }
     return out.astype(np.float32, copy=False), tissue_target(tissue, breast), params

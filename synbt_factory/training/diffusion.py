@@ -5,26 +5,30 @@ Noise-prediction objective: for a latent crop z₀ with condition Z_cond, draw t
 minimise ‖ε − ε_θ(z_t, t, Z_cond)‖², optionally weighted ``1 + mask_loss_weight`` on latent
 cells with tumor. Adam at lr 1e-4 (paper), EMA of the weights, bf16 autocast on CUDA.
 
-Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt`` via :mod:`synbt_factory.training.runs`)
-hold the model, EMA, optimiser, step, RNG states (crop sampler, noise generator), the
+Run folder (:class:`~synbt_factory.training.runs.RunFolder`): ``step_<N>.pt``, ``last.pt``,
+``final.pt``, ``metrics.jsonl`` / ``.csv``, ``config.json`` (and ``latents/``). Checkpoints hold the
+model, EMA, optimiser, step, RNG states (crop sampler, noise generator), the
 :class:`~synbt_factory.models.diffusion.DiffusionConfig`, the train config, the latent
 normalisation and the sha256 of the VQ-VAE checkpoint the latents came from, so a resumed run
-continues bit-for-bit and :func:`load_diffusion` rebuilds the model with no guesswork.
+continues bit-for-bit (it may change only :data:`RESUMABLE_CHANGES`) and
+:func:`~synbt_factory.models.diffusion.load_diffusion` rebuilds the model with no guesswork. Weights
+are initialised from the run seed's ``diffusion-init`` stream, crops and noise come from its
+``diffusion-crops`` / ``diffusion-noise`` generators, and the loop runs under its ``diffusion-loop``
+stream (:func:`~synbt_factory.training.runs.seeded_torch`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from synbt_factory.checkpoint import file_sha256, load_checkpoint, rebuilding_from
+from synbt_factory.checkpoint import file_sha256
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.data.latents import (
     LatentCase,
@@ -37,37 +41,37 @@ from synbt_factory.data.latents import (
 )
 from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.diffusion import (
+    CHECKPOINT_KIND,
     DiffusionConfig,
     MaskConditionedDenoiser,
     diffusion_preset,
     make_train_scheduler,
 )
+from synbt_factory.models.vqvae import load_vqvae
 from synbt_factory.progress import ProgressFn
-from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
+from synbt_factory.rng import case_generator, torch_generator
 from synbt_factory.training.runs import (
-    FINAL_NAME,
-    LAST_NAME,
-    MetricLog,
+    RunFolder,
+    TrainResult,
     capture_rng_state,
     make_ema,
     restore_rng_state,
-    run_steps,
-    save_training_checkpoint,
+    seeded_torch,
 )
 
 __all__ = [
     "DiffusionTrainConfig",
-    "DiffusionTrainResult",
     "diffusion_train_preset",
     "train_diffusion",
     "train_diffusion_from_store",
-    "load_diffusion",
     "CHECKPOINT_KIND",
+    "RESUMABLE_CHANGES",
 ]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KIND = "diffusion"
+#: Train-config fields a resumed run may change (everything else, and the seed, must match its checkpoint).
+RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,12 +144,14 @@ class DiffusionTrainConfig:
 
 
 _TRAIN_PRESETS: dict[str, DiffusionTrainConfig] = {
-    "tiny": DiffusionTrainConfig(steps=300, batch_size=2, crop=(16, 16, 16), ema_decay=0.99, save_every=100,
-                                 log_every=10),
+    "tiny": DiffusionTrainConfig(
+        steps=300, batch_size=2, crop=(16, 16, 16), ema_decay=0.99, save_every=100, log_every=10
+    ),
     "small": DiffusionTrainConfig(steps=20_000, batch_size=4, crop=(32, 32, 32), save_every=1000, log_every=50),
     # the README's CPU recipe: 8×8×8 latent crops (a fifth hold no tumor, where the mask-free condition is learnt)
-    "cpu": DiffusionTrainConfig(steps=2500, batch_size=16, crop=(8, 8, 8), mask_loss_weight=4.0, save_every=500,
-                                log_every=50),
+    "cpu": DiffusionTrainConfig(
+        steps=2500, batch_size=16, crop=(8, 8, 8), mask_loss_weight=4.0, save_every=500, log_every=50
+    ),
     "paper": DiffusionTrainConfig(),
 }
 
@@ -158,58 +164,10 @@ def diffusion_train_preset(name: str) -> tuple[DiffusionConfig, DiffusionTrainCo
     return diffusion_preset("small" if name == "cpu" else name), _TRAIN_PRESETS[name]
 
 
-@dataclass(frozen=True, kw_only=True)
-class DiffusionTrainResult:
-    """What a finished (or already finished) run produced."""
-
-    final_checkpoint: Path
-    steps: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed_from: int | None = None
-
-
-# ---------------------------------------------------------------------------- loading
-def _ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
-    """``AveragedModel`` state → the wrapped module's state (drops ``n_averaged``, strips ``module.``)."""
-    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
-
-
-def load_diffusion(
-    path: Path, device: str | torch.device = "cpu", *, weights: str = "ema"
-) -> tuple[MaskConditionedDenoiser, DiffusionConfig, LatentNorm, str]:
-    """Rebuild a trained denoiser for sampling (eval mode, gradients off).
-
-    Args:
-        path: a diffusion checkpoint (``final.pt``, ``last.pt`` or ``step_<N>.pt``).
-        weights: ``"ema"`` (the averaged weights, for sampling) or ``"model"`` (the raw ones).
-
-    Returns:
-        (denoiser, its config, the latent normalisation it was trained with, sha256 of the VQ-VAE checkpoint).
-
-    Raises:
-        CheckpointError: missing, corrupt, not a diffusion checkpoint, or its config and weights cannot rebuild
-            the denoiser.
-    """
-    if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
-    with rebuilding_from(path, "denoiser"):
-        config = config_from_dict(DiffusionConfig, ckpt["config"])
-        model = MaskConditionedDenoiser(config)
-        state = _ema_weights(ckpt["ema"]) if weights == "ema" else ckpt["model"]
-        model.load_state_dict(state)
-        norm = LatentNorm(**ckpt["latent_norm"])
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, config, norm, str(ckpt.get("vqvae_sha256", ""))
-
-
 # ---------------------------------------------------------------------------- the loop
 def _init_model(config: DiffusionConfig, seed: int) -> MaskConditionedDenoiser:
-    init_seed = int(case_seed_sequence(seed, 0, "diffusion-init").generate_state(1)[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    """A fresh denoiser with weights drawn from the run seed's ``diffusion-init`` stream."""
+    with seeded_torch(seed, "diffusion-init"):
         return MaskConditionedDenoiser(config)
 
 
@@ -240,7 +198,7 @@ def train_diffusion(
     seed: int = 0,
     run_info: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
-) -> DiffusionTrainResult:
+) -> TrainResult:
     """Train the denoiser on precomputed latents, checkpointing into ``out``.
 
     Args:
@@ -255,22 +213,37 @@ def train_diffusion(
         seed: run seed (weight init, crop sampling, noise and timesteps).
         run_info: extra JSON-ready entries for ``config.json`` and the checkpoint (data path ...).
         progress: ``(done, total, metrics)`` after every step.
+
+    Returns:
+        :class:`TrainResult` with the final checkpoint path and last metrics.
+
+    Raises:
+        FileExistsError: ``out`` holds a run and ``resume`` is off.
+        ResumeConfigError: the resumed run's train config or seed changed outside :data:`RESUMABLE_CHANGES`.
+        ValueError: no latents, latents of another channel count, or a resumed run with another model config
+            or another VQ-VAE.
     """
     cfg = train_config
-    out = Path(out)
+    run = RunFolder(out, CHECKPOINT_KIND)
+    out = run.path
     device = torch.device(device)
     if not latents:
         raise ValueError("latents must not be empty")
-    if not resume and (out / LAST_NAME).exists():
-        raise FileExistsError(f"{out} already holds a run ({LAST_NAME}); pass resume or choose another output folder")
-    ckpt = load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND) if resume and (out / LAST_NAME).exists() else None
+    ckpt = run.open(resume=resume)
     if ckpt is not None:
         saved = config_from_dict(DiffusionConfig, ckpt["config"])
         if saved != model_config:
-            raise ValueError(f"{out}/{LAST_NAME} was trained with another model config; resume with the same preset")
+            raise ValueError(f"{run.last} was trained with another model config; resume with the same preset")
         if ckpt.get("vqvae_sha256") != vqvae_sha256:
-            raise ValueError(f"{out}/{LAST_NAME} was trained on latents of another VQ-VAE checkpoint "
-                             f"(sha256 {str(ckpt.get('vqvae_sha256'))[:12]}…, now {vqvae_sha256[:12]}…)")
+            raise ValueError(
+                f"{run.last} was trained on latents of another VQ-VAE checkpoint "
+                f"(sha256 {str(ckpt.get('vqvae_sha256'))[:12]}…, now {vqvae_sha256[:12]}…)"
+            )
+        run.check_resume(
+            {**ckpt.get("train_config", {}), "seed": ckpt.get("seed")},
+            {**config_to_dict(cfg), "seed": seed},
+            allowed=RESUMABLE_CHANGES,
+        )
     channels = {int(c.z0.shape[0]) for c in latents}
     if channels != {model_config.latent_channels}:
         raise ValueError(f"latents have {sorted(channels)} channels, the model expects {model_config.latent_channels}")
@@ -283,80 +256,91 @@ def train_diffusion(
     rng = case_generator(seed, 0, "diffusion-crops")
     noise_gen = torch_generator(seed, 0, "diffusion-noise")
     use_bf16 = cfg.bf16 and device.type == "cuda"
-    metric_log = MetricLog(out / "metrics.jsonl")
     info = dict(run_info or {})
     start_step, metrics = 0, {}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_state(ckpt["rng"], {"crops": rng})
-        noise_gen.set_state(ckpt["noise_generator"])
-        start_step, metrics = int(ckpt["step"]), dict(ckpt.get("metrics", {}))
-        dropped = metric_log.truncate_after(start_step)
-        log.info("resuming diffusion training at step %d (dropped %d log lines after it)", start_step, dropped)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        metric_log.truncate_after(-1)
-    (out / "config.json").write_text(json.dumps({
-        "model": config_to_dict(model_config), "train": config_to_dict(cfg), "seed": seed,
-        "latent_norm": dataclasses.asdict(latent_norm), "vqvae_sha256": vqvae_sha256, "crop": list(crop),
-        "case_ids": [c.case_id for c in latents], **info,
-    }, indent=2) + "\n")
-    log.info("diffusion: %d cases, crop %s, steps %d..%d on %s", len(latents), crop, start_step, cfg.steps, device)
+    with seeded_torch(seed, "diffusion-loop", device):
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            restore_rng_state(ckpt["rng"], {"crops": rng})
+            noise_gen.set_state(ckpt["noise_generator"])
+            start_step, metrics = int(ckpt["step"]), dict(ckpt.get("metrics", {}))
+            log.info("resuming diffusion training at step %d", start_step)
+        metric_log = run.start_log(start_step if ckpt is not None else None)
+        run.write_config(
+            {
+                "model": config_to_dict(model_config),
+                "train": config_to_dict(cfg),
+                "seed": seed,
+                "latent_norm": dataclasses.asdict(latent_norm),
+                "vqvae_sha256": vqvae_sha256,
+                "crop": list(crop),
+                "case_ids": [c.case_id for c in latents],
+                **info,
+            }
+        )
+        log.info("diffusion: %d cases, crop %s, steps %d..%d on %s", len(latents), crop, start_step, cfg.steps, device)
 
-    def payload(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": capture_rng_state({"crops": rng}),
-            "noise_generator": noise_gen.get_state(),
-            "latent_norm": dataclasses.asdict(latent_norm),
-            "vqvae_sha256": vqvae_sha256,
-            "train_config": config_to_dict(cfg),
-            "seed": seed,
-            "case_ids": [c.case_id for c in latents],
-            "metrics": metrics,
-            **{k: v for k, v in info.items() if isinstance(v, (str, int, float))},
-        }
+        def payload(step: int) -> dict[str, Any]:
+            return {
+                "step": step,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": capture_rng_state({"crops": rng}),
+                "noise_generator": noise_gen.get_state(),
+                "latent_norm": dataclasses.asdict(latent_norm),
+                "vqvae_sha256": vqvae_sha256,
+                "train_config": config_to_dict(cfg),
+                "seed": seed,
+                "case_ids": [c.case_id for c in latents],
+                "metrics": metrics,
+                **{k: v for k, v in info.items() if isinstance(v, (str, int, float))},
+            }
 
-    def save(step: int) -> None:
-        save_training_checkpoint(out, step, payload(step), kind=CHECKPOINT_KIND, config=config_to_dict(model_config),
-                                 keep_last=cfg.keep_last, final=step >= cfg.steps)
+        def _train_step(step_index: int) -> dict[str, float]:
+            nonlocal metrics
+            z0, cond = sample_crop_batch(
+                latents, rng, batch_size=cfg.batch_size, crop=crop, tumor_fraction=cfg.tumor_crop_fraction
+            )
+            timesteps = torch.randint(0, model_config.num_train_timesteps, (cfg.batch_size,), generator=noise_gen)
+            noise = torch.randn(z0.shape, generator=noise_gen)
+            z0, cond, noise, timesteps = z0.to(device), cond.to(device), noise.to(device), timesteps.to(device)
+            z_t = scheduler.add_noise(original_samples=z0, noise=noise, timesteps=timesteps)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(z_t, timesteps, cond)
+            loss, metrics = _loss(pred, noise, cond, cfg.mask_loss_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            optimizer.step()
+            ema.update_parameters(model)
+            metrics["loss"] = float(loss.detach())
+            return metrics
 
-    if start_step >= cfg.steps and not (out / FINAL_NAME).exists():
-        save(start_step)
-    def _step(step_index: int) -> None:
-        nonlocal metrics
-        z0, cond = sample_crop_batch(latents, rng, batch_size=cfg.batch_size, crop=crop,
-                                     tumor_fraction=cfg.tumor_crop_fraction)
-        timesteps = torch.randint(0, model_config.num_train_timesteps, (cfg.batch_size,), generator=noise_gen)
-        noise = torch.randn(z0.shape, generator=noise_gen)
-        z0, cond, noise, timesteps = z0.to(device), cond.to(device), noise.to(device), timesteps.to(device)
-        z_t = scheduler.add_noise(original_samples=z0, noise=noise, timesteps=timesteps)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            pred = model(z_t, timesteps, cond)
-        loss, metrics = _loss(pred, noise, cond, cfg.mask_loss_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        optimizer.step()
-        ema.update_parameters(model)
-        metrics["loss"] = float(loss.detach())
-
-    def _train_step(step_index: int) -> dict[str, float]:
-        _step(step_index)
-        return metrics
-
-    model.train()
-    run_steps(_train_step, start=start_step, steps=cfg.steps, resumed=ckpt is not None, log_every=cfg.log_every,
-              save_every=cfg.save_every, save=save, metric_log=metric_log, progress=progress, out=out)
+        model.train()
+        run.run_steps(
+            _train_step,
+            payload,
+            start=start_step,
+            steps=cfg.steps,
+            resumed=ckpt is not None,
+            config=config_to_dict(model_config),
+            keep_last=cfg.keep_last,
+            log_every=cfg.log_every,
+            save_every=cfg.save_every,
+            metric_log=metric_log,
+            progress=progress,
+        )
     metric_log.write_csv()
-    return DiffusionTrainResult(final_checkpoint=out / FINAL_NAME, steps=cfg.steps, metrics=metrics,
-                                resumed_from=start_step if ckpt is not None else None)
+    return TrainResult(
+        final_checkpoint=run.final,
+        steps=cfg.steps,
+        metrics=metrics,
+        resumed_from=start_step if ckpt is not None else None,
+    )
 
 
 def train_diffusion_from_store(
@@ -371,7 +355,7 @@ def train_diffusion_from_store(
     seed: int = 0,
     progress: ProgressFn | None = None,
     encode_progress: ProgressFn | None = None,
-) -> DiffusionTrainResult:
+) -> TrainResult:
     """Encode the tumor-present cases of a prepared store with a trained VQ-VAE, then train.
 
     Latents are cached in ``out/latents/<case_id>.npz`` (reused by a resumed run). With ``resume``
@@ -380,20 +364,32 @@ def train_diffusion_from_store(
     Args:
         vqvae: VQ-VAE checkpoint (``synbt train vqvae``); its sha256 goes into every diffusion checkpoint.
         data: prepared store (``synbt data prepare``).
+        out: run folder (see :func:`train_diffusion`).
+        model_config: architecture of a fresh run.
+        train_config: hyper-parameters.
+        resume: continue ``out/last.pt`` (see :func:`train_diffusion`).
+        device: torch device.
+        seed: run seed.
+        progress: ``(done, total, metrics)`` after every training step.
         encode_progress: ``(done, total, {})`` per encoded case.
+
+    Raises:
+        FileExistsError: ``out`` holds a run and ``resume`` is off.
+        ResumeConfigError: a resumed run's train config or seed changed outside :data:`RESUMABLE_CHANGES`.
     """
     from synbt_factory.store import CaseStore
-    from synbt_factory.training.vqvae import load_vqvae
 
-    out = Path(out)
+    run = RunFolder(out, CHECKPOINT_KIND)
+    out = run.path
     device = torch.device(device)
     saved_norm = None
-    if (out / LAST_NAME).exists():
-        if not resume:
-            raise FileExistsError(
-                f"{out} already holds a run ({LAST_NAME}); pass resume or choose another output folder"
-            )
-        last = load_checkpoint(out / LAST_NAME, kind=CHECKPOINT_KIND)
+    last = run.open(resume=resume)
+    if last is not None:  # checked here too, so that a changed config fails before the cases are encoded
+        run.check_resume(
+            {**last.get("train_config", {}), "seed": last.get("seed")},
+            {**config_to_dict(train_config), "seed": seed},
+            allowed=RESUMABLE_CHANGES,
+        )
         saved = config_from_dict(DiffusionConfig, last["config"])
         if saved != model_config:
             log.warning("resuming %s: the model config comes from its checkpoint, not from the preset given", out)
@@ -401,13 +397,24 @@ def train_diffusion_from_store(
     sha = file_sha256(Path(vqvae))
     autoencoder, norm, _ = load_vqvae(Path(vqvae), device)
     if autoencoder.latent_channels != model_config.latent_channels:
-        raise ValueError(f"VQ-VAE {vqvae} has {autoencoder.latent_channels} latent channels, "
-                         f"the diffusion config {model_config.latent_channels}")
+        raise ValueError(
+            f"VQ-VAE {vqvae} has {autoencoder.latent_channels} latent channels, "
+            f"the diffusion config {model_config.latent_channels}"
+        )
     store = CaseStore.open(data)
     case_ids = select_tumor_cases(store, splits=train_config.splits, case_ids=train_config.case_ids or None)
-    latents = precompute_latents(store, case_ids, autoencoder, norm, model_config, autoencoder_id=sha, device=device,
-                                 cache_dir=out / "latents", flip_axes=train_config.flip_axes,
-                                 progress=encode_progress)
+    latents = precompute_latents(
+        store,
+        case_ids,
+        autoencoder,
+        norm,
+        model_config,
+        autoencoder_id=sha,
+        device=device,
+        cache_dir=out / "latents",
+        flip_axes=train_config.flip_axes,
+        progress=encode_progress,
+    )
     del autoencoder
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -417,9 +424,23 @@ def train_diffusion_from_store(
         target = norm.standardised(*latent_statistics(latents))
     else:
         target = norm
-    log.info("latent normalisation: shift %.4g, scale %.4g, codebook range %.3g..%.3g", target.shift, target.scale,
-             *target.clip)
+    log.info(
+        "latent normalisation: shift %.4g, scale %.4g, codebook range %.3g..%.3g",
+        target.shift,
+        target.scale,
+        *target.clip,
+    )
     latents, norm = renormalise(latents, norm, target), target
-    return train_diffusion(latents, out, model_config=model_config, train_config=train_config, latent_norm=norm,
-                           vqvae_sha256=sha, resume=resume, device=device, seed=seed,
-                           run_info={"data": str(data), "vqvae": str(vqvae)}, progress=progress)
+    return train_diffusion(
+        latents,
+        out,
+        model_config=model_config,
+        train_config=train_config,
+        latent_norm=norm,
+        vqvae_sha256=sha,
+        resume=resume,
+        device=device,
+        seed=seed,
+        run_info={"data": str(data), "vqvae": str(vqvae)},
+        progress=progress,
+    )

@@ -1,4 +1,20 @@
-"""Helpers shared by training loops: RNG state capture/restore, metric logs, checkpoint rotation, EMA, Ctrl-C.
+"""What every training loop shares: the run folder, seeding, RNG state, metric logs, checkpoints, EMA, Ctrl-C.
+
+The four trainers (``training.vqvae``, ``training.diffusion``, ``training.segmentation``,
+``tissue.train``) follow one convention, kept here:
+
+* **run folder** (:class:`RunFolder`): ``last.pt`` (the resume point: model, optimiser, step, RNG
+  states), ``final.pt`` (the model after the last step), ``best.pt`` (best validation score, for the
+  trainers that validate), ``step_<N>.pt`` (periodic, for the trainers with ``keep_last``),
+  ``metrics.jsonl`` (+ ``.csv``) and ``config.json``;
+* **resume** is opt-in: without it an existing ``last.pt`` is a :class:`FileExistsError`; with it a
+  configuration that changed outside the trainer's allowed fields is a :class:`ResumeConfigError` naming
+  the fields; with nothing to resume the run starts fresh;
+* **seeding**: weights are initialised and the loop runs under the global torch RNG seeded from a named
+  :mod:`synbt_factory.rng` stream of the run seed inside ``torch.random.fork_rng``
+  (:func:`seeded_torch`), so a caller's RNG is never touched; samplers use their own generators;
+* **Ctrl-C** (:func:`stop_on_ctrl_c`): the current step finishes, ``last.pt`` is saved, and
+  :class:`TrainingInterrupted` names it.
 
 Everything here is model-agnostic. RNG states are stored in checkpoint-safe form (tensors and
 strings only), so checkpoints still load with ``weights_only=True``.
@@ -13,7 +29,8 @@ import logging
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +39,22 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from synbt_factory.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from synbt_factory.io import atomic_write_json
+from synbt_factory.rng import case_seed_sequence
 
 __all__ = [
+    "BEST_NAME",
+    "CONFIG_NAME",
+    "FINAL_NAME",
+    "LAST_NAME",
+    "METRICS_NAME",
+    "RunFolder",
+    "ResumeConfigError",
+    "changed_fields",
+    "stream_seed",
+    "seeded_torch",
+    "TrainResult",
+    "seeded_torch_at",
     "StopRequest",
     "TrainingInterrupted",
     "capture_rng_state",
@@ -33,7 +64,6 @@ __all__ = [
     "restore_rng_state",
     "MetricLog",
     "save_training_checkpoint",
-    "latest_checkpoint",
     "make_ema",
     "to_float_metrics",
 ]
@@ -42,6 +72,65 @@ log = logging.getLogger(__name__)
 
 LAST_NAME = "last.pt"
 FINAL_NAME = "final.pt"
+BEST_NAME = "best.pt"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What a finished (or already finished) generator run produced (``train vqvae`` stage, ``train diffusion``).
+
+    Args:
+        final_checkpoint: the run's ``final.pt``.
+        steps: the run's total steps.
+        metrics: the last step's metrics.
+        resumed_from: the step the run resumed at (``None`` for a fresh run).
+    """
+
+    final_checkpoint: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+# ---------------------------------------------------------------------------- seeding
+def stream_seed(seed: int, stream: str) -> int:
+    """A 32-bit torch seed for the run's named stream (``case_seed_sequence(seed, 0, stream)``)."""
+    return int(case_seed_sequence(seed, 0, stream).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, stream: str, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Run a block under the global torch RNG seeded from the run's named stream; restore it afterwards.
+
+    Module constructors and dropout draw from the global RNG, which takes no generator argument: the block
+    runs inside ``torch.random.fork_rng`` (CPU, plus ``device`` when it is a CUDA device) so the caller's
+    RNG state is the same after the block as before.
+
+    Args:
+        seed: the run seed (>= 0).
+        stream: the use, e.g. ``"vqvae-init"`` or ``"tissue-loop"``.
+        device: a CUDA device whose RNG state is also forked; CPU forks only the CPU state.
+    """
+    with seeded_torch_at(stream_seed(seed, stream), device):
+        yield
+
+
+@contextlib.contextmanager
+def seeded_torch_at(torch_seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """:func:`seeded_torch` with the torch seed given directly (the global RNG is restored afterwards).
+
+    For the two initialisations whose seed predates the named streams (the tissue model: the run seed itself;
+    the segmenter: ``SeedSequence([seed, 0x5E6])``): changing them would change every trained weight, and the
+    demo's 120-step tissue model is sensitive to its initial weights.
+    """
+    device = torch.device(device)
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(int(torch_seed))
+        yield
 
 
 # ---------------------------------------------------------------------------- RNG state
@@ -67,11 +156,11 @@ def restore_rng_state(state: Mapping[str, Any], generators: Mapping[str, np.rand
     Raises:
         KeyError: a generator named in ``generators`` has no saved state.
     """
-    torch.set_rng_state(state["torch_cpu"])
+    torch.set_rng_state(state["torch_cpu"].cpu())  # a checkpoint loaded with map_location="cuda" moved it
     cuda_states = state.get("torch_cuda") or []
     if cuda_states and torch.cuda.is_available():
         if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
         else:
             log.warning(
                 "checkpoint has %d CUDA RNG states, this machine %d GPUs: CUDA RNG not restored",
@@ -104,15 +193,25 @@ class MetricLog:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)  # its folder is created by the first write, not here
 
     def append(self, step: int, metrics: Mapping[str, Any]) -> None:
-        record = {"step": int(step), **to_float_metrics(metrics)}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        """Log ``metrics`` (tensors and numbers, stored as floats) at ``step``."""
+        self.append_record({"step": int(step), **to_float_metrics(metrics)})
 
-    def records(self) -> list[dict[str, float]]:
+    def append_record(self, record: Mapping[str, Any]) -> None:
+        """Log one JSON-ready record as it is (event logs: ``{"event": "val", "step": N, ...}``); it needs ``step``.
+
+        Raises:
+            KeyError: ``record`` has no ``step``.
+        """
+        if "step" not in record:
+            raise KeyError(f"a metric record needs a 'step' entry, got {sorted(record)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(record)) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
         """Every parseable record (a torn last line after a crash is skipped)."""
         if not self.path.is_file():
             return []
@@ -128,6 +227,7 @@ class MetricLog:
         """Keep records with ``step <= step``; returns how many were dropped."""
         records = self.records()
         keep = [r for r in records if r.get("step", math.inf) <= step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
         tmp.replace(self.path)
@@ -172,12 +272,227 @@ def save_training_checkpoint(
     return path
 
 
-def latest_checkpoint(folder: Path, *, kind: str | None = None) -> dict[str, Any] | None:
-    """The ``last.pt`` of a run folder (loaded with ``weights_only=True``), or ``None`` if there is none."""
-    path = Path(folder) / LAST_NAME
-    if not path.is_file():
-        return None
-    return load_checkpoint(path, kind=kind)
+# ---------------------------------------------------------------------------- run folder
+class ResumeConfigError(ValueError):
+    """A run cannot resume because its configuration changed in fields that must stay the same.
+
+    Args:
+        path: the checkpoint the run would resume from.
+        changed: dotted names of the fields that changed.
+        allowed: the fields that may change between a run and its continuation.
+    """
+
+    def __init__(self, path: Path, changed: Sequence[str], allowed: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.changed = tuple(changed)
+        self.allowed = tuple(sorted(allowed))
+        may = f" (only {', '.join(self.allowed)} may change)" if self.allowed else ""
+        super().__init__(
+            f"cannot resume {self.path}: the configuration changed in {', '.join(self.changed)}{may}; "
+            "rerun with its settings or choose another output folder"
+        )
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_fields(saved: Mapping[str, Any], current: Mapping[str, Any], *, allowed: Iterable[str] = ()) -> list[str]:
+    """Sorted dotted names of the entries that differ between two (nested) config dicts, outside ``allowed``.
+
+    An allowed name also covers every entry below it (``"post"`` allows ``"post.margin_mm"``); tuples and lists
+    compare equal when their items do, and a missing entry equals ``None`` (a checkpoint written before a field
+    with a ``None`` default existed still resumes).
+    """
+    allowed = frozenset(allowed)
+    a, b = _flatten(saved), _flatten(current)
+
+    def free(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:i]) in allowed for i in range(1, len(parts) + 1))
+
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y, strict=True))
+        return bool(x == y)
+
+    return sorted(k for k in set(a) | set(b) if not free(k) and not same(a.get(k), b.get(k)))
+
+
+class RunFolder:
+    """The folder of one training run: its file names and the rules every trainer follows for them.
+
+    Layout::
+
+        <path>/last.pt        resume point: model, optimiser, step, RNG states (atomic)
+        <path>/final.pt       the model after the last step
+        <path>/best.pt        best validation score so far (trainers that validate: tissue, segment)
+        <path>/step_<N>.pt    periodic checkpoints, the newest ``keep_last`` kept (vqvae, diffusion)
+        <path>/metrics.jsonl  metric log, one JSON object per line with its ``step`` (and ``metrics.csv``)
+        <path>/config.json    the run's configuration
+
+    Args:
+        path: the run folder (created by :meth:`start_log`, :meth:`write_config` or a save).
+        kind: the checkpoint kind (``"vqvae"``, ``"diffusion"``, ``"segmenter"``, ``"tissue"``).
+    """
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.metric_log = MetricLog(self.path / METRICS_NAME)
+
+    # ------------------------------------------------------------------ names
+    @property
+    def last(self) -> Path:
+        """``last.pt``: the resume point."""
+        return self.path / LAST_NAME
+
+    @property
+    def final(self) -> Path:
+        """``final.pt``: the model after the last step."""
+        return self.path / FINAL_NAME
+
+    @property
+    def best(self) -> Path:
+        """``best.pt``: the best validation score so far."""
+        return self.path / BEST_NAME
+
+    @property
+    def config_path(self) -> Path:
+        """``config.json``: the run's configuration."""
+        return self.path / CONFIG_NAME
+
+    # ------------------------------------------------------------------ resume
+    def has_run(self) -> bool:
+        """Whether the folder holds a run (a ``last.pt``)."""
+        return self.last.is_file()
+
+    def open(self, *, resume: bool, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The checkpoint to resume from (``last.pt``, loaded with ``weights_only=True``), or ``None`` to start fresh.
+
+        Args:
+            resume: continue an existing run; without it an existing ``last.pt`` is an error.
+            map_location: where the checkpoint's tensors load.
+
+        Raises:
+            FileExistsError: the folder holds a run and ``resume`` is off (a run is never overwritten).
+            CheckpointError: ``last.pt`` is damaged or of another kind.
+        """
+        if not self.has_run():
+            if resume:
+                log.info("nothing to resume in %s; starting a new run", self.path)
+            return None
+        if not resume:
+            raise FileExistsError(
+                f"{self.path} already holds a run ({LAST_NAME}); resume it (--resume) or choose another output folder"
+            )
+        return load_checkpoint(self.last, kind=self.kind, map_location=map_location)
+
+    def check_resume(self, saved: Mapping[str, Any], current: Mapping[str, Any], *, allowed: Iterable[str]) -> None:
+        """Refuse to resume when the configuration changed outside ``allowed``.
+
+        Args:
+            saved: the configuration the checkpoint was trained with (nested dicts).
+            current: this run's configuration, in the same form.
+            allowed: fields that may change between a run and its continuation (``"steps"``, ``"log_every"`` ...).
+
+        Raises:
+            ResumeConfigError: naming every changed field.
+        """
+        allowed = tuple(allowed)
+        changed = changed_fields(saved, current, allowed=allowed)
+        if changed:
+            raise ResumeConfigError(self.last, changed, allowed)
+
+    def start_log(self, resumed_step: int | None) -> MetricLog:
+        """Create the folder and its metric log: a resumed run drops the lines logged after ``resumed_step`` (so no
+        step is logged twice), a fresh run starts an empty log.
+
+        Returns:
+            The run's :class:`MetricLog`.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        dropped = self.metric_log.truncate_after(-1 if resumed_step is None else resumed_step)
+        if resumed_step is not None and dropped:
+            log.info("dropped %d metric lines logged after step %d", dropped, resumed_step)
+        return self.metric_log
+
+    def write_config(self, config: Mapping[str, Any]) -> Path:
+        """Write ``config.json`` (indented JSON, atomic)."""
+        return atomic_write_json(self.config_path, dict(config))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Path, payload: dict[str, Any], *, config: dict[str, Any]) -> Path:
+        """Atomically write one checkpoint of this run's kind (``self.last``, ``self.best``, ``self.final`` ...)."""
+        return save_checkpoint(path, payload, kind=self.kind, config=config)
+
+    def save_step(
+        self, step: int, payload: dict[str, Any], *, config: dict[str, Any], keep_last: int, final: bool = False
+    ) -> Path:
+        """``step_<N>.pt`` and ``last.pt`` (``final.pt`` too when ``final``), then prune old ``step_<N>.pt`` files.
+
+        Returns:
+            The ``step_<N>.pt`` path.
+        """
+        return save_training_checkpoint(
+            self.path, step, payload, kind=self.kind, config=config, keep_last=keep_last, final=final
+        )
+
+    def interrupted(self, step: int | None) -> TrainingInterrupted:
+        """The :class:`TrainingInterrupted` of this run stopped with its ``last.pt`` at ``step``."""
+        return interrupted_run(self.path, step)
+
+    def run_steps(
+        self,
+        step: Callable[[int], Mapping[str, Any]],
+        payload: Callable[[int], dict[str, Any]],
+        *,
+        start: int,
+        steps: int,
+        resumed: bool,
+        config: dict[str, Any],
+        keep_last: int,
+        log_every: int,
+        save_every: int,
+        metric_log: MetricLog,
+        progress: Any,
+    ) -> None:
+        """Train steps ``start .. steps`` with :func:`run_steps`, saving ``payload(step)`` through :meth:`save_step`.
+
+        A run resumed at (or past) its last step that has no ``final.pt`` yet gets it first, so a run stopped
+        between its last step and its final save finishes on the next call.
+
+        Args:
+            step: trains one step (``step(step_index)``) and returns its metrics.
+            payload: the checkpoint dict at a step (weights, optimizer, RNG states, config, metrics).
+            config: the model config embedded in every checkpoint.
+            keep_last: how many ``step_<N>.pt`` files to keep.
+            start, steps, resumed, log_every, save_every, metric_log, progress: as :func:`run_steps`.
+        """
+
+        def save(at: int) -> None:
+            self.save_step(at, payload(at), config=config, keep_last=keep_last, final=at >= steps)
+
+        if start >= steps and not self.final.exists():
+            save(start)
+        run_steps(
+            step,
+            start=start,
+            steps=steps,
+            resumed=resumed,
+            log_every=log_every,
+            save_every=save_every,
+            save=save,
+            metric_log=metric_log,
+            progress=progress,
+            out=self.path,
+        )
 
 
 # ---------------------------------------------------------------------------- EMA

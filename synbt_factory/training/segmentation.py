@@ -4,34 +4,38 @@ Dice + cross-entropy loss (MONAI ``DiceCELoss``), Adam at 1e-4, mini-batch 1 by 
 checkpoint with the best validation Dice kept (validation on whole volumes with sliding-window
 inference, first post-contrast phase), and resumable runs.
 
-Run folder::
+Run folder (:class:`~synbt_factory.training.runs.RunFolder`)::
 
-    <out>/last.pt        model + optimizer + position (resume point), atomic
+    <out>/last.pt        model + optimizer + position + torch RNG state (resume point), atomic
     <out>/best.pt        model of the best validation Dice so far
     <out>/final.pt       model after the last step (as the other trainers write it)
-    <out>/metrics.jsonl  one JSON object per logged event ("train" / "val")
+    <out>/metrics.jsonl  one JSON object per logged event ("train" / "val") (and metrics.csv)
     <out>/config.json    the run's configuration
 
-Both checkpoints hold the full :class:`SegTrainConfig` (``config``) so :func:`load_segmenter`
-rebuilds the network with no guesswork.
+Every checkpoint holds the full :class:`SegTrainConfig` (``config``) so :func:`load_segmenter`
+rebuilds the network with no guesswork. A resumed run may change only :data:`RESUMABLE_CHANGES`.
+Weights are initialised from ``SeedSequence([seed, 0x5E6])``
+(:func:`~synbt_factory.training.runs.seeded_torch_at`) and the loop runs under the run seed's ``segmenter-loop``
+stream (:func:`~synbt_factory.training.runs.seeded_torch`); samples come from
+:class:`~synbt_factory.data.mixing.MixedDataset`'s own per-sample streams.
+:func:`~synbt_factory.models.segmenters.predict_volume` is the sliding-window inference.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from synbt_factory.checkpoint import load_checkpoint, rebuilding_from, save_checkpoint
+from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.data.mixing import (
     DEFAULT_VAL_FRACTION,
@@ -43,27 +47,41 @@ from synbt_factory.data.mixing import (
     load_case,
 )
 from synbt_factory.device import resolve_device
-from synbt_factory.models.segmenters import SegmenterConfig, build_segmenter, check_spatial_size
+from synbt_factory.models.segmenters import (
+    SegmenterConfig,
+    build_segmenter,
+    check_spatial_size,
+    predict_volume,
+)
 from synbt_factory.progress import ProgressFn, report
 from synbt_factory.store import CaseStore
-from synbt_factory.training.runs import FINAL_NAME, TrainingInterrupted, interrupted_run, stop_on_ctrl_c
+from synbt_factory.training.runs import (
+    RunFolder,
+    TrainingInterrupted,
+    capture_rng_state,
+    restore_rng_state,
+    seeded_torch,
+    seeded_torch_at,
+    stop_on_ctrl_c,
+)
 
 __all__ = [
     "SegTrainConfig",
-    "TrainResult",
+    "SegTrainResult",
+    "LoadedSegmenter",
     "train_segmenter",
     "load_segmenter",
-    "predict_volume",
     "CHECKPOINT_KIND",
     "ONTHEFLY_CHOICES",
+    "RESUMABLE_CHANGES",
 ]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "segmenter"
 ONTHEFLY_CHOICES = ("syntumor", "custom")
-# Fields that may change between a run and its resumption (everything else must match).
-_RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "log_every"})
+#: Fields that may change between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "log_every"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,8 +175,18 @@ class SegTrainConfig:
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    """Where a run ended."""
+class SegTrainResult:
+    """Where a segmentation run ended.
+
+    Args:
+        out_dir: the run folder.
+        best_checkpoint: its ``best.pt``.
+        last_checkpoint: its ``last.pt``.
+        steps: optimizer steps done.
+        epochs_done: whole epochs done.
+        best_val_dice: best validation Dice (NaN without validation cases).
+        history: every logged event (``metrics.jsonl``'s records).
+    """
 
     out_dir: Path
     best_checkpoint: Path
@@ -170,19 +198,39 @@ class TrainResult:
 
 
 def _init_model(config: SegTrainConfig) -> nn.Module:
-    """The network with weights drawn from a generator seeded by the run seed (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(np.random.SeedSequence([config.seed, 0x5E6]).generate_state(1)[0]))
+    """The network with weights drawn from ``SeedSequence([seed, 0x5E6])`` (global RNG untouched; see
+    :func:`~synbt_factory.training.runs.seeded_torch_at`)."""
+    with seeded_torch_at(int(np.random.SeedSequence([config.seed, 0x5E6]).generate_state(1)[0])):
         return build_segmenter(config.model)
 
 
-def load_segmenter(
-    path: Path, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, SegTrainConfig, dict[str, Any]]:
-    """Rebuild a trained segmenter from a checkpoint (``best.pt`` or ``last.pt``).
+class LoadedSegmenter(NamedTuple):
+    """A trained segmenter rebuilt from its checkpoint (unpacks as ``model, config, payload``).
+
+    Attributes:
+        model: the network in eval mode on the requested device.
+        config: the :class:`SegTrainConfig` of its run.
+        payload: the whole checkpoint (step, best validation Dice, history ...).
+    """
+
+    model: nn.Module
+    config: SegTrainConfig
+    payload: dict[str, Any]
+
+
+def load_segmenter(path: Path, *, device: str | torch.device = "cpu") -> LoadedSegmenter:
+    """Rebuild a trained segmenter from a checkpoint (``best.pt``, ``last.pt`` or ``final.pt``).
+
+    Args:
+        path: the checkpoint.
+        device: where the model goes.
 
     Returns:
-        ``(model in eval mode on device, its SegTrainConfig, the checkpoint payload)``.
+        :class:`LoadedSegmenter` ``(model, config, payload)``.
+
+    Raises:
+        CheckpointError: missing, corrupt, not a segmenter checkpoint, or its config and weights cannot rebuild
+            the network.
     """
     payload = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
     with rebuilding_from(path, "segmenter"):
@@ -190,53 +238,13 @@ def load_segmenter(
         model = build_segmenter(config.model)
         model.load_state_dict(payload["model"])
     model.to(device).eval()
-    return model, config, payload
-
-
-def predict_volume(
-    model: nn.Module,
-    image: np.ndarray,
-    window: Sequence[int],
-    *,
-    overlap: float = 0.25,
-    sw_batch_size: int = 2,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-) -> np.ndarray:
-    """Tumor mask of a whole volume by sliding-window inference (MONAI ``sliding_window_inference``).
-
-    Args:
-        model: segmenter returning (B, 2, x, y, z) logits.
-        image: (2, X, Y, Z) float image (volumes smaller than ``window`` are padded by MONAI).
-        window: (X, Y, Z) window size (paper: 192×192×128 in X, Y, Z = 128×192×192 as written).
-        overlap: window overlap fraction.
-        sw_batch_size: windows per forward pass.
-        amp: bf16 autocast (CUDA only).
-
-    Returns:
-        (X, Y, Z) uint8 mask (argmax of the blended logits).
-    """
-    from monai.inferers import sliding_window_inference
-
-    device = torch.device(device)
-    x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None].to(device)
-    use_amp = amp and device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        logits = sliding_window_inference(
-            x,
-            roi_size=tuple(int(w) for w in window),
-            sw_batch_size=sw_batch_size,
-            predictor=model,
-            overlap=overlap,
-            mode="gaussian",
-        )
-    return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    return LoadedSegmenter(model, config, payload)
 
 
 def _validate(
     model: nn.Module, store: CaseStore, case_ids: Sequence[str], config: SegTrainConfig, device: torch.device
 ) -> float:
-    from synbt_factory.evaluate.metrics import dice_score
+    from synbt_factory.metrics import dice_score
 
     if not case_ids:
         return float("nan")
@@ -258,49 +266,39 @@ def _validate(
     return float(np.mean(scores))
 
 
-def _check_resume(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(saved), flat(current)
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES)
-    if differ:
-        raise ValueError(
-            f"cannot resume {path}: the configuration changed in {', '.join(differ)} "
-            f"(only {', '.join(sorted(_RESUMABLE_CHANGES))} may change); use a new --out to start over"
-        )
-
-
 def train_segmenter(
     config: SegTrainConfig,
     out_dir: Path,
     *,
-    device: str = "auto",
     resume: bool = False,
+    device: str = "auto",
     onthefly_hook: OnTheFly | None = None,
     progress: ProgressFn | None = None,
-) -> TrainResult:
+) -> SegTrainResult:
     """Train (or resume training) a segmenter; see the module docstring for the run folder.
 
     Args:
         config: the run.
-        out_dir: run folder (created).
+        out_dir: run folder (created once the stores opened).
+        resume: continue from ``out_dir/last.pt`` (only :data:`RESUMABLE_CHANGES` may differ, so
+            ``epochs``/``max_steps`` may grow); starts fresh when there is none. Without it an existing
+            ``last.pt`` is an error.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        resume: continue from ``out_dir/last.pt`` (``epochs``/``max_steps`` may grow).
         onthefly_hook: hook for ``config.onthefly == "custom"``; for ``"syntumor"`` one is built.
         progress: ``(step, total_steps, {"loss", "val_dice"})`` callback.
+
+    Returns:
+        :class:`SegTrainResult`.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a run and ``resume`` is off.
+        ResumeConfigError: the resumed run's config changed outside :data:`RESUMABLE_CHANGES`.
     """
     from monai.losses import DiceCELoss
     from torch.utils.data import DataLoader, Subset
 
-    out_dir = Path(out_dir)
-    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    run = RunFolder(out_dir, CHECKPOINT_KIND)
+    out_dir = run.path
     dev = resolve_device(device)
     config_dict = config_to_dict(config)
 
@@ -337,22 +335,17 @@ def train_segmenter(
     best_dice, best_step = float("-inf"), -1
     history: list[dict[str, Any]] = []
 
-    if last_path.exists():
-        if not resume:
-            raise FileExistsError(
-                f"{last_path} exists; pass resume=True (--resume) to continue or choose another --out"
-            )
-        payload = load_checkpoint(last_path, kind=CHECKPOINT_KIND, map_location="cpu")
-        _check_resume(payload["config"], config_dict, last_path)
+    payload = run.open(resume=resume)
+    if payload is not None:
+        run.check_resume(payload["config"], config_dict, allowed=RESUMABLE_CHANGES)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         step, epoch, batches_done = int(payload["step"]), int(payload["epoch"]), int(payload["batches_done"])
         best_dice, best_step = float(payload["best_val_dice"]), int(payload["best_step"])
         history = list(payload["history"])
         log.info("resuming %s at step %d (epoch %d, batch %d)", out_dir, step, epoch, batches_done)
-    elif resume:
-        log.info("nothing to resume in %s; starting a new run", out_dir)
-    (out_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+    metric_log = run.start_log(step if payload is not None else None)
+    run.write_config(config_dict)
     log.info(
         "training %s (%s) on %d real cases%s, %d validation cases, %d steps on %s",
         config.model.name,
@@ -376,14 +369,17 @@ def train_segmenter(
             "best_step": best_step,
             "history": history,
         }
-        if with_optimizer:
+        if with_optimizer:  # the resume point: also the optimizer and the loop's torch RNG
             data["optimizer"] = optimizer.state_dict()
+            data["rng"] = capture_rng_state()
         return data
+
+    def save_last() -> None:
+        run.save(run.last, payload_now(True), config=config_dict)
 
     def log_event(event: dict[str, Any]) -> None:
         history.append(event)
-        with open(log_path, "a") as fh:
-            fh.write(json.dumps(event) + "\n")
+        metric_log.append_record(event)
 
     def validate_and_save() -> float:
         nonlocal best_dice, best_step, saved
@@ -405,8 +401,8 @@ def train_segmenter(
             }
         )
         if improved:
-            save_checkpoint(best_path, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
-        save_checkpoint(last_path, payload_now(True), kind=CHECKPOINT_KIND, config=config_dict)
+            run.save(run.best, payload_now(False), config=config_dict)
+        save_last()
         saved = step
         return val_dice
 
@@ -416,66 +412,70 @@ def train_segmenter(
     window_losses: list[float] = []
     use_amp = config.amp and dev.type == "cuda"
     report(progress, step, total_steps, {})
-    saved = step if last_path.exists() else None
-    with stop_on_ctrl_c() as stop:
+    saved = step if run.has_run() else None
+    with seeded_torch(config.seed, "segmenter-loop", dev), stop_on_ctrl_c() as stop:
+        if payload is not None and "rng" in payload:
+            restore_rng_state(payload["rng"])
         try:
-                while epoch < config.epochs and step < total_steps:
-                    dataset.set_epoch(epoch)
-                    indices = range(batches_done * config.batch_size, len(dataset))
-                    loader = DataLoader(
-                        Subset(dataset, list(indices)),
-                        batch_size=config.batch_size,
-                        shuffle=False,
-                        num_workers=config.num_workers,
-                        pin_memory=dev.type == "cuda",
-                    )
-                    for batch in loader:
-                        image = batch["image"].to(dev, non_blocking=True)
-                        label = batch["label"].to(dev, non_blocking=True)
-                        optimizer.zero_grad(set_to_none=True)
-                        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                            logits = model(image)
-                        loss = loss_fn(logits.float(), label)
-                        loss.backward()
-                        optimizer.step()
-                        step += 1
-                        batches_done += 1
-                        last_loss = float(loss.detach())
-                        window_losses.append(last_loss)
-                        if step % config.log_every == 0:
-                            log_event({"event": "train", "step": step, "epoch": epoch,
-                                       "loss": float(np.mean(window_losses))})
-                            window_losses = []
-                        report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
-                        if step >= total_steps:
-                            break
-                        if stop.requested:
-                            save_checkpoint(last_path, payload_now(True), kind=CHECKPOINT_KIND, config=config_dict)
-                            raise interrupted_run(out_dir, step)
-                    if batches_done >= steps_per_epoch:
-                        epoch += 1
-                        batches_done = 0
-                        if epoch % config.val_every_epochs == 0 or epoch >= config.epochs or step >= total_steps:
-                            last_val = validate_and_save()
-                            report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
-                    else:  # stopped mid-epoch by max_steps
+            while epoch < config.epochs and step < total_steps:
+                dataset.set_epoch(epoch)
+                indices = range(batches_done * config.batch_size, len(dataset))
+                loader = DataLoader(
+                    Subset(dataset, list(indices)),
+                    batch_size=config.batch_size,
+                    shuffle=False,
+                    num_workers=config.num_workers,
+                    pin_memory=dev.type == "cuda",
+                )
+                for batch in loader:
+                    image = batch["image"].to(dev, non_blocking=True)
+                    label = batch["label"].to(dev, non_blocking=True)
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                        logits = model(image)
+                    loss = loss_fn(logits.float(), label)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    batches_done += 1
+                    last_loss = float(loss.detach())
+                    window_losses.append(last_loss)
+                    if step % config.log_every == 0:
+                        log_event(
+                            {"event": "train", "step": step, "epoch": epoch, "loss": float(np.mean(window_losses))}
+                        )
+                        window_losses = []
+                    report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
+                    if step >= total_steps:
+                        break
+                    if stop.requested:
+                        save_last()
+                        raise run.interrupted(step)
+                if batches_done >= steps_per_epoch:
+                    epoch += 1
+                    batches_done = 0
+                    if epoch % config.val_every_epochs == 0 or epoch >= config.epochs or step >= total_steps:
                         last_val = validate_and_save()
+                        report(progress, step, total_steps, {"loss": last_loss, "val_dice": last_val})
+                else:  # stopped mid-epoch by max_steps
+                    last_val = validate_and_save()
         except TrainingInterrupted:
             raise
         except KeyboardInterrupt:
-            raise interrupted_run(out_dir, saved) from None
-    if window_losses:
-        log_event({"event": "train", "step": step, "epoch": epoch, "loss": float(np.mean(window_losses))})
-    if not last_path.exists():  # nothing was trained (already complete): still leave a resumable state
-        validate_and_save()
-    if not best_path.exists():
-        save_checkpoint(best_path, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
+            raise run.interrupted(saved) from None
+        if window_losses:
+            log_event({"event": "train", "step": step, "epoch": epoch, "loss": float(np.mean(window_losses))})
+        if not run.has_run():  # nothing was trained (already complete): still leave a resumable state
+            validate_and_save()
+    if not run.best.exists():
+        run.save(run.best, payload_now(False), config=config_dict)
     if step >= total_steps or epoch >= config.epochs:
-        save_checkpoint(out_dir / FINAL_NAME, payload_now(False), kind=CHECKPOINT_KIND, config=config_dict)
-    return TrainResult(
+        run.save(run.final, payload_now(False), config=config_dict)
+    metric_log.write_csv()
+    return SegTrainResult(
         out_dir=out_dir,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
+        best_checkpoint=run.best,
+        last_checkpoint=run.last,
         steps=step,
         epochs_done=epoch,
         best_val_dice=best_dice if math.isfinite(best_dice) else float("nan"),

@@ -7,16 +7,20 @@
   whole volumes (or large crops) encoded patch-wise, quantised, decoded in one pass; only the
   decoder is fine-tuned; batch 1, lr 1e-5.
 
-Checkpoints (``step_<N>.pt``, ``last.pt``, ``final.pt``) hold the model config, stage, latent
-normalisation, optimisers, discriminator, step and RNG states, so ``resume=True`` continues
-exactly where an interrupted run stopped.
+Run folder (:class:`~synbt_factory.training.runs.RunFolder`): ``step_<N>.pt``, ``last.pt``,
+``final.pt``, ``metrics.jsonl`` / ``.csv`` and ``config.json``. Checkpoints hold the model config,
+stage, latent normalisation, optimisers, discriminator, step and RNG states, so ``resume=True``
+continues exactly where an interrupted run stopped; a resumed run may change only
+:data:`RESUMABLE_CHANGES`. Weights are initialised from the run seed's ``vqvae-init`` stream and the
+loop runs under its ``vqvae-<stage>-loop`` stream (:func:`~synbt_factory.training.runs.seeded_torch`).
+:func:`~synbt_factory.models.vqvae.load_vqvae` rebuilds a trained model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +33,30 @@ from torch import nn
 from synbt_factory.checkpoint import load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.data.volumes import PreparedVolumes, sample_patch_batch, sample_volume_batch, select_cases
-from synbt_factory.models.autoencoder import LatentNorm
 from synbt_factory.models.quantizer import restart_dead_codes
-from synbt_factory.models.vqvae import PatchVolumeVQVAE, VQVAEConfig, vqvae_preset
+from synbt_factory.models.vqvae import (
+    CHECKPOINT_KIND,
+    PatchVolumeVQVAE,
+    VQVAEConfig,
+    vqvae_preset,
+)
 from synbt_factory.progress import ProgressFn
-from synbt_factory.rng import case_generator, case_seed_sequence, torch_generator
+from synbt_factory.rng import case_generator, torch_generator
 from synbt_factory.store import CaseStore
 from synbt_factory.training.runs import (
-    FINAL_NAME,
-    MetricLog,
+    RunFolder,
+    TrainResult,
     capture_rng_state,
-    latest_checkpoint,
     restore_rng_state,
-    run_steps,
-    save_training_checkpoint,
+    seeded_torch,
     to_float_metrics,
 )
 
 __all__ = [
     "VQVAETrainConfig",
-    "TrainResult",
+    "RESUMABLE_CHANGES",
     "train_presets",
     "train_vqvae",
-    "load_vqvae",
     "build_discriminator",
     "build_perceptual_loss",
     "train_config_from_dict",
@@ -61,8 +66,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KIND = "vqvae"
 STAGES = ("patch", "volume")
+#: Train-config fields a resumed run may change (everything else, and the seed, must match its checkpoint).
+RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every"})
 PERCEPTUAL_NETWORKS = ("resnet50",)
 
 
@@ -283,16 +289,6 @@ def train_presets(name: str, stage: str) -> tuple[VQVAEConfig, VQVAETrainConfig]
     return vqvae_preset(name), _TRAIN_PRESETS[name][stage]
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainResult:
-    """What a finished (or already finished) stage produced."""
-
-    final_checkpoint: Path
-    steps: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed_from: int | None = None
-
-
 # ---------------------------------------------------------------------------- builders
 def build_discriminator(cfg: VQVAETrainConfig, in_channels: int) -> PatchDiscriminator:
     """MONAI ``PatchDiscriminator`` (3-D, BatchNorm, LeakyReLU) on ``in_channels`` images."""
@@ -348,30 +344,9 @@ def build_perceptual_loss(cfg: VQVAETrainConfig) -> nn.Module | None:
     return _ChannelwisePerceptual(loss)
 
 
-# ---------------------------------------------------------------------------- checkpoint helpers
-def load_vqvae(path: Path, device: str | torch.device = "cpu") -> tuple[PatchVolumeVQVAE, LatentNorm, VQVAEConfig]:
-    """Rebuild a trained VQ-VAE for inference (eval mode, gradients off) from a checkpoint.
-
-    Returns:
-        model, its latent normalisation (codebook range → [-1, 1]) and its config.
-    """
-    ckpt = load_checkpoint(Path(path), kind=CHECKPOINT_KIND, map_location="cpu")
-    with rebuilding_from(path, "VQ-VAE"):
-        config = config_from_dict(VQVAEConfig, ckpt["config"])
-        model = PatchVolumeVQVAE(config)
-        model.load_state_dict(ckpt["model"])
-        norm = LatentNorm(**ckpt["latent_norm"]) if "latent_norm" in ckpt else model.latent_norm()
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, norm, config
-
-
 def _init_model(config: VQVAEConfig, cfg: VQVAETrainConfig, seed: int) -> tuple[PatchVolumeVQVAE, PatchDiscriminator]:
-    """Fresh VQ-VAE and discriminator with weights drawn from a seed-derived torch stream."""
-    init_seed = int(case_seed_sequence(seed, 0, "vqvae-init").generate_state(1)[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    """Fresh VQ-VAE and discriminator with weights drawn from the run seed's ``vqvae-init`` stream."""
+    with seeded_torch(seed, "vqvae-init"):
         model = PatchVolumeVQVAE(config)
         disc = build_discriminator(cfg, config.in_channels)
     return model, disc
@@ -524,22 +499,32 @@ def train_vqvae(
 
     Returns:
         :class:`TrainResult` with the final checkpoint path and last metrics.
+
+    Raises:
+        FileExistsError: ``out`` holds a run and ``resume`` is off.
+        ResumeConfigError: the resumed run's stage config or seed changed outside :data:`RESUMABLE_CHANGES`.
+        ValueError: a volume stage without ``init``, or a checkpoint of the other stage.
     """
     cfg = train_config
-    out = Path(out)
+    run = RunFolder(out, CHECKPOINT_KIND)
+    out = run.path
     device = torch.device(device)
     store = CaseStore.open(data)
-    ckpt = latest_checkpoint(out, kind=CHECKPOINT_KIND) if resume else None
-    if not resume and (out / "last.pt").exists():
-        raise FileExistsError(f"{out} already holds a run (last.pt); resume it or choose another output folder")
-    if ckpt is not None and ckpt.get("stage") != cfg.stage:
-        raise ValueError(f"{out}/last.pt is a {ckpt.get('stage')!r}-stage checkpoint, this run is {cfg.stage!r}")
+    ckpt = run.open(resume=resume)
+    if ckpt is not None:
+        if ckpt.get("stage") != cfg.stage:
+            raise ValueError(f"{run.last} is a {ckpt.get('stage')!r}-stage checkpoint, this run is {cfg.stage!r}")
+        run.check_resume(
+            {**ckpt.get("train_config", {}), "seed": ckpt.get("seed")},
+            {**config_to_dict(cfg), "seed": seed},
+            allowed=RESUMABLE_CHANGES,
+        )
 
     # ---- model config and weights
     init_ckpt = None
     given_config = model_config
     if ckpt is not None:
-        with rebuilding_from(out / "last.pt", "VQ-VAE config"):
+        with rebuilding_from(run.last, "VQ-VAE config"):
             model_config = config_from_dict(VQVAEConfig, ckpt["config"])
     elif cfg.stage == "volume":
         if init is None:
@@ -575,13 +560,9 @@ def train_vqvae(
     case_ids = select_cases(store, splits=cfg.splits, case_ids=cfg.case_ids)
     volumes = PreparedVolumes(store, case_ids)
     rng = case_generator(seed, 0, f"vqvae-{cfg.stage}-sampler")
-    metric_log = MetricLog(out / "metrics.jsonl")
     start_step = 0
     metrics: dict[str, float] = {}
-    loop_seed = int(case_seed_sequence(seed, 0, f"vqvae-{cfg.stage}-loop").generate_state(1)[0])
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(loop_seed)
+    with seeded_torch(seed, f"vqvae-{cfg.stage}-loop", device):
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             disc.load_state_dict(ckpt["discriminator"])
@@ -591,12 +572,17 @@ def train_vqvae(
             restart_gen.set_state(ckpt["restart_generator"])
             start_step = int(ckpt["step"])
             metrics = dict(ckpt.get("metrics", {}))
-            dropped = metric_log.truncate_after(start_step)
-            log.info("resuming %s stage at step %d (dropped %d log lines after it)", cfg.stage, start_step, dropped)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            metric_log.truncate_after(-1)
-        _write_run_config(out, model_config, cfg, data, init, seed)
+            log.info("resuming %s stage at step %d", cfg.stage, start_step)
+        metric_log = run.start_log(start_step if ckpt is not None else None)
+        run.write_config(
+            {
+                "model": config_to_dict(model_config),
+                "train": config_to_dict(cfg),
+                "data": str(data),
+                "init": str(init) if init else None,
+                "seed": seed,
+            }
+        )
         log.info(
             "VQ-VAE %s stage: %d training cases, steps %d..%d on %s",
             cfg.stage,
@@ -625,21 +611,6 @@ def train_vqvae(
                 "metrics": metrics,
             }
 
-        if start_step >= cfg.steps and not (out / FINAL_NAME).exists():
-            save_training_checkpoint(
-                out,
-                start_step,
-                payload(start_step),
-                kind=CHECKPOINT_KIND,
-                config=config_to_dict(model_config),
-                keep_last=cfg.keep_last,
-                final=True,
-            )
-        def save(step: int) -> None:
-            save_training_checkpoint(out, step, payload(step), kind=CHECKPOINT_KIND,
-                                     config=config_to_dict(model_config), keep_last=cfg.keep_last,
-                                     final=step == cfg.steps)
-
         def _train_step(step_index: int) -> dict[str, float]:
             nonlocal metrics
             images, masks = _sample(volumes, rng, cfg, model_config)
@@ -648,11 +619,22 @@ def train_vqvae(
             metrics = stage.step(x, step_index, mask)
             return metrics
 
-        run_steps(_train_step, start=start_step, steps=cfg.steps, resumed=ckpt is not None, log_every=cfg.log_every,
-                  save_every=cfg.save_every, save=save, metric_log=metric_log, progress=progress, out=out)
+        run.run_steps(
+            _train_step,
+            payload,
+            start=start_step,
+            steps=cfg.steps,
+            resumed=ckpt is not None,
+            config=config_to_dict(model_config),
+            keep_last=cfg.keep_last,
+            log_every=cfg.log_every,
+            save_every=cfg.save_every,
+            metric_log=metric_log,
+            progress=progress,
+        )
     metric_log.write_csv()
     return TrainResult(
-        final_checkpoint=out / FINAL_NAME,
+        final_checkpoint=run.final,
         steps=cfg.steps,
         metrics=metrics,
         resumed_from=start_step if ckpt is not None else None,
@@ -662,26 +644,6 @@ def train_vqvae(
 def _same_disc(init_ckpt: dict[str, Any], cfg: VQVAETrainConfig) -> bool:
     other = init_ckpt.get("train_config", {})
     return other.get("disc_channels") == cfg.disc_channels and other.get("disc_layers") == cfg.disc_layers
-
-
-def _write_run_config(
-    out: Path, model_config: VQVAEConfig, cfg: VQVAETrainConfig, data: Any, init: Any, seed: int
-) -> None:
-    import json
-
-    (out / "config.json").write_text(
-        json.dumps(
-            {
-                "model": config_to_dict(model_config),
-                "train": config_to_dict(cfg),
-                "data": str(data),
-                "init": str(init) if init else None,
-                "seed": seed,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
 
 
 def train_config_from_dict(data: dict[str, Any], base: VQVAETrainConfig) -> VQVAETrainConfig:

@@ -124,11 +124,14 @@ def test_check_rejects_a_4d_series(tmp_path: Path) -> None:
     assert next(r for r in check_dataset(index_dataset(root)) if r.case_id == "OK_001").usable
 
 
-@pytest.mark.parametrize("pixdim, word", [
-    ((1.0, 0.0, 0.8, 2.0), "pixdim (0.0, 0.8, 2.0)"),
-    ((1.0, 0.8, -0.8, 2.0), "pixdim (0.8, -0.8, 2.0)"),
-    ((1.0, 0.8, 0.8, float("nan")), "not positive and finite"),
-])
+@pytest.mark.parametrize(
+    "pixdim, word",
+    [
+        ((1.0, 0.0, 0.8, 2.0), "pixdim (0.0, 0.8, 2.0)"),
+        ((1.0, 0.8, -0.8, 2.0), "pixdim (0.8, -0.8, 2.0)"),
+        ((1.0, 0.8, 0.8, float("nan")), "not positive and finite"),
+    ],
+)
 def test_check_rejects_zero_negative_or_nan_voxel_size_in_every_file(tmp_path: Path, pixdim: tuple, word: str) -> None:
     # the whole case carries the same bad pixdim, so the files still agree with one another
     root = tmp_path / "ds"
@@ -148,11 +151,14 @@ def test_check_rejects_a_singular_affine(tmp_path: Path) -> None:
     assert "affine is singular" in _problems(root, "SING_001")
 
 
-@pytest.mark.parametrize("kind, cause", [
-    ("loop", "cannot open: Too many levels of symbolic links"),
-    ("dangling", "cannot open: No such file or directory (a broken link)"),
-    ("folder", "is a folder, not a NIfTI file"),
-])
+@pytest.mark.parametrize(
+    "kind, cause",
+    [
+        ("loop", "cannot open: Too many levels of symbolic links"),
+        ("dangling", "cannot open: No such file or directory (a broken link)"),
+        ("folder", "is a folder, not a NIfTI file"),
+    ],
+)
 def test_check_names_a_phase_that_is_a_broken_link_or_a_folder(tmp_path: Path, kind: str, cause: str) -> None:
     root = tmp_path / "ds"
     make_case(root, "LINK_001")
@@ -201,10 +207,13 @@ def test_check_rejects_a_case_listed_in_train_and_test(tmp_path: Path) -> None:
     assert next(r for r in check_dataset(index_dataset(root)) if r.case_id == "OK_001").usable
 
 
-@pytest.mark.parametrize("damage, cause", [
-    (b"OK_001,\nOK_\x00002,\n", "NUL byte on line 3"),
-    (b"OK_001,\nPatient_\xe9,\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "damage, cause",
+    [
+        (b"OK_001,\nOK_\x00002,\n", "NUL byte on line 3"),
+        (b"OK_001,\nPatient_\xe9,\n", "not UTF-8"),
+    ],
+)
 def test_unreadable_splits_file_is_one_dataset_error_not_a_traceback(tmp_path: Path, damage: bytes, cause: str) -> None:
     root = tmp_path / "ds"
     make_case(root, "OK_001")

@@ -155,20 +155,30 @@ def _pixdim_zero(root: Path, c: dict) -> None:
 
 DAMAGE = {
     "nan in post": (_nan_post, "BAD_002_0001.nii.gz: 144 NaN/Inf voxels"),
-    "mask L/R-flipped affine": (lambda r, c: _reaffine(r / "segmentations/expert/BAD_002.nii.gz", _lr_flipped(c)),
-                                "segmentations/expert/BAD_002.nii.gz: mask shape"),
-    "mask shifted 15 mm": (lambda r, c: _reaffine(r / "segmentations/expert/BAD_002.nii.gz", _shifted(c, 15, 0)),
-                           "segmentations/expert/BAD_002.nii.gz: mask shape"),
-    "post shifted 7 mm": (lambda r, c: _reaffine(r / "images/BAD_002/BAD_002_0001.nii.gz", _shifted(c, 7, 2)),
-                          "BAD_002_0001.nii.gz: geometry differs"),
+    "mask L/R-flipped affine": (
+        lambda r, c: _reaffine(r / "segmentations/expert/BAD_002.nii.gz", _lr_flipped(c)),
+        "segmentations/expert/BAD_002.nii.gz: mask shape",
+    ),
+    "mask shifted 15 mm": (
+        lambda r, c: _reaffine(r / "segmentations/expert/BAD_002.nii.gz", _shifted(c, 15, 0)),
+        "segmentations/expert/BAD_002.nii.gz: mask shape",
+    ),
+    "post shifted 7 mm": (
+        lambda r, c: _reaffine(r / "images/BAD_002/BAD_002_0001.nii.gz", _shifted(c, 7, 2)),
+        "BAD_002_0001.nii.gz: geometry differs",
+    ),
     "4D series": (_series, "BAD_002_0001.nii.gz: 4D image"),
     "symlink loop": (_loop, "BAD_002_0001.nii.gz: unreadable"),
     "phase gap": (lambda r, c: (r / "images/BAD_002/BAD_002_0001.nii.gz").unlink(), "phases 0, 2: _0001 is missing"),
     "pixdim 0": (_pixdim_zero, "BAD_002_0000.nii.gz: voxel size pixdim (0.0, 0.8, 2.0)"),
-    "constant pre": (lambda r, c: write_nifti(r / "images/BAD_002/BAD_002_0000.nii.gz", np.full((80, 90, 30), 100.0),
-                                              c["affine"]), "BAD_002_0000.nii.gz: pre-contrast phase is constant"),
-    "train/test leak": (lambda r, c: write_splits(r, ["OK_001", "BAD_002"], ["BAD_002"]),
-                        "train_test_splits.csv: BAD_002 is listed in train and test"),
+    "constant pre": (
+        lambda r, c: write_nifti(r / "images/BAD_002/BAD_002_0000.nii.gz", np.full((80, 90, 30), 100.0), c["affine"]),
+        "BAD_002_0000.nii.gz: pre-contrast phase is constant",
+    ),
+    "train/test leak": (
+        lambda r, c: write_splits(r, ["OK_001", "BAD_002"], ["BAD_002"]),
+        "train_test_splits.csv: BAD_002 is listed in train and test",
+    ),
 }
 
 
@@ -225,8 +235,11 @@ def test_cli_prepare_exits_nonzero_naming_the_file(tmp_path: Path) -> None:
     c = make_case(root, "BAD_002", slope=None)
     _nan_post(root, c)
     out = tmp_path / "p.zarr"
-    result = CliRunner().invoke(app, ["data", "prepare", str(root), "--out", str(out), "--fov", "48", "56", "40",
-                                      "--workers", "1"], env={"COLUMNS": "300"})
+    result = CliRunner().invoke(
+        app,
+        ["data", "prepare", str(root), "--out", str(out), "--fov", "48", "56", "40", "--workers", "1"],
+        env={"COLUMNS": "300"},
+    )
     assert result.exit_code == 1, result.output
     assert "failed BAD_002 images/BAD_002/BAD_002_0001.nii.gz: 144 NaN/Inf voxels" in result.output
     assert CaseStore.open(out).case_ids() == ["OK_001"]

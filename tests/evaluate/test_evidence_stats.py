@@ -35,22 +35,35 @@ def _rows(effects: dict[str, float], *, sizes=(8, 40), test_sets=("own", "extern
                 dice = np.clip(base + effect + jitter, 0.0, 1.0)
                 for i, s in enumerate(SEEDS):
                     for j, c in enumerate(CASES):
-                        rows.append({"arm": arm, "size": size, "seed": s, "test_set": test_set, "case_id": c,
-                                     "dice": float(dice[i, j]), "hd95": float(hd[i, j] - 10 * effect),
-                                     "msd": float(hd[i, j] / 4)})
+                        rows.append(
+                            {
+                                "arm": arm,
+                                "size": size,
+                                "seed": s,
+                                "test_set": test_set,
+                                "case_id": c,
+                                "dice": float(dice[i, j]),
+                                "hd95": float(hd[i, j] - 10 * effect),
+                                "msd": float(hd[i, j] / 4),
+                            }
+                        )
     return rows
 
 
 def _matrix(rows, arm, size, test_set, metric):
-    cells = {(r["seed"], r["case_id"]): r[metric] for r in rows
-             if r["arm"] == arm and r["size"] == size and r["test_set"] == test_set}
+    cells = {
+        (r["seed"], r["case_id"]): r[metric]
+        for r in rows
+        if r["arm"] == arm and r["size"] == size and r["test_set"] == test_set
+    }
     return np.array([[cells[(s, c)] for c in CASES] for s in SEEDS])
 
 
 def test_point_estimate_and_seed_means_are_numpys_means_of_the_matrix() -> None:
     rows = _rows({"real": 0.0, "synbt": 0.05})
-    got = arm_summary(rows, arm="synbt", size=8, test_set="own", metric="dice", rng=np.random.default_rng(0),
-                      n_boot=200)
+    got = arm_summary(
+        rows, arm="synbt", size=8, test_set="own", metric="dice", rng=np.random.default_rng(0), n_boot=200
+    )
     m = _matrix(rows, "synbt", 8, "own", "dice")
     assert got.mean == pytest.approx(float(np.mean(m)), abs=1e-12)
     np.testing.assert_allclose(got.seed_means, m.mean(axis=1), atol=1e-12)
@@ -80,28 +93,30 @@ def test_a_constant_gain_is_better_with_a_ci_above_zero() -> None:
 
 def test_a_constant_loss_is_worse_and_a_lower_distance_is_better() -> None:
     rows = _rows({"real": 0.0, "copypaste": -0.1})
-    dice = paired_vs_baseline(rows, arm="copypaste", size=40, test_set="external", metric="dice",
-                              rng=np.random.default_rng(0), n_boot=500)
+    dice = paired_vs_baseline(
+        rows, arm="copypaste", size=40, test_set="external", metric="dice", rng=np.random.default_rng(0), n_boot=500
+    )
     assert dice.verdict == "worse" and dice.ci_high < 0 and dice.worse == 30
     rows = _rows({"real": 0.0, "synbt": 0.1})  # hd95 is 1 mm lower on every cell
-    hd = paired_vs_baseline(rows, arm="synbt", size=8, test_set="own", metric="hd95", rng=np.random.default_rng(0),
-                            n_boot=500)
+    hd = paired_vs_baseline(
+        rows, arm="synbt", size=8, test_set="own", metric="hd95", rng=np.random.default_rng(0), n_boot=500
+    )
     assert hd.mean == pytest.approx(-1.0) and hd.ci_high < 0
     assert hd.verdict == "better" and hd.better == 30 and not hd.higher_is_better
 
 
 def test_symmetric_noise_is_within_noise() -> None:
     rows = _rows({"real": 0.0, "syntumor": 0.0}, noise=0.05)
-    got = paired_vs_baseline(rows, arm="syntumor", size=8, test_set="own", metric="dice",
-                             rng=np.random.default_rng(0))
+    got = paired_vs_baseline(rows, arm="syntumor", size=8, test_set="own", metric="dice", rng=np.random.default_rng(0))
     assert got.ci_low < 0 < got.ci_high and got.p_value > 0.05
     assert got.verdict == "within noise"
 
 
 def test_wilcoxon_p_and_counts_are_scipys_on_the_seed_averaged_differences() -> None:
     rows = _rows({"real": 0.0, "syntumor": 0.01}, noise=0.04, seed=5)
-    got = paired_vs_baseline(rows, arm="syntumor", size=40, test_set="own", metric="dice",
-                             rng=np.random.default_rng(0), n_boot=200)
+    got = paired_vs_baseline(
+        rows, arm="syntumor", size=40, test_set="own", metric="dice", rng=np.random.default_rng(0), n_boot=200
+    )
     d = (_matrix(rows, "syntumor", 40, "own", "dice") - _matrix(rows, "real", 40, "own", "dice")).mean(axis=0)
     assert got.p_value == pytest.approx(float(wilcoxon(d).pvalue), rel=1e-12)
     assert (got.better, got.worse, got.n_cases) == (int((d > 0).sum()), int((d < 0).sum()), 30)
@@ -111,17 +126,28 @@ def test_the_bootstrap_is_reproducible_with_the_same_generator_seed() -> None:
     rows = _rows({"real": 0.0, "synbt": 0.02}, noise=0.05)
     kw = {"arm": "synbt", "size": 8, "test_set": "own", "metric": "dice", "n_boot": 300}
     assert paired_vs_baseline(rows, rng=np.random.default_rng(4), **kw) == paired_vs_baseline(
-        rows, rng=np.random.default_rng(4), **kw)
+        rows, rng=np.random.default_rng(4), **kw
+    )
     a = arm_summary(rows, rng=np.random.default_rng(4), **kw)
     assert a == arm_summary(rows, rng=np.random.default_rng(4), **kw)
-    assert (a.ci_low, a.ci_high) != (arm_summary(rows, rng=np.random.default_rng(5), **kw).ci_low,
-                                     arm_summary(rows, rng=np.random.default_rng(5), **kw).ci_high)
+    assert (a.ci_low, a.ci_high) != (
+        arm_summary(rows, rng=np.random.default_rng(5), **kw).ci_low,
+        arm_summary(rows, rng=np.random.default_rng(5), **kw).ci_high,
+    )
 
 
 def test_a_missing_pair_is_an_error_naming_arm_size_seed_and_case() -> None:
-    rows = [r for r in _rows({"real": 0.0, "synbt": 0.1})
-            if not (r["arm"] == "synbt" and r["size"] == 40 and r["seed"] == 3 and r["case_id"] == "C007"
-                    and r["test_set"] == "own")]
+    rows = [
+        r
+        for r in _rows({"real": 0.0, "synbt": 0.1})
+        if not (
+            r["arm"] == "synbt"
+            and r["size"] == 40
+            and r["seed"] == 3
+            and r["case_id"] == "C007"
+            and r["test_set"] == "own"
+        )
+    ]
     with pytest.raises(ValueError, match=r"arm 'synbt', size 40, test set 'own': no row for seed 3, case 'C007'"):
         paired_vs_baseline(rows, arm="synbt", size=40, test_set="own", metric="dice", rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"arm 'synbt', size 40.*seed 3, case 'C007'"):
@@ -144,12 +170,12 @@ def test_non_finite_distances_are_skipped_like_summarize() -> None:
     for k, value in ((0, float("nan")), (31, float("inf"))):
         rows[k] = {**rows[k], "hd95": value}  # arm "real": (seed 0, C000) and (seed 1, C001)
     m = _matrix(rows, "real", 8, "own", "hd95")
-    got = arm_summary(rows, arm="real", size=8, test_set="own", metric="hd95", rng=np.random.default_rng(0),
-                      n_boot=200)
+    got = arm_summary(rows, arm="real", size=8, test_set="own", metric="hd95", rng=np.random.default_rng(0), n_boot=200)
     assert got.n_skipped == 2 and got.mean == pytest.approx(float(m[np.isfinite(m)].mean()), abs=1e-12)
     assert math.isfinite(got.ci_low) and math.isfinite(got.ci_high)
-    delta = paired_vs_baseline(rows, arm="synbt", size=8, test_set="own", metric="hd95",
-                               rng=np.random.default_rng(0), n_boot=200)
+    delta = paired_vs_baseline(
+        rows, arm="synbt", size=8, test_set="own", metric="hd95", rng=np.random.default_rng(0), n_boot=200
+    )
     assert delta.n_skipped == 2 and delta.mean == pytest.approx(-1.0)
 
 
@@ -161,8 +187,7 @@ def test_tables_have_one_row_per_arm_and_match_the_summary(tmp_path) -> None:
     text = evidence_tables(rows, rng=np.random.default_rng(0), n_boot=200)
     tables = text.split("### ")[1:]
     assert [t.splitlines()[0] for t in tables] == [
-        f"Test set {t}: {s} real training cases (5 seeds × 30 test cases)"
-        for t in ("own", "external") for s in (8, 40)
+        f"Test set {t}: {s} real training cases (5 seeds × 30 test cases)" for t in ("own", "external") for s in (8, 40)
     ]
     for table in tables:
         body = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Arm")]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from medpy.metric.binary import assd, hd95
 
-from synbt_factory.evaluate.metrics import (
+from synbt_factory.metrics import (
     dice_score,
     image_diagonal_mm,
     mama_mia_case,

@@ -124,9 +124,11 @@ def _prepared(root: Path, n: int = 4) -> str:
         image[0][tumor], image[1][tumor] = 0.8, 0.8 * REAL_RATIO
         tissue = np.zeros(SHAPE, np.uint8)
         tissue[:, 12:, :] = 2
-        store.write_case(f"REAL_{i:03d}", {"image": image, "mask": tumor.astype(np.uint8), "tissue": tissue,
-                                           "breast": np.ones(SHAPE, np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"})
+        store.write_case(
+            f"REAL_{i:03d}",
+            {"image": image, "mask": tumor.astype(np.uint8), "tissue": tissue, "breast": np.ones(SHAPE, np.uint8)},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"},
+        )
     return str(root / "prepared.zarr")
 
 
@@ -135,8 +137,7 @@ def _synthetic(root: Path, prepared: str, kind: str, n: int = 4) -> str:
     ``holes`` are set to 0.05 on pre and post, ``halo`` are good tumors inside a dark box 13 voxels wide."""
     source = CaseStore.open(prepared)
     out = root / f"{kind}.zarr"
-    store = CaseStore.create(out, kind="synthetic",
-                             card={"synthetic": True, "run_identity": {"prepared": prepared}})
+    store = CaseStore.create(out, kind="synthetic", card={"synthetic": True, "run_identity": {"prepared": prepared}})
     for i, case_id in enumerate(source.case_ids()[:n]):
         background = source.read_array(case_id, "image")
         image = background.copy()
@@ -149,10 +150,18 @@ def _synthetic(root: Path, prepared: str, kind: str, n: int = 4) -> str:
             image[0][syn] = 0.8
             image[1][syn] = 0.8 * REAL_RATIO
         real = source.read_array(case_id, "mask") > 0
-        store.write_case(f"SYN_{i:06d}", {"image": image, "mask": (real | syn).astype(np.uint8),
-                                          "synthetic_mask": syn.astype(np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "source_case": case_id,
-                          "source_sha256": array_sha256(background), "method": "synbt", "split": "train"})
+        store.write_case(
+            f"SYN_{i:06d}",
+            {"image": image, "mask": (real | syn).astype(np.uint8), "synthetic_mask": syn.astype(np.uint8)},
+            {
+                "affine": np.eye(4).tolist(),
+                "spacing": [1.0, 1.0, 1.0],
+                "source_case": case_id,
+                "source_sha256": array_sha256(background),
+                "method": "synbt",
+                "split": "train",
+            },
+        )
     return str(out)
 
 
@@ -182,11 +191,20 @@ def test_store_report_fail_under_exits_1_naming_the_figure(stores: dict[str, str
     res = runner.invoke(app, ["store", "report", stores["holes"], "--fail-under", "gate"])
     assert res.exit_code == 1, res.output
     assert "synthetic post/pre (median)" in res.output
-    res = runner.invoke(app, ["store", "report", stores["halo"], "--fail-under", "max_far_changed_over_mask=1e9,"
-                              "max_outside_over_inside=1e9"])
+    res = runner.invoke(
+        app,
+        [
+            "store",
+            "report",
+            stores["halo"],
+            "--fail-under",
+            "max_far_changed_over_mask=1e9,max_outside_over_inside=1e9",
+        ],
+    )
     assert res.exit_code == 0, res.output  # the same store passes thresholds it meets
-    res = runner.invoke(app, ["store", "report", stores["good"], "--real", stores["prepared"],
-                              "--fail-under", "target"])
+    res = runner.invoke(
+        app, ["store", "report", stores["good"], "--real", stores["prepared"], "--fail-under", "target"]
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["store", "report", stores["good"], "--fail-under", "speed=3"])
     assert res.exit_code == 2 and "unknown figure" in res.output

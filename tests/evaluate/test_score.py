@@ -100,7 +100,7 @@ def test_cli_json_output(tmp_path: Path) -> None:
     typer = pytest.importorskip("typer")
     from typer.testing import CliRunner
 
-    from cli.cmd_segment import segment_score
+    from cli.segment import segment_score
 
     truth, pred = tmp_path / "truth", tmp_path / "pred"
     _write(truth / "E_5.nii.gz", _mask())

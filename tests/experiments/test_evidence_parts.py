@@ -39,8 +39,11 @@ def _prepared(tmp_path: Path, n: int = 4) -> Path:
     for cid in _ids(n):
         image = rng.random((2, 8, 8, 6), dtype=np.float32)
         mask = (rng.random((8, 8, 6)) > 0.8).astype(np.uint8)
-        store.write_case(cid, {"image": image, "mask": mask, "breast": np.ones((8, 8, 6), np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "test"})
+        store.write_case(
+            cid,
+            {"image": image, "mask": mask, "breast": np.ones((8, 8, 6), np.uint8)},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "test"},
+        )
     return location
 
 
@@ -78,8 +81,9 @@ def test_plateau_is_where_the_smoothed_curve_reaches_its_best() -> None:
 
 
 def test_learning_curve_png_is_written(tmp_path: Path) -> None:
-    out = plot_learning_curves({"8": _curve([0.2, 0.6, 0.7]), "40": _curve([0.3, 0.65, 0.72])},
-                               tmp_path / "lc.png", chosen=200)
+    out = plot_learning_curves(
+        {"8": _curve([0.2, 0.6, 0.7]), "40": _curve([0.3, 0.65, 0.72])}, tmp_path / "lc.png", chosen=200
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -15,9 +15,22 @@ from synbt_factory.experiments.evidence_runs import read_run_rows
 from synbt_factory.store import CaseStore
 
 MINI = EvidenceConfig(
-    name="mini", own_cases=24, val_cases=1, external_cases=3, sizes=(2, 3), tissue_steps=2, n_synthetic=3,
-    ddim_steps=2, quality_gate=False, seg_crop=(32, 32, 32), seg_steps=2, budget_steps=2, budget_every=1,
-    seeds=(0, 1), parallel_runs=1, n_boot=50,
+    name="mini",
+    own_cases=24,
+    val_cases=1,
+    external_cases=3,
+    sizes=(2, 3),
+    tissue_steps=2,
+    n_synthetic=3,
+    ddim_steps=2,
+    quality_gate=False,
+    seg_crop=(32, 32, 32),
+    seg_steps=2,
+    budget_steps=2,
+    budget_every=1,
+    seeds=(0, 1),
+    parallel_runs=1,
+    n_boot=50,
 )
 
 
@@ -36,10 +49,12 @@ def test_every_arm_is_scored_on_the_same_cases_with_the_same_seeds(finished: Pat
     keys = {}
     for arm in MINI.arms:
         for size in MINI.sizes:
-            keys[(arm, size)] = sorted((r["seed"], r["test_set"], r["case_id"]) for r in rows
-                                       if r["arm"] == arm and r["size"] == size)
-    expected = sorted((seed, "own", c) for seed in MINI.seeds for c in split["test"]) + \
-        sorted((seed, "external", c) for seed in MINI.seeds for c in external)
+            keys[(arm, size)] = sorted(
+                (r["seed"], r["test_set"], r["case_id"]) for r in rows if r["arm"] == arm and r["size"] == size
+            )
+    expected = sorted((seed, "own", c) for seed in MINI.seeds for c in split["test"]) + sorted(
+        (seed, "external", c) for seed in MINI.seeds for c in external
+    )
     for key, got in keys.items():
         assert got == sorted(expected), key
     assert all(0.0 <= r["dice"] <= 1.0 for r in rows)
@@ -64,8 +79,9 @@ def test_synthetic_arms_share_backgrounds_and_placed_masks(finished: Path) -> No
         for cid in ids:
             masks = [s.read_array(cid, "synthetic_mask") for s in stores.values()]
             sources = {s.case_attrs(cid)["source_case"] for s in stores.values()}
-            assert len(sources) == 1 and sources <= set(json.loads((finished / "split.json").read_text())
-                                                         ["train_pool"][:size])
+            assert len(sources) == 1 and sources <= set(
+                json.loads((finished / "split.json").read_text())["train_pool"][:size]
+            )
             for mask in masks[1:]:
                 np.testing.assert_array_equal(mask, masks[0])
             images = [s.read_array(cid, "image") for s in stores.values()]
@@ -73,8 +89,14 @@ def test_synthetic_arms_share_backgrounds_and_placed_masks(finished: Path) -> No
 
 
 def test_outputs_are_written_and_a_rerun_redoes_nothing(finished: Path) -> None:
-    for name in ("evidence.md", "evidence.json", "evidence_cases.csv", "dice_vs_size.png",
-                 "budget/learning_curve.png", "budget/learning_curve.json"):
+    for name in (
+        "evidence.md",
+        "evidence.json",
+        "evidence_cases.csv",
+        "dice_vs_size.png",
+        "budget/learning_curve.png",
+        "budget/learning_curve.json",
+    ):
         assert (finished / name).is_file(), name
     table = (finished / "evidence.md").read_text()
     for arm in MINI.arms:

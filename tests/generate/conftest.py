@@ -33,9 +33,20 @@ def tiny_checkpoints(factory_inputs: dict[str, str]) -> tuple[Path, Path]:
 
     root = Path(factory_inputs["root"])
     model_cfg, train_cfg = train_presets("tiny", "patch")
-    train_vqvae(factory_inputs["prepared"], root / "vq", train_config=dataclasses.replace(train_cfg, steps=2),
-                model_config=model_cfg, device="cpu")
+    train_vqvae(
+        factory_inputs["prepared"],
+        root / "vq",
+        train_config=dataclasses.replace(train_cfg, steps=2),
+        model_config=model_cfg,
+        device="cpu",
+    )
     d_model, d_train = diffusion_train_preset("tiny")
-    train_diffusion_from_store(root / "vq" / "final.pt", factory_inputs["prepared"], root / "diff",
-                               model_config=d_model, train_config=dataclasses.replace(d_train, steps=2), device="cpu")
+    train_diffusion_from_store(
+        root / "vq" / "final.pt",
+        factory_inputs["prepared"],
+        root / "diff",
+        model_config=d_model,
+        train_config=dataclasses.replace(d_train, steps=2),
+        device="cpu",
+    )
     return root / "vq" / "final.pt", root / "diff" / "final.pt"

@@ -52,8 +52,15 @@ def test_run_survives_a_killed_worker(factory_inputs: dict[str, str], tmp_path: 
 
     method = SynTumorMethod.from_prepared(factory_inputs["prepared"])
     config = GenerateConfig(n=10, seed=21, method="syntumor", workers=2)
-    result = run_generate(config, out=out, prepared=factory_inputs["prepared"], bank=factory_inputs["bank"],
-                          method=method, scheduler=cluster.scheduler_address, progress=kill_once)
+    result = run_generate(
+        config,
+        out=out,
+        prepared=factory_inputs["prepared"],
+        bank=factory_inputs["bank"],
+        method=method,
+        scheduler=cluster.scheduler_address,
+        progress=kill_once,
+    )
     assert killed, "no worker was killed"
     store = CaseStore.open(out)
     expected = [f"SYN_{i:06d}" for i in range(10)]
@@ -61,8 +68,13 @@ def test_run_survives_a_killed_worker(factory_inputs: dict[str, str], tmp_path: 
     assert sorted(result.written) == expected
     assert verify_store(out).ok
     # the same cases as a single-process run
-    ref = run_generate(config, out=tmp_path / "ref.zarr", prepared=factory_inputs["prepared"],
-                       bank=factory_inputs["bank"], method=method)
+    ref = run_generate(
+        config,
+        out=tmp_path / "ref.zarr",
+        prepared=factory_inputs["prepared"],
+        bank=factory_inputs["bank"],
+        method=method,
+    )
     assert ref.written == expected
     a, b = CaseStore.open(out), CaseStore.open(tmp_path / "ref.zarr")
     assert all((a.read_array(c, "image") == b.read_array(c, "image")).all() for c in expected)
@@ -76,8 +88,14 @@ def test_case_that_always_kills_its_worker_is_named_and_others_kept(
     method = KillsWorkerOn(base.stats, index=2)
     config = GenerateConfig(n=5, seed=4, method="syntumor", workers=2)
     with pytest.raises(GenerateError, match="SYN_000002"):
-        run_generate(config, out=out, prepared=factory_inputs["prepared"], bank=factory_inputs["bank"],
-                     method=method, scheduler=cluster.scheduler_address)
+        run_generate(
+            config,
+            out=out,
+            prepared=factory_inputs["prepared"],
+            bank=factory_inputs["bank"],
+            method=method,
+            scheduler=cluster.scheduler_address,
+        )
     store = CaseStore.open(out)
     assert store.case_ids() == ["SYN_000000", "SYN_000001", "SYN_000003", "SYN_000004"]
     assert verify_store(out).bad_cases == {}

@@ -26,8 +26,13 @@ print(json.dumps({"exit": result.exit_code, "output": result.output[-500:],
 
 def test_syntumor_generate_loads_neither_torch_nor_monai(factory_inputs: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
-    run = subprocess.run([sys.executable, "-c", _SYNTUMOR_RUN, factory_inputs["prepared"], factory_inputs["bank"],
-                          str(out)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    run = subprocess.run(
+        [sys.executable, "-c", _SYNTUMOR_RUN, factory_inputs["prepared"], factory_inputs["bank"], str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["exit"] == 0, report["output"]

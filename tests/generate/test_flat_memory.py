@@ -30,8 +30,7 @@ def test_copies_of_a_placer_unpickle_to_one_placer(factory_inputs: dict[str, str
     assert pickle.loads(pickle.dumps(other)) is not first  # another run's placer shares no contexts
 
 
-def test_a_run_builds_each_background_context_once(factory_inputs: dict[str, str], tmp_path: Path,
-                                                   monkeypatch) -> None:
+def test_a_run_builds_each_background_context_once(factory_inputs: dict[str, str], tmp_path: Path, monkeypatch) -> None:
     from synbt_factory.synthesis import background_context
 
     built: list[str] = []
@@ -44,8 +43,13 @@ def test_a_run_builds_each_background_context_once(factory_inputs: dict[str, str
     monkeypatch.setattr(background_context, "context_from_store", counting)
     prepared = factory_inputs["prepared"]
     method = SynTumorMethod.from_prepared(prepared)
-    result = run_generate(GenerateConfig(n=10, seed=5, workers=2, background_split=None), out=tmp_path / "s.zarr",
-                          prepared=prepared, bank=factory_inputs["bank"], method=method)
+    result = run_generate(
+        GenerateConfig(n=10, seed=5, workers=2, background_split=None),
+        out=tmp_path / "s.zarr",
+        prepared=prepared,
+        bank=factory_inputs["bank"],
+        method=method,
+    )
     assert len(result.written) == 10
     backgrounds = {CaseStore.open(tmp_path / "s.zarr").case_attrs(c)["source_case"] for c in result.written}
     assert len(backgrounds) < 10  # backgrounds repeat, so a per-case rebuild would show
@@ -74,8 +78,14 @@ def test_the_driver_holds_no_written_cases(factory_inputs: dict[str, str], tmp_p
             gc.collect()
             alive.append(sum(isinstance(o, PlacedCase) for o in gc.get_objects()))
 
-    result = run_generate(config, out=tmp_path / "s.zarr", prepared=factory_inputs["prepared"],
-                          bank=factory_inputs["bank"], method=_BatchedIdentity(), progress=progress)
+    result = run_generate(
+        config,
+        out=tmp_path / "s.zarr",
+        prepared=factory_inputs["prepared"],
+        bank=factory_inputs["bank"],
+        method=_BatchedIdentity(),
+        progress=progress,
+    )
     assert len(result.written) == 12 and len(alive) == 1
     assert alive[0] <= config.inflight < config.n  # at most the cases still in flight, not one per case written
 
@@ -104,16 +114,24 @@ class _WaitsForEarlierWrites(_BatchedIdentity):
 
 
 def test_progress_reports_each_written_case_without_waiting_for_the_in_flight_window(
-        factory_inputs: dict[str, str], tmp_path: Path) -> None:
-    config = GenerateConfig(n=12, seed=1, method="synbt", batch_size=2, workers=1, background_split=None,
-                            max_inflight=12)
+    factory_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    config = GenerateConfig(
+        n=12, seed=1, method="synbt", batch_size=2, workers=1, background_split=None, max_inflight=12
+    )
     method = _WaitsForEarlierWrites(tmp_path / "s.zarr", config.batch_size)
 
     def progress(done: int, total: int, metrics: Any) -> None:
         method.reported = done
 
-    run_generate(config, out=tmp_path / "s.zarr", prepared=factory_inputs["prepared"], bank=factory_inputs["bank"],
-                 method=method, progress=progress)
+    run_generate(
+        config,
+        out=tmp_path / "s.zarr",
+        prepared=factory_inputs["prepared"],
+        bank=factory_inputs["bank"],
+        method=method,
+        progress=progress,
+    )
     # the progress shown before batch k includes the cases of batches < k - 1 (written before batch k - 1 was
     # sampled: a lag of 2), or at worst < k - 2 if Dask marks a finished write's future a moment after the case is
     # complete; accounting only once half the window (6 cases) was in flight lagged by 6

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from synbt_factory.generate import GenerateConfig, run_generate
 from synbt_factory.generate.methods import SynTumorMethod
+from synbt_factory.generate.pipeline import KILL_AFTER_ENV
 from synbt_factory.store import CaseStore, StoreError
 from synbt_factory.store.verify import verify_store
 
@@ -22,14 +23,22 @@ from synbt_factory.store.verify import verify_store
 def _generate(inputs: dict[str, str], out: Path, **kw) -> object:
     placement = kw.pop("placement_config", None)
     config = GenerateConfig(n=kw.pop("n", 4), seed=kw.pop("seed", 11), method="syntumor", **kw)
-    return run_generate(config, out=out, prepared=inputs["prepared"], bank=inputs["bank"],
-                        method=SynTumorMethod.from_prepared(inputs["prepared"]), placement_config=placement)
+    return run_generate(
+        config,
+        out=out,
+        prepared=inputs["prepared"],
+        bank=inputs["bank"],
+        method=SynTumorMethod.from_prepared(inputs["prepared"]),
+        placement_config=placement,
+    )
 
 
 def _contents(path: Path) -> dict[str, tuple[bytes, bytes, bytes]]:
     store = CaseStore.open(path)
-    return {c: tuple(store.read_array(c, n).tobytes() for n in ("image", "mask", "synthetic_mask"))
-            for c in store.case_ids()}
+    return {
+        c: tuple(store.read_array(c, n).tobytes() for n in ("image", "mask", "synthetic_mask"))
+        for c in store.case_ids()
+    }
 
 
 def test_same_seed_same_cases_whatever_workers_and_batch_size(factory_inputs: dict[str, str], tmp_path: Path) -> None:
@@ -80,8 +89,22 @@ def test_bad_arguments_get_clear_errors(factory_inputs: dict[str, str], tmp_path
     assert r.exit_code == 2 and "n must be > 0" in r.output
     r = runner.invoke(app, [*base, "--n", "2", "--out", str(tmp_path / "y.zarr"), "--method", "synbt"])
     assert r.exit_code == 2 and "--vqvae" in r.output
-    r = runner.invoke(app, [*base, "--n", "2", "--out", str(tmp_path / "z.zarr"), "--method", "synbt",
-                            "--vqvae", str(tmp_path / "missing.pt"), "--diffusion", str(tmp_path / "missing2.pt")])
+    r = runner.invoke(
+        app,
+        [
+            *base,
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "z.zarr"),
+            "--method",
+            "synbt",
+            "--vqvae",
+            str(tmp_path / "missing.pt"),
+            "--diffusion",
+            str(tmp_path / "missing2.pt"),
+        ],
+    )
     assert r.exit_code == 2 and "missing.pt" in r.output
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")  # a path below a regular file cannot be created, even by root
@@ -90,23 +113,44 @@ def test_bad_arguments_get_clear_errors(factory_inputs: dict[str, str], tmp_path
 
 
 def test_sigkill_mid_run_then_resume_gives_every_case_once(factory_inputs: dict[str, str], tmp_path: Path) -> None:
+    """A run SIGKILLed right after its 3rd committed case (the test-only ``SYNBT_TEST_KILL_AFTER`` hook of
+    :func:`synbt_factory.generate.pipeline._commit_case`, so the crash point does not depend on the machine's
+    speed) keeps exactly those 3 cases; a rerun adds the other 9, each once and as an uninterrupted run makes it."""
     out = tmp_path / "k.zarr"
-    cmd = [sys.executable, "-m", "cli.main", "generate", "--n", "12", "--out", str(out), "--method", "syntumor",
-           "--data", factory_inputs["prepared"], "--bank", factory_inputs["bank"], "--seed", "5", "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[2])
-    deadline = time.time() + 120
-    cases = out / "cases"
-    while time.time() < deadline:  # wait until some but not all cases exist
-        done = len([p for p in cases.iterdir() if p.is_dir()]) if cases.exists() else 0
-        if done >= 3 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "generate",
+        "--n",
+        "12",
+        "--out",
+        str(out),
+        "--method",
+        "syntumor",
+        "--data",
+        factory_inputs["prepared"],
+        "--bank",
+        factory_inputs["bank"],
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+    ]
+    killed = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        timeout=300,
+        env={**os.environ, KILL_AFTER_ENV: "3"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     partial = CaseStore.open(out)
     before = {c: partial.read_array(c, "image").tobytes() for c in partial.case_ids()}
-    assert len(before) < 12, "the run finished before it could be killed; raise --n"
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert len(before) == 3, sorted(before)
+    resume_env = {k: v for k, v in os.environ.items() if k != KILL_AFTER_ENV}
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[2], env=resume_env)
     assert run.returncode == 0, run.stderr[-2000:]
     final = CaseStore.open(out)
     assert final.case_ids() == [f"SYN_{i:06d}" for i in range(12)]
@@ -125,8 +169,7 @@ def test_background_without_room_falls_back_to_an_alternate(factory_inputs: dict
 
     store = CaseStore.open(factory_inputs["prepared"])
     good = store.case_ids()[0]
-    placer = Placer(factory_inputs["prepared"], factory_inputs["bank"],
-                    placement_config={"min_in_breast": 0.8})
+    placer = Placer(factory_inputs["prepared"], factory_inputs["bank"], placement_config={"min_in_breast": 0.8})
     # a background that cannot take any tumor: its existing-tumor exclusion is forced to cover everything
     placer._open()
     ctx = placer._context(store, good, None)

@@ -35,8 +35,9 @@ def test_synbt_cases_identical_across_batch_size_and_workers(
         synthetic = a.read_array(case_id, "synthetic_mask") > 0
         from scipy import ndimage
 
-        near = ndimage.binary_dilation(synthetic, structure=np.ones((3, 3, 3)),
-                                       iterations=attrs["synthesis"]["margin_voxels"])
+        near = ndimage.binary_dilation(
+            synthetic, structure=np.ones((3, 3, 3)), iterations=attrs["synthesis"]["margin_voxels"]
+        )
         assert np.array_equal(a.read_array(case_id, "image")[:, ~near], source[:, ~near])
     card = a.attrs
     assert len(card["run_identity"]["method_card"]["vqvae_sha256"]) == 64

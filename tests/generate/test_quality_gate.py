@@ -55,8 +55,14 @@ def _real_ratio(prepared: str) -> float:
 
 def _run(factory_inputs: dict[str, str], out: Path, method: Any, gate: QualityGate | None) -> Any:
     config = GenerateConfig(n=5, seed=0, method="synbt", batch_size=2, workers=1)
-    return run_generate(config, out=out, prepared=factory_inputs["prepared"], bank=factory_inputs["bank"],
-                        method=method, quality_gate=gate)
+    return run_generate(
+        config,
+        out=out,
+        prepared=factory_inputs["prepared"],
+        bank=factory_inputs["bank"],
+        method=method,
+        quality_gate=gate,
+    )
 
 
 def test_holes_stop_the_run_after_the_first_batch_and_finished_cases_are_kept(
@@ -75,8 +81,9 @@ def test_holes_stop_the_run_after_the_first_batch_and_finished_cases_are_kept(
 
 def test_good_tumors_pass_and_the_run_finishes(factory_inputs: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "good.zarr"
-    result = _run(factory_inputs, out, _FakeSynBT(holes=False, ratio=_real_ratio(factory_inputs["prepared"])),
-                  QualityGate())
+    result = _run(
+        factory_inputs, out, _FakeSynBT(holes=False, ratio=_real_ratio(factory_inputs["prepared"])), QualityGate()
+    )
     assert len(result.written) == 5
     gate = CaseStore.open(out).attrs["quality_gate"]
     assert gate["verdict"] == "pass" and gate["failed"] == []
@@ -98,9 +105,25 @@ def test_cli_generate_stops_with_exit_1_and_no_quality_gate_overrides(
     out = tmp_path / "cli.zarr"
     for name in ("vq.pt", "d.pt"):  # generate checks that the checkpoint files exist before it starts
         (tmp_path / name).write_bytes(b"stand-in: from_checkpoints is replaced")
-    args = ["generate", "--n", "4", "--batch-size", "2", "--workers", "1", "--out", str(out), "--data",
-            factory_inputs["prepared"], "--bank", factory_inputs["bank"], "--vqvae", str(tmp_path / "vq.pt"),
-            "--diffusion", str(tmp_path / "d.pt")]
+    args = [
+        "generate",
+        "--n",
+        "4",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--data",
+        factory_inputs["prepared"],
+        "--bank",
+        factory_inputs["bank"],
+        "--vqvae",
+        str(tmp_path / "vq.pt"),
+        "--diffusion",
+        str(tmp_path / "d.pt"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())

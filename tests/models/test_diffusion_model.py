@@ -72,8 +72,17 @@ def test_denoiser_rejects_wrong_channels_and_sizes() -> None:
         net(torch.zeros(1, 8, 5, 4, 4), torch.tensor([1]), torch.zeros(1, 9, 5, 4, 4))
 
 
-@pytest.mark.parametrize("field,value", [("norm_num_groups", 3), ("fill", "noise"), ("mask_down", "median"),
-                                         ("attention_levels", (True,)), ("beta_end", 1e-5), ("mask_dilation", -1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("norm_num_groups", 3),
+        ("fill", "noise"),
+        ("mask_down", "median"),
+        ("attention_levels", (True,)),
+        ("beta_end", 1e-5),
+        ("mask_dilation", -1),
+    ],
+)
 def test_config_validation_names_the_field(field: str, value: object) -> None:
     base = config_to_dict(diffusion_preset("tiny"))
     base[field] = value

@@ -54,11 +54,7 @@ def _infos(root: Path) -> list[dict]:
 
 def _images(root: Path) -> dict[str, list[Path]]:
     """Case id → phase files (pre-contrast first)."""
-    return {
-        d.name.upper(): sorted(d.glob("*.nii.gz"))
-        for d in sorted((root / "images").iterdir())
-        if d.is_dir()
-    }
+    return {d.name.upper(): sorted(d.glob("*.nii.gz")) for d in sorted((root / "images").iterdir()) if d.is_dir()}
 
 
 def _expert(root: Path, case_id: str) -> Path:
@@ -246,8 +242,9 @@ def test_bad_site_or_test_fraction_is_refused(tmp_path: Path) -> None:
 
     runner = CliRunner()
     for args, flag in ((["--site", "C"], "--site"), (["--test-fraction", "1.5"], "--test-fraction")):
-        result = runner.invoke(app, ["data", "phantom", "--out", str(tmp_path / "cli"), "--n", "1", "--size", "tiny",
-                                     *args])
+        result = runner.invoke(
+            app, ["data", "phantom", "--out", str(tmp_path / "cli"), "--n", "1", "--size", "tiny", *args]
+        )
         assert result.exit_code == 2 and flag in result.output, result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "cli").exists()

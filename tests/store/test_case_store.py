@@ -109,8 +109,9 @@ def test_empty_leftover_folder_is_reused_and_open_names_the_fix(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_failed_create_removes_only_what_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 existing: bool) -> None:
+def test_failed_create_removes_only_what_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
     import zarr
 
     target = tmp_path / "new" / "deeper" / "s.zarr"
@@ -134,8 +135,7 @@ def test_failed_create_removes_only_what_it_made(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.parametrize("crash_at", ["array write", "checksum"])
-def test_add_arrays_crash_never_hides_the_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               crash_at: str) -> None:
+def test_add_arrays_crash_never_hides_the_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: str) -> None:
     import zarr
 
     import synbt_factory.store.case_store as case_store
@@ -166,8 +166,9 @@ def test_add_arrays_crash_never_hides_the_case(tmp_path: Path, monkeypatch: pyte
     assert np.array_equal(back.read_array("A", "tissue_pred"), new)
 
 
-def test_symlinked_incomplete_case_loses_only_its_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_symlinked_incomplete_case_loses_only_its_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import shutil
 
     import synbt_factory.store.case_store as case_store

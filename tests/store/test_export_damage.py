@@ -21,8 +21,11 @@ def _store(path: Path) -> Path:
     store = CaseStore.create(path, kind="prepared", card={}, layout=StoreLayout(chunk=8))
     for case_id in ("CASE_000", "CASE_001"):
         image = (rng.random((2, *SHAPE)) + 0.5).astype(np.float16)
-        store.write_case(case_id, {"image": image, "mask": (image[1] > 1.3).astype(np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
+        store.write_case(
+            case_id,
+            {"image": image, "mask": (image[1] > 1.3).astype(np.uint8)},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"},
+        )
     return path
 
 
@@ -43,8 +46,9 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     # every chunk of the mask gone: reads back as zeros, only the checksum tells
     "deleted_chunks": lambda s: [p.unlink() for p in (s / "cases/CASE_001/mask/c").rglob("*") if p.is_file()],
     "corrupt_chunk": _corrupt_chunk,
-    "huge_declared_shape": lambda s: _edit_json(s / "cases/CASE_001/mask/zarr.json",
-                                                lambda d: d.__setitem__("shape", [400_000, 400_000, 400_000])),
+    "huge_declared_shape": lambda s: _edit_json(
+        s / "cases/CASE_001/mask/zarr.json", lambda d: d.__setitem__("shape", [400_000, 400_000, 400_000])
+    ),
 }
 
 

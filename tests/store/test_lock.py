@@ -35,8 +35,13 @@ with writer_lock(sys.argv[1], command="generate"):
 def held(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
     """Another process holding the writer lock of ``tmp_path/s.zarr`` until the test ends."""
     location = tmp_path / "s.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(location)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(location)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     yield location, proc
     if proc.poll() is None:
@@ -53,12 +58,14 @@ def _prepared(path: Path) -> Path:
     store = CaseStore.create(path, kind="prepared", card={}, layout=StoreLayout(chunk=8))
     g = np.indices(SHAPE)
     for i in range(2):
-        breast = ((g[0] - 16) ** 2 / 14 ** 2 + (g[1] - 18) ** 2 / 12 ** 2 + (g[2] - 12) ** 2 / 10 ** 2 <= 1)
+        breast = (g[0] - 16) ** 2 / 14**2 + (g[1] - 18) ** 2 / 12**2 + (g[2] - 12) ** 2 / 10**2 <= 1
         tumor = ((g[0] - 15 - i) ** 2 + (g[1] - 18) ** 2 + (g[2] - 12) ** 2) <= 9
         image = np.stack([np.where(breast, 0.6, 0.05), np.where(tumor, 1.4, np.where(breast, 0.7, 0.05))])
-        store.write_case(f"C{i}", {"image": image.astype(np.float16), "mask": tumor.astype(np.uint8),
-                                   "breast": breast.astype(np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"})
+        store.write_case(
+            f"C{i}",
+            {"image": image.astype(np.float16), "mask": tumor.astype(np.uint8), "breast": breast.astype(np.uint8)},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"},
+        )
     return path
 
 
@@ -79,15 +86,29 @@ def test_second_writer_is_refused_naming_the_holder(held: tuple[Path, subprocess
         assert holds_writer_lock(location) and read_lock(location).command == "prepare"  # type: ignore[union-attr]
 
 
-def test_generate_is_refused_while_another_writer_holds_the_store(tmp_path: Path,
-                                                                  held: tuple[Path, subprocess.Popen]) -> None:
+def test_generate_is_refused_while_another_writer_holds_the_store(
+    tmp_path: Path, held: tuple[Path, subprocess.Popen]
+) -> None:
     from synbt_factory.synthesis.bank import build_bank
 
     out, proc = held
     prepared = _prepared(tmp_path / "p.zarr")
     build_bank(prepared, tmp_path / "bank.zarr")
-    cmd = ["generate", "--data", str(prepared), "--bank", str(tmp_path / "bank.zarr"), "--out", str(out),
-           "--method", "syntumor", "--n", "2", "--workers", "1"]
+    cmd = [
+        "generate",
+        "--data",
+        str(prepared),
+        "--bank",
+        str(tmp_path / "bank.zarr"),
+        "--out",
+        str(out),
+        "--method",
+        "syntumor",
+        "--n",
+        "2",
+        "--workers",
+        "1",
+    ]
     run = CliRunner().invoke(app, cmd)
     assert run.exit_code == 2, run.output
     assert f"pid {proc.pid}" in " ".join(run.output.split()) and "Traceback" not in run.output
@@ -96,16 +117,20 @@ def test_generate_is_refused_while_another_writer_holds_the_store(tmp_path: Path
 
 
 def _dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(proc.stdout)
 
 
 def _write_lock(location: Path, *, pid: int, host: str) -> Path:
     location.mkdir(parents=True, exist_ok=True)
     lock = location / LOCK_NAME
-    lock.write_text(json.dumps({"pid": pid, "host": host, "command": "generate", "started": "2024-01-01T00:00:00+00:00",
-                                "token": "t0"}))
+    lock.write_text(
+        json.dumps(
+            {"pid": pid, "host": host, "command": "generate", "started": "2024-01-01T00:00:00+00:00", "token": "t0"}
+        )
+    )
     return lock
 
 
@@ -149,8 +174,13 @@ def test_lock_is_removed_after_an_error(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     assert not location.exists()  # made for the lock only, and empty again
     with pytest.raises(StoreError, match="does not exist"):
-        run_generate(GenerateConfig(n=1, seed=0, method="syntumor"), out=location, prepared=tmp_path / "missing.zarr",
-                     bank=tmp_path / "bank.zarr", method=None)  # type: ignore[arg-type]
+        run_generate(
+            GenerateConfig(n=1, seed=0, method="syntumor"),
+            out=location,
+            prepared=tmp_path / "missing.zarr",
+            bank=tmp_path / "bank.zarr",
+            method=None,
+        )  # type: ignore[arg-type]
     assert not location.exists()
 
 

@@ -22,15 +22,22 @@ SHAPE = (16, 16, 16)
 
 def _prepared(path: Path, n: int = 2, *, kind: str = "prepared", prefix: str = "C") -> Path:
     """A small store whose cases each hold one cube tumor."""
-    store = CaseStore.create(path, kind=kind, card={"synthetic": kind == "synthetic"},  # type: ignore[arg-type]
-                             layout=StoreLayout(chunk=8))
+    store = CaseStore.create(
+        path,
+        kind=kind,
+        card={"synthetic": kind == "synthetic"},  # type: ignore[arg-type]
+        layout=StoreLayout(chunk=8),
+    )
     rng = np.random.default_rng(0)
     for i in range(n):
         mask = np.zeros(SHAPE, np.uint8)
         mask[4:9, 5:10, 6:11] = 1
         image = (rng.random((2, *SHAPE)) + 0.5).astype(np.float16)
-        store.write_case(f"{prefix}{i}", {"image": image, "mask": mask},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"})
+        store.write_case(
+            f"{prefix}{i}",
+            {"image": image, "mask": mask},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"},
+        )
     return path
 
 
@@ -104,8 +111,9 @@ def test_export_refuses_a_folder_with_unrelated_files(tmp_path: Path) -> None:
     assert _files(raw) == before
     run = CliRunner().invoke(app, ["store", "export", str(store), "--format", "nifti", "--out", str(raw)])
     assert run.exit_code == 2 and str(raw) in run.output
-    run = CliRunner().invoke(app, ["store", "export", str(store), "--format", "nifti", "--out", str(raw),
-                                   "--into-nonempty"])
+    run = CliRunner().invoke(
+        app, ["store", "export", str(store), "--format", "nifti", "--out", str(raw), "--into-nonempty"]
+    )
     assert run.exit_code == 2 and "C0_0000.nii.gz" in run.output
     assert _files(raw) == before
 
@@ -164,8 +172,9 @@ def test_export_out_inside_the_store_is_refused(tmp_path: Path) -> None:
     assert _files(store) == before
 
 
-def test_failing_and_interrupted_exports_leave_no_partial_files(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_and_interrupted_exports_leave_no_partial_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import nibabel as nib
 
     store = _prepared(tmp_path / "s.zarr", n=3)

@@ -46,8 +46,11 @@ def test_deleted_chunk_is_refused_by_every_whole_array_reader(tmp_path: Path) ->
     path = _prepared(tmp_path / "p.zarr")
     _image_chunk(path).unlink()  # zarr reads it back as zeros, without an error
     store = CaseStore.open(path)
-    for read in (lambda: store.read_array("CASE_000", "image"), lambda: store.read_case("CASE_000"),
-                 lambda: load_case(store, "CASE_000")):
+    for read in (
+        lambda: store.read_array("CASE_000", "image"),
+        lambda: store.read_case("CASE_000"),
+        lambda: load_case(store, "CASE_000"),
+    ):
         with pytest.raises(StoreError, match=r"CASE_000: array 'image' does not match its recorded sha256") as err:
             read()
         assert f"synbt store verify {path}" in str(err.value)
@@ -80,7 +83,8 @@ def test_generation_refuses_a_damaged_background(tmp_path: Path) -> None:
         placer.place(CaseJob(index=1, case_id="SYN_000001", background="CASE_001", seed=0))
     with pytest.raises(StoreError, match="CASE_001: array 'image' does not match"):  # a fresh worker
         Placer(str(path), str(tmp_path / "bank.zarr")).place(
-            CaseJob(index=1, case_id="SYN_000001", background="CASE_001", seed=0))
+            CaseJob(index=1, case_id="SYN_000001", background="CASE_001", seed=0)
+        )
 
 
 def test_truncated_chunk_becomes_a_store_error(tmp_path: Path) -> None:
@@ -95,8 +99,10 @@ def test_array_without_checksum_is_an_unfinished_addition(tmp_path: Path) -> Non
     path = _prepared(tmp_path / "p.zarr")
     _group(path, "CASE_000").create_array("tissue_pred", shape=SHAPE, dtype="uint8", fill_value=0)
     store = CaseStore.open(path)
-    for read in (lambda: store.read_array("CASE_000", "tissue_pred"),
-                 lambda: store.open_array("CASE_000", "tissue_pred")):
+    for read in (
+        lambda: store.read_array("CASE_000", "tissue_pred"),
+        lambda: store.open_array("CASE_000", "tissue_pred"),
+    ):
         with pytest.raises(StoreError, match=r"unfinished array tissue_pred \(rerun the command that adds it\)"):
             read()
     assert store.read_case("CASE_000")[0]["mask"].shape == SHAPE  # the recorded arrays stay readable
@@ -107,8 +113,9 @@ def test_codecs_outside_the_promised_list_are_refused(tmp_path: Path) -> None:
     group = _group(path, "CASE_000")
     mask = np.asarray(group["mask"][...])
     del group["mask"]
-    group.create_array("mask", shape=mask.shape, dtype=mask.dtype, chunks=(8, 8, 8), compressors=GzipCodec(),
-                       fill_value=0)[...] = mask
+    group.create_array(
+        "mask", shape=mask.shape, dtype=mask.dtype, chunks=(8, 8, 8), compressors=GzipCodec(), fill_value=0
+    )[...] = mask
     assert group.attrs["sha256"]["mask"] == array_sha256(mask)  # same data: only the codec is wrong
     with pytest.raises(StoreError, match=r"codec\(s\) \['gzip'\] outside the allowed set \['blosc', 'bytes', 'zstd'\]"):
         CaseStore.open(path).read_array("CASE_000", "mask")

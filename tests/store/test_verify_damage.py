@@ -21,8 +21,15 @@ SHAPE = (16, 16, 12)
 IDS = tuple(f"CASE_{i:03d}" for i in range(12))
 
 
-def _store(path: Path, ids: tuple[str, ...] = IDS, *, kind: str = "prepared", card: dict | None = None,
-           seed: int = 0, extra: Callable[[str], dict] | None = None) -> Path:
+def _store(
+    path: Path,
+    ids: tuple[str, ...] = IDS,
+    *,
+    kind: str = "prepared",
+    card: dict | None = None,
+    seed: int = 0,
+    extra: Callable[[str], dict] | None = None,
+) -> Path:
     rng = np.random.default_rng(seed)
     store = CaseStore.create(path, kind=kind, card=card or {}, layout=StoreLayout(chunk=8))  # type: ignore[arg-type]
     for case_id in ids:
@@ -43,8 +50,9 @@ def _replace(store: Path, case_id: str, name: str, data: np.ndarray, *, record: 
     group = zarr.open_group(str(store / "cases" / case_id), mode="r+", zarr_format=3)
     if name in group:
         del group[name]
-    group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=tuple(min(8, s) for s in data.shape),
-                       fill_value=0, **create)[...] = data
+    group.create_array(
+        name, shape=data.shape, dtype=data.dtype, chunks=tuple(min(8, s) for s in data.shape), fill_value=0, **create
+    )[...] = data
     if record:
         group.attrs.update({"sha256": {**group.attrs["sha256"], name: array_sha256(data)}})
 
@@ -61,32 +69,56 @@ def _nan_image(s: Path) -> None:
 
 # case → (damage, what verify must say about it)
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
-    "CASE_000": (lambda s: sorted((s / "cases/CASE_000/image/c").rglob("*"))[-1].unlink(),
-                 "array 'image' does not match its checksum"),
-    "CASE_001": (lambda s: (s / "cases/CASE_001/zarr.json").write_text("{not json"),
-                 "cases/CASE_001/zarr.json is not valid JSON"),
-    "CASE_002": (lambda s: _edit(s / "cases/CASE_002/image/zarr.json",
-                                 lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}})),
-                 "uses codec(s) ['lz77'] outside the allowed set"),
-    "CASE_003": (lambda s: _replace(s, "CASE_003", "mask", _read(s, "CASE_003", "mask"), record=False,
-                                    compressors=GzipCodec()),
-                 "uses codec(s) ['gzip'] outside the allowed set"),
-    "CASE_004": (lambda s: _replace(s, "CASE_004", "mask", np.zeros((16, 16, 10), np.uint8), record=True),
-                 "array 'mask' has shape [16, 16, 10], which does not match the image's spatial shape [16, 16, 12]"),
-    "CASE_005": (lambda s: _edit(s / "cases/CASE_005/zarr.json",
-                                 lambda d: d["attributes"].__setitem__("affine", np.eye(3).tolist())),
-                 "attribute 'affine' is not a finite 4×4 matrix"),
-    "CASE_006": (lambda s: _edit(s / "cases/CASE_006/zarr.json",
-                                 lambda d: d["attributes"]["affine"][1].__setitem__(3, float("inf"))),
-                 "attribute 'affine' is not a finite 4×4 matrix"),
-    "CASE_007": (lambda s: _edit(s / "cases/CASE_007/zarr.json", lambda d: d["attributes"].pop("spacing")),
-                 "attribute 'spacing' is missing"),
+    "CASE_000": (
+        lambda s: sorted((s / "cases/CASE_000/image/c").rglob("*"))[-1].unlink(),
+        "array 'image' does not match its checksum",
+    ),
+    "CASE_001": (
+        lambda s: (s / "cases/CASE_001/zarr.json").write_text("{not json"),
+        "cases/CASE_001/zarr.json is not valid JSON",
+    ),
+    "CASE_002": (
+        lambda s: _edit(
+            s / "cases/CASE_002/image/zarr.json",
+            lambda d: d["codecs"].__setitem__(1, {"name": "lz77", "configuration": {}}),
+        ),
+        "uses codec(s) ['lz77'] outside the allowed set",
+    ),
+    "CASE_003": (
+        lambda s: _replace(s, "CASE_003", "mask", _read(s, "CASE_003", "mask"), record=False, compressors=GzipCodec()),
+        "uses codec(s) ['gzip'] outside the allowed set",
+    ),
+    "CASE_004": (
+        lambda s: _replace(s, "CASE_004", "mask", np.zeros((16, 16, 10), np.uint8), record=True),
+        "array 'mask' has shape [16, 16, 10], which does not match the image's spatial shape [16, 16, 12]",
+    ),
+    "CASE_005": (
+        lambda s: _edit(
+            s / "cases/CASE_005/zarr.json", lambda d: d["attributes"].__setitem__("affine", np.eye(3).tolist())
+        ),
+        "attribute 'affine' is not a finite 4×4 matrix",
+    ),
+    "CASE_006": (
+        lambda s: _edit(
+            s / "cases/CASE_006/zarr.json", lambda d: d["attributes"]["affine"][1].__setitem__(3, float("inf"))
+        ),
+        "attribute 'affine' is not a finite 4×4 matrix",
+    ),
+    "CASE_007": (
+        lambda s: _edit(s / "cases/CASE_007/zarr.json", lambda d: d["attributes"].pop("spacing")),
+        "attribute 'spacing' is missing",
+    ),
     "CASE_008": (_nan_image, "array 'image' holds 1 NaN/Inf value(s)"),
-    "CASE_009": (lambda s: _edit(s / "cases/CASE_009/image/zarr.json",
-                                 lambda d: d.__setitem__("shape", [2, 10**5, 10**5, 10**5])),
-                 "array 'image' declares shape [2, 100000, 100000, 100000]"),
-    "CASE_010": (lambda s: _replace(s, "CASE_010", "tissue_pred", np.zeros(SHAPE, np.uint8), record=False),
-                 "unfinished array tissue_pred (rerun the command that adds it)"),
+    "CASE_009": (
+        lambda s: _edit(
+            s / "cases/CASE_009/image/zarr.json", lambda d: d.__setitem__("shape", [2, 10**5, 10**5, 10**5])
+        ),
+        "array 'image' declares shape [2, 100000, 100000, 100000]",
+    ),
+    "CASE_010": (
+        lambda s: _replace(s, "CASE_010", "tissue_pred", np.zeros(SHAPE, np.uint8), record=False),
+        "unfinished array tissue_pred (rerun the command that adds it)",
+    ),
     "..escape": (lambda s: shutil.copytree(s / "cases/CASE_011", s / "cases/..escape"), "unsafe case group name"),
     "A B": (lambda s: shutil.copytree(s / "cases/CASE_011", s / "cases/A B"), "unsafe case group name"),
     "-rf": (lambda s: shutil.copytree(s / "cases/CASE_011", s / "cases/-rf"), "unsafe case group name"),
@@ -150,9 +182,15 @@ def _synthetic_from(prepared: Path, out: Path) -> Path:
     CaseStore.create(out, kind="synthetic", card={"synthetic": True, "run_identity": {"prepared": str(prepared)}})
     for i, background in enumerate(src.case_ids()):
         arrays, attrs = src.read_case(background)
-        placed = PlacedCase(job=CaseJob(index=i, case_id=f"SYN_{i:06d}", background=background, seed=0),
-                            background=background, image=arrays["image"].astype(np.float32), mask=arrays["mask"],
-                            synthetic_mask=np.zeros(SHAPE, np.uint8), source_attrs=attrs, placement={})
+        placed = PlacedCase(
+            job=CaseJob(index=i, case_id=f"SYN_{i:06d}", background=background, seed=0),
+            background=background,
+            image=arrays["image"].astype(np.float32),
+            mask=arrays["mask"],
+            synthetic_mask=np.zeros(SHAPE, np.uint8),
+            source_attrs=attrs,
+            placement={},
+        )
         write_synthetic_case(str(out), placed, (arrays["image"].astype(np.float32), {}, {}), "syntumor")
     return out
 

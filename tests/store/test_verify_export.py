@@ -27,8 +27,11 @@ def _store(path: Path, n: int = 3, test_cases: tuple[int, ...] = ()) -> Path:
         mask = np.zeros((16, 16, 16), np.uint8)
         mask[4:9, 5:10, 6:11] = 1
         split = "test" if i in test_cases else "train"
-        store.write_case(f"SYN_{i:06d}", {"image": image, "mask": mask, "synthetic_mask": mask},
-                         {"affine": affine.tolist(), "spacing": [1, 1, 1], "split": split, "method": "syntumor"})
+        store.write_case(
+            f"SYN_{i:06d}",
+            {"image": image, "mask": mask, "synthetic_mask": mask},
+            {"affine": affine.tolist(), "spacing": [1, 1, 1], "split": split, "method": "syntumor"},
+        )
     return path
 
 
@@ -62,8 +65,10 @@ def test_export_nnunet_layout(tmp_path: Path) -> None:
     assert root.name == "Dataset007_Syn"
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["numTraining"] == 3 and meta["labels"] == {"background": 0, "tumor": 1}
-    assert sorted(p.name for p in (root / "imagesTr").iterdir())[:2] == ["SYN_000000_0000.nii.gz",
-                                                                         "SYN_000000_0001.nii.gz"]
+    assert sorted(p.name for p in (root / "imagesTr").iterdir())[:2] == [
+        "SYN_000000_0000.nii.gz",
+        "SYN_000000_0001.nii.gz",
+    ]
     label = nib.load(str(root / "labelsTr" / "SYN_000001.nii.gz"))
     assert label.get_fdata().sum() == 125 and np.allclose(label.affine[:3, 3], [-10, 20, 5])
 

@@ -32,9 +32,16 @@ def _store(path: Path) -> CaseStore:
         image = np.stack([np.full(SHAPE, 0.5), np.where(mask > 0, 1.25, 0.55)]).astype(np.float16)
         breast = np.zeros(SHAPE, np.uint8)
         breast[8:40, 16:44, 4:28] = 1
-        store.write_case(f"C{i}", {"image": image, "mask": mask, "breast": breast},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0],
-                          "split": "train" if i < 3 else "test", "dataset": "TOY"})
+        store.write_case(
+            f"C{i}",
+            {"image": image, "mask": mask, "breast": breast},
+            {
+                "affine": np.eye(4).tolist(),
+                "spacing": [1.0, 1.0, 1.0],
+                "split": "train" if i < 3 else "test",
+                "dataset": "TOY",
+            },
+        )
     return store
 
 
@@ -110,8 +117,11 @@ def test_open_rejects_other_store_kinds(tmp_path: Path) -> None:
 
 def test_build_fails_clearly_without_tumors(tmp_path: Path) -> None:
     store = CaseStore.create(tmp_path / "h.zarr", kind="prepared", card={})
-    store.write_case("H0", {"image": np.zeros((2, *SHAPE), np.float16), "mask": np.zeros(SHAPE, np.uint8)},
-                     {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
+    store.write_case(
+        "H0",
+        {"image": np.zeros((2, *SHAPE), np.float16), "mask": np.zeros(SHAPE, np.uint8)},
+        {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"},
+    )
     with pytest.raises(StoreError, match="no tumor component"):
         build_bank(store, tmp_path / "b.zarr")
 

@@ -38,8 +38,11 @@ def toy_bank(tmp_path_factory: pytest.TempPathFactory) -> TumorBank:
     for i, radii in enumerate(((6, 4, 5), (3, 5, 4), (5, 5, 3))):
         mask = _blob((20, 20, 14), radii).astype(np.uint8)
         image = np.stack([np.full(SHAPE, 0.5), np.where(mask > 0, TUMOR, TISSUE)]).astype(np.float16)
-        store.write_case(f"C{i}", {"image": image, "mask": mask},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"})
+        store.write_case(
+            f"C{i}",
+            {"image": image, "mask": mask},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "split": "train"},
+        )
     return build_bank(store, root / "bank.zarr")
 
 
@@ -51,8 +54,9 @@ def test_render_image_moves_the_crop_exactly_like_the_mask(toy_bank: TumorBank) 
     padded = toy_bank.render_image(TemplateRecord(template_id=tid), pad=2)
     assert np.array_equal(padded[:, 2:-2, 2:-2, 2:-2], crop) and np.array_equal(padded[:, 0, 2:-2, 2:-2], crop[:, 0])
     # flips and 90° turns only: the same index operations as on the mask
-    turned = TemplateRecord(template_id=tid, augment=AugmentRecord(flips=(True, False, True), rot90_k=1,
-                                                                   rot90_axes=(0, 2)))
+    turned = TemplateRecord(
+        template_id=tid, augment=AugmentRecord(flips=(True, False, True), rot90_k=1, rot90_axes=(0, 2))
+    )
     expected = np.rot90(np.flip(crop, axis=(1, 3)), k=1, axes=(1, 3))
     assert np.array_equal(toy_bank.render_image(turned), expected)
     # any augmentation: the crop's tumor-bright voxels are the rendered mask's voxels
@@ -125,8 +129,9 @@ def test_tissue_intensity_matching_scales_each_channel_once_and_records_it() -> 
     background, tumor, tumor_image, offset, placed = _scene(seed=2)
     background[0] *= 0.5  # the background's tissue level differs from the source's, per channel
     background[1] = 2.0 * tumor_image[1].mean()
-    out, record = paste_tumor(background, placed, tumor_image, tumor, offset,
-                              CopyPasteConfig(blend_voxels=3, intensity="tissue"))
+    out, record = paste_tumor(
+        background, placed, tumor_image, tumor, offset, CopyPasteConfig(blend_voxels=3, intensity="tissue")
+    )
     low, high = record["channel_scale"]
     assert low < 0.5 and high == pytest.approx(2.0, rel=0.05)
     inside = placed > 0
@@ -159,18 +164,26 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _generate(inputs: dict[str, str], out: Path, *, n: int, seed: int = 5, workers: int = 2):
     config = GenerateConfig(n=n, seed=seed, method="copypaste", workers=workers)
-    return run_generate(config, out=out, prepared=inputs["prepared"], bank=inputs["bank"],
-                        method=CopyPasteMethod.from_bank(inputs["bank"]))
+    return run_generate(
+        config,
+        out=out,
+        prepared=inputs["prepared"],
+        bank=inputs["bank"],
+        method=CopyPasteMethod.from_bank(inputs["bank"]),
+    )
 
 
 def _contents(path: Path) -> dict[str, tuple[bytes, ...]]:
     store = CaseStore.open(path)
-    return {c: tuple(store.read_array(c, n).tobytes() for n in ("image", "mask", "synthetic_mask"))
-            for c in store.case_ids()}
+    return {
+        c: tuple(store.read_array(c, n).tobytes() for n in ("image", "mask", "synthetic_mask"))
+        for c in store.case_ids()
+    }
 
 
-def test_generate_copypaste_writes_verified_deterministic_cases_and_resumes(inputs: dict[str, str],
-                                                                             tmp_path: Path) -> None:
+def test_generate_copypaste_writes_verified_deterministic_cases_and_resumes(
+    inputs: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "cp.zarr"
     result = _generate(inputs, out, n=3)
     assert result.written == ["SYN_000000", "SYN_000001", "SYN_000002"] and not result.failed
@@ -213,8 +226,21 @@ def test_generate_copypaste_writes_verified_deterministic_cases_and_resumes(inpu
 def test_cli_generate_copypaste_and_a_bank_without_image_crops(inputs: dict[str, str], tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "cli.zarr"
-    args = ["generate", "--n", "2", "--out", str(out), "--data", inputs["prepared"], "--bank", inputs["bank"],
-            "--method", "copypaste", "--seed", "5"]
+    args = [
+        "generate",
+        "--n",
+        "2",
+        "--out",
+        str(out),
+        "--data",
+        inputs["prepared"],
+        "--bank",
+        inputs["bank"],
+        "--method",
+        "copypaste",
+        "--seed",
+        "5",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert CaseStore.open(out).case_ids() == ["SYN_000000", "SYN_000001"] and verify_store(out).ok
@@ -226,8 +252,22 @@ def test_cli_generate_copypaste_and_a_bank_without_image_crops(inputs: dict[str,
     shutil.copytree(inputs["bank"], broken)
     for image in (broken / "cases").glob("*/image"):
         shutil.rmtree(image)
-    result = runner.invoke(app, ["generate", "--n", "2", "--out", str(tmp_path / "none.zarr"), "--data",
-                                 inputs["prepared"], "--bank", str(broken), "--method", "copypaste"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "none.zarr"),
+            "--data",
+            inputs["prepared"],
+            "--bank",
+            str(broken),
+            "--method",
+            "copypaste",
+        ],
+    )
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     assert str(broken) in message and "synbt bank build" in message and "Traceback" not in result.output

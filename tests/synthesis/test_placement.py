@@ -54,9 +54,16 @@ def bank(tmp_path_factory) -> TumorBank:
     store = CaseStore.create(root / "p.zarr", kind="prepared", card={})
     for i in range(3):
         image, mask, fgt, breast, _ = _anatomy(i, tumor=True)
-        store.write_case(f"P{i}", {"image": image.astype(np.float16), "mask": mask,
-                                   "tissue": (fgt * 2).astype(np.uint8), "breast": breast.astype(np.uint8)},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
+        store.write_case(
+            f"P{i}",
+            {
+                "image": image.astype(np.float16),
+                "mask": mask,
+                "tissue": (fgt * 2).astype(np.uint8),
+                "breast": breast.astype(np.uint8),
+            },
+            {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"},
+        )
     return build_bank(store, root / "bank.zarr")
 
 
@@ -141,8 +148,9 @@ def test_impossible_placement_raises_with_reasons(bank: TumorBank) -> None:
     image, _, _, _, body = _anatomy(0, tumor=False)
     breast = np.zeros(SHAPE, bool)
     breast[18, 30:32, 20] = True  # two voxels: no template fits 80 % inside
-    config = PlacementConfig(max_templates=3, centres_per_template=4, max_diameter_fraction=2.0, size_relative=False,
-                             min_template_voxels=1)
+    config = PlacementConfig(
+        max_templates=3, centres_per_template=4, max_diameter_fraction=2.0, size_relative=False, min_template_voxels=1
+    )
     ctx = PlacementContext.build(image, fgt=breast, breast=breast, body=body, config=config)
     with pytest.raises(PlacementError, match=r"no acceptable placement in 12 tries \(12× "):
         place_tumor(np.random.default_rng(0), bank, ctx, config)
@@ -193,9 +201,16 @@ def test_templates_zoomed_below_the_minimum_size_are_drawn_again(bank: TumorBank
 def test_context_from_store_prefers_predicted_tissue(bank: TumorBank, tmp_path: Path) -> None:
     image, mask, fgt, breast, _ = _anatomy(2, tumor=True)
     store = CaseStore.create(tmp_path / "s.zarr", kind="prepared", card={})
-    store.write_case("S0", {"image": image.astype(np.float16), "mask": mask, "tissue": (fgt * 2).astype(np.uint8),
-                            "breast": breast.astype(np.uint8)},
-                     {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3})
+    store.write_case(
+        "S0",
+        {
+            "image": image.astype(np.float16),
+            "mask": mask,
+            "tissue": (fgt * 2).astype(np.uint8),
+            "breast": breast.astype(np.uint8),
+        },
+        {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3},
+    )
     assert context_from_store(store, "S0").notes["fgt_source"] == "tissue"
     pred = np.zeros(SHAPE, np.uint8)
     pred[40:50, 30:34, 15:25] = 1
@@ -209,8 +224,12 @@ def test_breast_sizes_are_compared_only_on_the_same_kind_of_mask(tmp_path: Path)
     image, mask, fgt, breast, _ = _anatomy(0, tumor=True)
     apart = breast & (np.abs(np.indices(SHAPE)[0] - 32) > 1)  # the model's mask: the two breasts do not touch
     assert ndimage.label(breast)[1] == 1 and ndimage.label(apart)[1] == 2
-    arrays = {"image": image.astype(np.float16), "mask": mask, "tissue": (fgt * 2).astype(np.uint8),
-              "breast": breast.astype(np.uint8)}
+    arrays = {
+        "image": image.astype(np.float16),
+        "mask": mask,
+        "tissue": (fgt * 2).astype(np.uint8),
+        "breast": breast.astype(np.uint8),
+    }
     predicted = {"tissue_pred": fgt.astype(np.uint8), "breast_pred": apart.astype(np.uint8)}
     attrs = {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"}
     labels = CaseStore.create(tmp_path / "labels.zarr", kind="prepared", card={})
@@ -258,7 +277,8 @@ def test_phantom_placements_obey_the_rules_and_replay(phantom_store: CaseStore, 
 
     bank = build_bank(phantom_store, tmp_path / "bank.zarr")
     assert {t.source_case for t in bank.templates} <= {
-        c for c in phantom_store.case_ids() if phantom_store.case_attrs(c)["split"] == "train"}
+        c for c in phantom_store.case_ids() if phantom_store.case_attrs(c)["split"] == "train"
+    }
     stats = EnhancementStats.from_store(phantom_store)
     assert 1.3 < float(np.median(stats.ratios)) < 4.0  # the phantom's tumors enhance
     rng = np.random.default_rng(0)
@@ -325,8 +345,10 @@ def test_size_spread_scales_tumors_and_the_default_draws_nothing(bank: TumorBank
         one, after_one = records(PlacementConfig(**{**base.__dict__, "size_spread": (1.0, 1.0)}), seed)
         assert default == one and after_default == after_one  # (1, 1) draws nothing: placements as before
         double, _ = records(PlacementConfig(**{**base.__dict__, "size_spread": (2.0, 2.0)}), seed)
-        same_draw = (double.template.template_id, double.template.augment) == (default.template.template_id,
-                                                                               default.template.augment)
+        same_draw = (double.template.template_id, double.template.augment) == (
+            default.template.template_id,
+            default.template.augment,
+        )
         doubled.append(same_draw and double.template.scale == pytest.approx(2.0 * default.template.scale))
     assert sum(doubled) >= 2  # where the larger tumor was accepted on the same draw, it is twice as large
     spread = PlacementConfig(**{**base.__dict__, "size_spread": (0.8, 2.0)})

@@ -97,8 +97,9 @@ def phantom_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[CaseStore,
     return CaseStore.open(root / "prepared.zarr"), bank
 
 
-def test_contexts_and_placements_match_the_slicewise_code(phantom_inputs: tuple[CaseStore, TumorBank],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_contexts_and_placements_match_the_slicewise_code(
+    phantom_inputs: tuple[CaseStore, TumorBank], monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, bank = phantom_inputs
     cases = store.case_ids()
     assert len(cases) == 4
@@ -139,8 +140,9 @@ def test_contexts_and_placements_match_the_slicewise_code(phantom_inputs: tuple[
     assert all(record["voxels"] > 0 for _, drawn in new for _, record in drawn)
 
 
-def test_written_cases_do_not_depend_on_the_placement_cache(phantom_inputs: tuple[CaseStore, TumorBank],
-                                                            tmp_path: Path) -> None:
+def test_written_cases_do_not_depend_on_the_placement_cache(
+    phantom_inputs: tuple[CaseStore, TumorBank], tmp_path: Path
+) -> None:
     """A placer with a one-context cache (every background rebuilt) places exactly as one that keeps them all."""
     from synbt_factory.generate.jobs import GenerateConfig, plan_jobs
     from synbt_factory.generate.placing import Placer

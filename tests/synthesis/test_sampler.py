@@ -43,10 +43,12 @@ def _cases(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in SHAPE], indexing="ij"))
     centres = [(24, 20, 16), (10, 30, 8), (40, 8, 25), (2, 20, 16)]
     radii = [5.0, 3.0, 7.0, 4.0]
-    masks = torch.stack([
-        (((grid - torch.tensor(c, dtype=torch.float32)[:, None, None, None]) ** 2).sum(0) <= r**2).to(torch.uint8)
-        for c, r in zip(centres[:n], radii[:n], strict=True)
-    ])
+    masks = torch.stack(
+        [
+            (((grid - torch.tensor(c, dtype=torch.float32)[:, None, None, None]) ** 2).sum(0) <= r**2).to(torch.uint8)
+            for c, r in zip(centres[:n], radii[:n], strict=True)
+        ]
+    )
     return images, masks
 
 

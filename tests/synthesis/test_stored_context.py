@@ -30,8 +30,9 @@ def inputs(tmp_path: Path) -> tuple[Path, TumorBank]:
     from synbt_factory.phantom import write_phantom
 
     write_phantom(tmp_path / "phantom", n=4, seed=11, size="tiny", healthy_fraction=0.25)
-    prepare_dataset(tmp_path / "phantom", tmp_path / "prepared.zarr", config=PrepareConfig(fov_mm=(64, 64, 48)),
-                    workers=2)
+    prepare_dataset(
+        tmp_path / "phantom", tmp_path / "prepared.zarr", config=PrepareConfig(fov_mm=(64, 64, 48)), workers=2
+    )
     bank = build_bank(tmp_path / "prepared.zarr", tmp_path / "bank.zarr", splits=("train", "test"))
     bank.load_all()
     return tmp_path / "prepared.zarr", bank
@@ -41,17 +42,26 @@ def _built(store: CaseStore, case_id: str, config: PlacementConfig | None = None
     """The context built from the case's arrays directly, as placement did before anatomies were stored."""
     names = set(store.array_names(case_id))
     image = store.read_array(case_id, "image").astype(np.float32)
-    fgt = store.read_array(case_id, "tissue_pred") > 0 if "tissue_pred" in names else (
-        store.read_array(case_id, "tissue") == 2)
+    fgt = (
+        store.read_array(case_id, "tissue_pred") > 0
+        if "tissue_pred" in names
+        else (store.read_array(case_id, "tissue") == 2)
+    )
     breast_name = "breast_pred" if "breast_pred" in names else "breast"
-    ctx = PlacementContext.build(image, mask=store.read_array(case_id, "mask"), fgt=fgt,
-                                 breast=store.read_array(case_id, breast_name) > 0, config=config)
+    ctx = PlacementContext.build(
+        image,
+        mask=store.read_array(case_id, "mask"),
+        fgt=fgt,
+        breast=store.read_array(case_id, breast_name) > 0,
+        config=config,
+    )
     ctx.notes["breast_source"] = breast_name  # as context_from_store names it: sizes compare by mask kind
     return ctx
 
 
-def _placements(ctx: PlacementContext, bank: TumorBank, i: int, config: PlacementConfig | None = None
-                ) -> list[tuple[bytes, dict]]:
+def _placements(
+    ctx: PlacementContext, bank: TumorBank, i: int, config: PlacementConfig | None = None
+) -> list[tuple[bytes, dict]]:
     out = []
     for k in range(4):
         mask, record = place_tumor(np.random.default_rng([i, k]), bank, ctx, config)
@@ -89,8 +99,13 @@ def test_a_new_breast_mask_or_another_config_is_never_served_a_stale_anatomy(inp
     breast = store.read_array(case_id, "breast") > 0
     half = breast.copy()
     half[: breast.shape[0] // 2] = False
-    store.add_arrays(case_id, {"breast_pred": half.astype(np.uint8),
-                               "tissue_pred": (store.read_array(case_id, "tissue") == 2).astype(np.uint8)})
+    store.add_arrays(
+        case_id,
+        {
+            "breast_pred": half.astype(np.uint8),
+            "tissue_pred": (store.read_array(case_id, "tissue") == 2).astype(np.uint8),
+        },
+    )
     assert not has_stored_anatomy(store, case_id)
     ctx = context_from_store(store, case_id)
     assert ctx.notes["anatomy"] == "built"
@@ -146,7 +161,8 @@ def test_store_placement_anatomy_skips_what_matches(inputs, monkeypatch: pytest.
 
 
 def test_generate_reads_the_stored_contexts_and_writes_the_cases_it_writes_when_building_them(
-        inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from synbt_factory.generate import GenerateConfig, run_generate
     from synbt_factory.generate.methods import SynTumorMethod
 
@@ -155,8 +171,9 @@ def test_generate_reads_the_stored_contexts_and_writes_the_cases_it_writes_when_
     config = GenerateConfig(n=6, seed=3, workers=2, background_split=None)
 
     def run(out: str) -> dict[str, dict]:
-        result = run_generate(config, out=tmp_path / out, prepared=location, bank=bank,
-                              method=SynTumorMethod.from_prepared(location))
+        result = run_generate(
+            config, out=tmp_path / out, prepared=location, bank=bank, method=SynTumorMethod.from_prepared(location)
+        )
         store = CaseStore.open(tmp_path / out)
         assert len(result.written) == 6
         return {c: store.case_attrs(c)["placement"] for c in store.case_ids()}

@@ -72,8 +72,9 @@ def test_post_contrast_hyper_enhances_to_the_drawn_ratio_and_pre_stays_near_iso(
 
 def test_record_replays_the_identical_image() -> None:
     image, body = _background()
-    new, tumor, record = syntumor_insert(image, None, np.random.default_rng(3), EnhancementStats.default(), "small",
-                                         region=body)
+    new, tumor, record = syntumor_insert(
+        image, None, np.random.default_rng(3), EnhancementStats.default(), "small", region=body
+    )
     again = SynTumorRecord.from_dict(record.to_dict())
     assert again == record
     assert np.array_equal(syntumor_replay(image, tumor, again), new)
@@ -84,8 +85,9 @@ def test_avoid_keeps_the_new_tumor_off_a_real_one() -> None:
     avoid = np.zeros(SHAPE, bool)
     avoid[:, :40] = True
     for seed in range(4):
-        _, tumor, _ = syntumor_insert(image, None, np.random.default_rng(seed), EnhancementStats.default(), "small",
-                                      region=body, avoid=avoid)
+        _, tumor, _ = syntumor_insert(
+            image, None, np.random.default_rng(seed), EnhancementStats.default(), "small", region=body, avoid=avoid
+        )
         assert not (tumor.astype(bool) & avoid).any()
 
 
@@ -109,10 +111,16 @@ def test_enhancement_stats_from_store_measures_real_tumors(tmp_path: Path) -> No
         img = image.copy()
         img[0][mask > 0] = 0.4
         img[1][mask > 0] = 0.4 * ratio
-        store.write_case(f"E{i}", {"image": img.astype(np.float16), "mask": mask},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
-    store.write_case("H", {"image": image.astype(np.float16), "mask": np.zeros(SHAPE, np.uint8)},
-                     {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"})
+        store.write_case(
+            f"E{i}",
+            {"image": img.astype(np.float16), "mask": mask},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"},
+        )
+    store.write_case(
+        "H",
+        {"image": image.astype(np.float16), "mask": np.zeros(SHAPE, np.uint8)},
+        {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train"},
+    )
     stats = EnhancementStats.from_store(store)
     assert stats.cases == ("E0", "E1")
     assert stats.ratios == pytest.approx((2.0, 3.0), rel=0.01)

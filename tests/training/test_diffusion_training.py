@@ -24,9 +24,9 @@ from synbt_factory.data.latents import (
     sample_crop_batch,
     select_tumor_cases,
 )
-from synbt_factory.models.diffusion import build_condition
+from synbt_factory.models.diffusion import build_condition, load_diffusion
 from synbt_factory.store import CaseStore
-from synbt_factory.training.diffusion import diffusion_train_preset, load_diffusion, train_diffusion
+from synbt_factory.training.diffusion import diffusion_train_preset, train_diffusion
 
 SHAPE = (48, 48, 32)
 
@@ -45,8 +45,11 @@ def _make_store(path: Path) -> Path:
         store.write_case(
             f"CASE_{i:03d}",
             {"image": np.stack([pre, pre + 2.0 * blob]).astype(np.float16), "mask": (blob > 0.5).astype(np.uint8)},
-            {"affine": np.diag([1.0, 1.0, 1.0, 1.0]).tolist(), "spacing": [1, 1, 1],
-             "split": "test" if i == 4 else "train"},
+            {
+                "affine": np.diag([1.0, 1.0, 1.0, 1.0]).tolist(),
+                "spacing": [1, 1, 1],
+                "split": "test" if i == 4 else "train",
+            },
         )
     return path
 
@@ -71,8 +74,9 @@ def latents(store: CaseStore, autoencoder: TinyVQAE, tmp_path_factory: pytest.Te
     model_cfg, _ = diffusion_train_preset("tiny")
     ids = select_tumor_cases(store, splits=("train",))
     cache = tmp_path_factory.mktemp("cache")
-    return precompute_latents(store, ids, autoencoder, autoencoder.latent_norm(), model_cfg, autoencoder_id="tiny-ae",
-                              cache_dir=cache), cache
+    return precompute_latents(
+        store, ids, autoencoder, autoencoder.latent_norm(), model_cfg, autoencoder_id="tiny-ae", cache_dir=cache
+    ), cache
 
 
 def test_only_tumor_present_training_cases_are_selected(store: CaseStore) -> None:
@@ -90,12 +94,20 @@ def test_latents_have_target_and_condition_and_are_cached(latents, store, autoen
     tumor_cells = case.cond[-1] > 0
     assert not torch.allclose(case.z0[:, tumor_cells], case.cond[:8][:, tumor_cells])  # tumor removed in Z_masked
     assert sorted(p.name for p in cache.glob("*.npz")) == [f"{c.case_id}.npz" for c in cases]
-    again = precompute_latents(store, [case.case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
-                               autoencoder_id="tiny-ae", cache_dir=cache)
+    again = precompute_latents(
+        store,
+        [case.case_id],
+        autoencoder,
+        autoencoder.latent_norm(),
+        model_cfg,
+        autoencoder_id="tiny-ae",
+        cache_dir=cache,
+    )
     assert torch.equal(again[0].z0, case.z0) and torch.equal(again[0].cond, case.cond)
     other = replace(model_cfg, fill="zeros")  # another conditioning: the cache key changes, the latents too
-    recomputed = precompute_latents(store, [case.case_id], autoencoder, autoencoder.latent_norm(), other,
-                                    autoencoder_id="tiny-ae", cache_dir=cache)
+    recomputed = precompute_latents(
+        store, [case.case_id], autoencoder, autoencoder.latent_norm(), other, autoencoder_id="tiny-ae", cache_dir=cache
+    )
     assert torch.equal(recomputed[0].z0, case.z0) and not torch.equal(recomputed[0].cond, case.cond)
 
 
@@ -114,12 +126,21 @@ def test_mirrored_cases_are_encoded_from_the_mirrored_volume(latents, store, aut
     model_cfg, _ = diffusion_train_preset("tiny")
     cache = latents[1].parent / "flip-cache"
     case_id = cases[0].case_id
-    versions = precompute_latents(store, [case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
-                                  autoencoder_id="tiny-ae", cache_dir=cache, flip_axes=(0, 2))
+    versions = precompute_latents(
+        store,
+        [case_id],
+        autoencoder,
+        autoencoder.latent_norm(),
+        model_cfg,
+        autoencoder_id="tiny-ae",
+        cache_dir=cache,
+        flip_axes=(0, 2),
+    )
     assert [v.flip for v in versions] == [(), (0,), (2,), (0, 2)] and {v.case_id for v in versions} == {case_id}
     assert torch.equal(versions[0].z0, cases[0].z0) and torch.equal(versions[0].cond, cases[0].cond)
     assert sorted(p.name for p in cache.glob("*.npz")) == sorted(
-        f"{case_id}{suffix}.npz" for suffix in ("", ".flip0", ".flip2", ".flip02"))
+        f"{case_id}{suffix}.npz" for suffix in ("", ".flip0", ".flip2", ".flip02")
+    )
     arrays, _ = store.read_case(case_id, ("image", "mask"))
     for version in versions[1:]:
         axes = list(version.flip)
@@ -131,8 +152,16 @@ def test_mirrored_cases_are_encoded_from_the_mirrored_volume(latents, store, aut
             z0, cond = build_condition(autoencoder, autoencoder.latent_norm(), image, mask, model_cfg)
         assert torch.equal(version.z0, z0[0].float()) and torch.equal(version.cond, cond[0].float())
     assert not torch.equal(versions[1].z0, torch.flip(cases[0].z0, [1]))  # not merely the mirrored latent
-    again = precompute_latents(store, [case_id], autoencoder, autoencoder.latent_norm(), model_cfg,
-                               autoencoder_id="tiny-ae", cache_dir=cache, flip_axes=(0, 2))
+    again = precompute_latents(
+        store,
+        [case_id],
+        autoencoder,
+        autoencoder.latent_norm(),
+        model_cfg,
+        autoencoder_id="tiny-ae",
+        cache_dir=cache,
+        flip_axes=(0, 2),
+    )
     assert all(torch.equal(a.z0, b.z0) and torch.equal(a.cond, b.cond) for a, b in zip(again, versions, strict=True))
 
 
@@ -169,10 +198,18 @@ def _losses(out: Path) -> dict[int, float]:
 def test_tiny_model_overfits_one_case(latents, autoencoder, tmp_path: Path) -> None:
     cases, _ = latents
     model_cfg, train_cfg = diffusion_train_preset("tiny")
-    cfg = replace(train_cfg, steps=100, lr=5e-3, batch_size=2, crop=(12, 12, 8), grad_clip=0.0, log_every=1,
-                  save_every=1000)
-    train_diffusion(cases[:1], tmp_path, model_config=model_cfg, train_config=cfg,
-                    latent_norm=autoencoder.latent_norm(), vqvae_sha256="tiny-ae", seed=0)
+    cfg = replace(
+        train_cfg, steps=100, lr=5e-3, batch_size=2, crop=(12, 12, 8), grad_clip=0.0, log_every=1, save_every=1000
+    )
+    train_diffusion(
+        cases[:1],
+        tmp_path,
+        model_config=model_cfg,
+        train_config=cfg,
+        latent_norm=autoencoder.latent_norm(),
+        vqvae_sha256="tiny-ae",
+        seed=0,
+    )
     losses = list(_losses(tmp_path).values())
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-20:]))
     assert last < 0.7 * first, (first, last)  # measured: 0.92 → 0.5 at 80 steps
@@ -217,14 +254,14 @@ def vqvae_ckpt(store: CaseStore, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def vqvae_norm(path: Path):
-    from synbt_factory.training.vqvae import load_vqvae
+    from synbt_factory.models.vqvae import load_vqvae
 
     return load_vqvae(path)[1]
 
 
 def _app() -> Typer:
-    from cli.cmd_diffusion import generate_one
-    from cli.cmd_diffusion import train_diffusion as train_cmd
+    from cli.generate import generate_one
+    from cli.train import train_diffusion as train_cmd
 
     app = Typer()
     app.command("train-diffusion")(train_cmd)
@@ -236,22 +273,77 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     runner = CliRunner()
     app = _app()
     run = tmp_path / "run"
-    res = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                              str(run), "--preset", "tiny", "--steps", "3", "--latent-scale", "std", "--flip-axes", "0",
-                              "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "train-diffusion",
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--data",
+            str(store.location),
+            "--out",
+            str(run),
+            "--preset",
+            "tiny",
+            "--steps",
+            "3",
+            "--latent-scale",
+            "std",
+            "--flip-axes",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (run / "final.pt").is_file() and len(list((run / "latents").glob("*.npz"))) == 6  # 3 cases, 2 versions
     assert json.loads((run / "config.json").read_text())["train"]["flip_axes"] == [0]
-    again = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                                str(run), "--preset", "tiny", "--steps", "3", "--device", "cpu"])
+    again = runner.invoke(
+        app,
+        [
+            "train-diffusion",
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--data",
+            str(store.location),
+            "--out",
+            str(run),
+            "--preset",
+            "tiny",
+            "--steps",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert again.exit_code == 2 and "--resume" in again.output
     _, _, norm, _ = load_diffusion(run / "final.pt")  # standardised: the cached latents have unit variance under it
     cached = [np.load(p)["z0"] for p in sorted((run / "latents").glob("*.npz"))]
     raw = vqvae_norm(vqvae_ckpt).denormalise(torch.from_numpy(np.concatenate([c.ravel() for c in cached])).double())
     assert abs(float(norm.normalise(raw).std()) - 1.0) < 1e-3
-    resumed = runner.invoke(app, ["train-diffusion", "--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--out",
-                                  str(run), "--preset", "tiny", "--steps", "4", "--latent-scale", "std", "--flip-axes",
-                                  "0", "--resume", "--device", "cpu"])
+    resumed = runner.invoke(
+        app,
+        [
+            "train-diffusion",
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--data",
+            str(store.location),
+            "--out",
+            str(run),
+            "--preset",
+            "tiny",
+            "--steps",
+            "4",
+            "--latent-scale",
+            "std",
+            "--flip-axes",
+            "0",
+            "--resume",
+            "--device",
+            "cpu",
+        ],
+    )
     assert resumed.exit_code == 0, resumed.output
     assert load_diffusion(run / "final.pt")[2] == norm and load_checkpoint(run / "final.pt")["step"] == 4
 
@@ -262,9 +354,28 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
     mask_path = tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(mask, affine), str(mask_path))
     out = tmp_path / "syn.nii.gz"
-    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(mask_path),
-                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out),
-                              "--steps", "3", "--seed", "1", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "generate-one",
+            "--case",
+            f"{store.location}::CASE_003",
+            "--mask",
+            str(mask_path),
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--diffusion",
+            str(run / "final.pt"),
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = np.asarray(nib.load(str(out)).dataobj)
     assert result.shape == (*SHAPE, 2)
@@ -278,21 +389,69 @@ def test_cli_trains_then_generates_one_case(store: CaseStore, vqvae_ckpt: Path, 
         folder.mkdir(exist_ok=True)
         (folder.parent / "x.nii.gz").rename(folder / f"CASE_003_{ch:04d}.nii.gz")
     out2 = tmp_path / "syn2.nii.gz"
-    res = runner.invoke(app, ["generate-one", "--case", str(folder), "--mask", str(mask_path), "--vqvae",
-                              str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out2), "--steps", "3",
-                              "--seed", "1", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "generate-one",
+            "--case",
+            str(folder),
+            "--mask",
+            str(mask_path),
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--diffusion",
+            str(run / "final.pt"),
+            "--out",
+            str(out2),
+            "--steps",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.asarray(nib.load(str(out2)).dataobj), result)
 
-    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(mask_path),
-                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out),
-                              "--guidance", "-1"])
+    res = runner.invoke(
+        app,
+        [
+            "generate-one",
+            "--case",
+            f"{store.location}::CASE_003",
+            "--mask",
+            str(mask_path),
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--diffusion",
+            str(run / "final.pt"),
+            "--out",
+            str(out),
+            "--guidance",
+            "-1",
+        ],
+    )
     assert res.exit_code == 2 and "guidance" in res.output
 
     bad = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(mask[:-4], affine), str(bad))
-    res = runner.invoke(app, ["generate-one", "--case", f"{store.location}::CASE_003", "--mask", str(bad),
-                              "--vqvae", str(vqvae_ckpt), "--diffusion", str(run / "final.pt"), "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "generate-one",
+            "--case",
+            f"{store.location}::CASE_003",
+            "--mask",
+            str(bad),
+            "--vqvae",
+            str(vqvae_ckpt),
+            "--diffusion",
+            str(run / "final.pt"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 2 and "grid" in res.output
 
 

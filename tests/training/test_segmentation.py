@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from synbt_factory.data.mixing import MixConfig
-from synbt_factory.evaluate.metrics import segmentation_metrics
 from synbt_factory.evaluate.segmentation_eval import EvalConfig, evaluate_segmenter
 from synbt_factory.experiments.table1 import Table1Config, method_name, table1
+from synbt_factory.metrics import segmentation_metrics
 from synbt_factory.models.segmenters import (
     SEGMENTER_NAMES,
     SegmenterConfig,
@@ -166,8 +166,9 @@ def test_eval_writes_consistent_metrics_and_nifti(real_store: str, tmp_path: Pat
     config = EvalConfig(save_nifti=True, max_cases=1)
     evaluate_segmenter(run.best_checkpoint, relative, config=config, out_dir=tmp_path / "without", device="cpu")
     assert not (tmp_path / "without" / "predictions_original").exists()
-    evaluate_segmenter(run.best_checkpoint, relative, config=config, out_dir=tmp_path / "with", device="cpu",
-                       dataset=dataset)
+    evaluate_segmenter(
+        run.best_checkpoint, relative, config=config, out_dir=tmp_path / "with", device="cpu", dataset=dataset
+    )
     assert [nib.load(str(p)).shape for p in (tmp_path / "with" / "predictions_original").iterdir()] == [(20, 20, 12)]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["dice"]["n"] == 2 and "mama_mia_score" in summary
@@ -219,7 +220,7 @@ def test_cli_train_then_eval(real_store: str, tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from cli.cmd_segment import segment_eval, segment_train
+    from cli.segment import segment_eval, segment_train
 
     app = typer.Typer()
     app.command("train")(segment_train)
@@ -258,8 +259,12 @@ def test_cli_train_then_eval(real_store: str, tmp_path: Path) -> None:
 def test_a_missing_real_store_leaves_no_empty_run_folder(tmp_path: Path) -> None:
     """``synbt segment train --mix 0.5 --data WRONG --synthetic …`` failed on the store but left runs/seg behind."""
     size = (16, 16, 16)
-    config = SegTrainConfig(model=SegmenterConfig(name="unet", preset="tiny", patch_size=size),
-                            data=MixConfig(crop=size), real=str(tmp_path / "missing.zarr"), max_steps=1)
+    config = SegTrainConfig(
+        model=SegmenterConfig(name="unet", preset="tiny", patch_size=size),
+        data=MixConfig(crop=size),
+        real=str(tmp_path / "missing.zarr"),
+        max_steps=1,
+    )
     with pytest.raises(Exception, match="missing.zarr"):
         train_segmenter(config, tmp_path / "runs" / "seg", device="cpu")
     assert not (tmp_path / "runs").exists()

@@ -11,17 +11,11 @@ import torch
 from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.models.tissue import TissueModelConfig, build_tissue_model, tissue_preset
 from synbt_factory.store import CaseStore
+from synbt_factory.tissue.config import TissueTrainConfig
+from synbt_factory.tissue.data import TissueBatches, load_label_cases
+from synbt_factory.tissue.infer import add_tissue_to_store, load_tissue_model, postprocess_tissue, predict_tissue
 from synbt_factory.tissue.synth import TissueSynthConfig, generation_labels, synthesize_tissue_image
-from synbt_factory.tissue.train import (
-    TissueBatches,
-    TissueTrainConfig,
-    add_tissue_to_store,
-    load_label_cases,
-    load_tissue_model,
-    postprocess_tissue,
-    predict_tissue,
-    train_tissue,
-)
+from synbt_factory.tissue.train import train_tissue
 
 SHAPE = (48, 40, 32)
 
@@ -48,9 +42,11 @@ def label_store(tmp_path_factory) -> CaseStore:
     store = CaseStore.create(tmp_path_factory.mktemp("tissue") / "p.zarr", kind="prepared", card={})
     for i in range(4):
         tissue, breast, image = _labels(i)
-        store.write_case(f"L{i}", {"image": image.astype(np.float16), "mask": np.zeros(SHAPE, np.uint8),
-                                   "tissue": tissue, "breast": breast},
-                         {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train" if i < 3 else "test"})
+        store.write_case(
+            f"L{i}",
+            {"image": image.astype(np.float16), "mask": np.zeros(SHAPE, np.uint8), "tissue": tissue, "breast": breast},
+            {"affine": np.eye(4).tolist(), "spacing": [1.0] * 3, "split": "train" if i < 3 else "test"},
+        )
     return store
 
 
@@ -98,8 +94,15 @@ def test_loss_falls_on_a_tiny_config(label_store: CaseStore, tmp_path: Path) -> 
     assert losses[-1] < 0.8 * losses[0]
     assert result.best_path.is_file() and result.last_path.is_file()
     ckpt = load_checkpoint(result.best_path, kind="tissue")
-    assert ckpt["config"] == {"in_channels": 2, "out_channels": 4, "channels": [8, 16, 32], "strides": [2, 2],
-                              "num_res_units": 1, "norm": "INSTANCE", "dropout": 0.0}
+    assert ckpt["config"] == {
+        "in_channels": 2,
+        "out_channels": 4,
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "norm": "INSTANCE",
+        "dropout": 0.0,
+    }
     assert result.best_val_dice is not None and 0.0 <= result.best_val_dice <= 1.0
 
     model, loaded = load_tissue_model(result.best_path)
@@ -216,8 +219,13 @@ def test_final_pt_ctrl_c_and_opt_in_resume(label_store: CaseStore, tmp_path: Pat
     with pytest.raises(FileExistsError, match="last.pt"):
         train_tissue(label_store.location, out, config, device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
-        train_tissue(label_store.location, out, TissueTrainConfig.preset("tiny", steps=4, batch_size=1),
-                     device="cpu", resume=True)
+        train_tissue(
+            label_store.location,
+            out,
+            TissueTrainConfig.preset("tiny", steps=4, batch_size=1),
+            device="cpu",
+            resume=True,
+        )
     result = train_tissue(label_store.location, out, config, device="cpu", resume=True)
     assert result.steps == 4 and result.final_path == out / "final.pt"
     assert load_checkpoint(out / "final.pt", kind="tissue")["step"] == 4 and result.best_path.is_file()

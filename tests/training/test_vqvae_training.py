@@ -14,8 +14,9 @@ from synbt_factory.checkpoint import load_checkpoint
 from synbt_factory.config import replace
 from synbt_factory.data.volumes import PreparedVolumes, sample_patch_batch, sample_volume_batch
 from synbt_factory.evaluate.vqvae_eval import VQVAEEvalConfig, evaluate_vqvae
+from synbt_factory.models.vqvae import load_vqvae
 from synbt_factory.store import CaseStore
-from synbt_factory.training.vqvae import VQVAETrainConfig, load_vqvae, reconstruction_l1, train_presets, train_vqvae
+from synbt_factory.training.vqvae import VQVAETrainConfig, reconstruction_l1, train_presets, train_vqvae
 
 SHAPE = (40, 48, 32)
 
@@ -268,8 +269,8 @@ def test_cli_train_and_eval_commands(store_path: Path, tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from cli.cmd_vqvae import eval_vqvae
-    from cli.cmd_vqvae import train_vqvae as train_cmd
+    from cli.eval import eval_vqvae
+    from cli.train import train_vqvae as train_cmd
 
     app = typer.Typer()
     app.command("train")(train_cmd)
@@ -371,8 +372,9 @@ def test_ctrl_c_saves_the_step_it_stopped_at_and_resumes_identically(store_path:
             signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3,
-                    progress=ctrl_c_at_3)
+        train_vqvae(
+            store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, progress=ctrl_c_at_3
+        )
     assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "cut" / "last.pt"
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -396,8 +398,11 @@ def test_evaluation_figure_shows_the_slice_holding_most_of_the_tumor_and_logs_no
     mask[10:16, 12:20, 3:7] = 1  # slices 3..6 of 32: the middle slice (16) has no tumor
     mask[11:15, 13:17, 5] = 1
     image[1][mask > 0] = 1.5
-    store.write_case("CASE_LOW", {"image": image, "mask": mask},
-                     {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "test"})
+    store.write_case(
+        "CASE_LOW",
+        {"image": image, "mask": mask},
+        {"affine": np.eye(4).tolist(), "spacing": [1, 1, 1], "split": "test"},
+    )
     drawn: dict[str, object] = {}
     original = vqvae_eval.save_comparison_figure
 
@@ -415,16 +420,30 @@ def test_evaluation_figure_shows_the_slice_holding_most_of_the_tumor_and_logs_no
     assert (tmp_path / "eval" / "vqvae_reconstruction.png").read_bytes()[:4] == b"\x89PNG"
 
 
-
 def test_volume_stage_without_init_names_the_flags_before_any_work(store_path: Path, tmp_path: Path) -> None:
     """It said 'the volume --stage needs init=<patch-stage checkpoint>' after announcing the run."""
     from typer.testing import CliRunner
 
     from cli.main import app
 
-    result = CliRunner().invoke(app, ["train", "vqvae", "--stage", "volume", "--data", str(store_path), "--out",
-                                      str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"],
-                                env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "vqvae",
+            "--stage",
+            "volume",
+            "--data",
+            str(store_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "--stage volume needs --init" in lines[0] and "init=" not in lines[0], result.output

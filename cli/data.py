@@ -1,4 +1,5 @@
-"""``synbt data ...``: make the phantom, index, check and prepare MAMA-MIA-layout datasets."""
+"""``synbt data ...``: make the phantom, index, check and prepare MAMA-MIA-layout datasets, and add what tumor
+placement needs to a prepared store (placement contexts, fibroglandular tissue)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,34 @@ from rich.markup import escape
 
 from cli._console import check_writable, console, err_console, fail, progress_bar, setup_logging
 
+__all__ = ["app", "data_check", "data_index", "data_phantom", "data_placement_context", "data_prepare", "data_tissue"]
 
+app = typer.Typer(help="Datasets in MAMA-MIA layout: make the phantom, index, check, prepare.", no_args_is_help=True)
+
+
+@app.command("phantom")
 def data_phantom(
     out: Path = typer.Option(Path("datasets/phantom"), "--out", help="Folder to write the phantom dataset into."),
     n: int = typer.Option(12, "--n", help="Number of cases.", min=1),
     seed: int = typer.Option(0, "--seed", help="Run seed: same seed and options give byte-identical files.", min=0),
-    size: str = typer.Option("small", "--size",
-                             help="Preset: tiny (tests), small (demo), default (paper-like field of view)."),
+    size: str = typer.Option(
+        "small", "--size", help="Preset: tiny (tests), small (demo), default (paper-like field of view)."
+    ),
     healthy_fraction: float = typer.Option(0.1, "--healthy-fraction", help="Fraction of cases without a tumor."),
     site: str = typer.Option(
-        "A", "--site",
+        "A",
+        "--site",
         help="A: the training phantom. B: an external test family, never used for training: larger, fattier "
-             "breasts (projection 0.40-0.52 vs 0.32-0.46 of the field of view, FGT x0.65), skin 2.4-3.4 vs "
-             "1.4-2.4 mm; slower wash-in (70-110 vs 35-60 s), 60% plateau curves, lower enhancement "
-             "(0.8-1.5 vs 1.0-2.1); tumors up to 40/32/19 mm (default/small/tiny, vs 40/28/12), rim-enhancing, "
-             "lobulated or non-mass (clumped foci); 7.5% vs 52.5% fat-suppressed; slices 2.5-3.5 mm (tiny 2.8-3.6) "
-             "vs 1.0-2.0 (tiny 1.5-2.5); noise 0.035-0.06 vs 0.012-0.03; bias 0.3-0.45 vs 0.1-0.25; stored "
-             "LPS/LAS/coronal, never RAS. The README it writes lists every difference."),
+        "breasts (projection 0.40-0.52 vs 0.32-0.46 of the field of view, FGT x0.65), skin 2.4-3.4 vs "
+        "1.4-2.4 mm; slower wash-in (70-110 vs 35-60 s), 60% plateau curves, lower enhancement "
+        "(0.8-1.5 vs 1.0-2.1); tumors up to 40/32/19 mm (default/small/tiny, vs 40/28/12), rim-enhancing, "
+        "lobulated or non-mass (clumped foci); 7.5% vs 52.5% fat-suppressed; slices 2.5-3.5 mm (tiny 2.8-3.6) "
+        "vs 1.0-2.0 (tiny 1.5-2.5); noise 0.035-0.06 vs 0.012-0.03; bias 0.3-0.45 vs 0.1-0.25; stored "
+        "LPS/LAS/coronal, never RAS. The README it writes lists every difference.",
+    ),
     test_fraction: float | None = typer.Option(
-        None, "--test-fraction", help="Share of cases listed in test_split, in [0, 1) (default: 0.2)."),
+        None, "--test-fraction", help="Share of cases listed in test_split, in [0, 1) (default: 0.2)."
+    ),
     preview: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview of a few cases here."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
@@ -55,8 +65,16 @@ def data_phantom(
     if preview is not None:
         check_writable(preview, "--preview", folder=False)
     with progress_bar("phantom", total=n) as update:
-        ids = write_phantom(out, n=n, seed=seed, size=size, healthy_fraction=healthy_fraction, site=site,
-                            test_fraction=test_fraction, progress=lambda done, total: update(done, total, {}))
+        ids = write_phantom(
+            out,
+            n=n,
+            seed=seed,
+            size=size,
+            healthy_fraction=healthy_fraction,
+            site=site,
+            test_fraction=test_fraction,
+            progress=lambda done, total: update(done, total, {}),
+        )
     label = "" if site == "A" else f"site-{site} "
     console.print(f"[green]wrote {len(ids)} {label}phantom cases[/] to {out}")
     if preview is not None:
@@ -64,6 +82,7 @@ def data_phantom(
         console.print(f"preview: {preview}")
 
 
+@app.command("index")
 def data_index(
     dataset: Path = typer.Argument(..., help="Dataset root in MAMA-MIA layout (holds images/, segmentations/ ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
@@ -83,13 +102,19 @@ def data_index(
     except DatasetLayoutError as exc:
         fail(str(exc))
     for problem in dataset_problems(index):
-        err_console.print(f"[yellow]{problem.severity}[/] {escape(problem.file)}: {escape(problem.message)} "
-                          f"(see synbt data check)")
+        err_console.print(
+            f"[yellow]{problem.severity}[/] {escape(problem.file)}: {escape(problem.message)} (see synbt data check)"
+        )
     reports = check_dataset(index, read_data=True)
     rows = [
-        {"case_id": r.case_id, "n_phases": r.n_phases, "shape": list(r.shape) if r.shape else None,
-         "spacing": [round(s, 4) for s in r.spacing] if r.spacing else None, "split": r.split,
-         "tumor_voxels": r.tumor_voxels}
+        {
+            "case_id": r.case_id,
+            "n_phases": r.n_phases,
+            "shape": list(r.shape) if r.shape else None,
+            "spacing": [round(s, 4) for s in r.spacing] if r.spacing else None,
+            "split": r.split,
+            "tumor_voxels": r.tumor_voxels,
+        }
         for r in reports
     ]
     if as_json:
@@ -100,6 +125,7 @@ def data_index(
     table = Table(title=f"{len(rows)} cases in {dataset}")
     for col in ("case_id", "n_phases", "shape", "spacing", "split", "tumor_voxels"):
         table.add_column(col)
+
     def cell(value: object) -> str:
         return "-" if value is None else "×".join(map(str, value)) if isinstance(value, list) else str(value)
 
@@ -108,6 +134,7 @@ def data_index(
     console.print(table)
 
 
+@app.command("check")
 def data_check(
     dataset: Path = typer.Argument(..., help="Dataset root in MAMA-MIA layout."),
     strict: bool = typer.Option(False, "--strict", help="Treat empty expert masks as errors."),
@@ -138,25 +165,31 @@ def data_check(
     n_err = n_warn = 0
     for p in [*general, *(p for r in reports for p in r.problems)]:
         colour = "red" if p.severity == "error" else "yellow"
-        console.print(f"[{colour}]{p.severity:7s}[/] [bold]{escape(p.case_id)}[/] {escape(p.file)}: "
-                      f"{escape(p.message)} — {escape(p.fix)}")
+        console.print(
+            f"[{colour}]{p.severity:7s}[/] [bold]{escape(p.case_id)}[/] {escape(p.file)}: "
+            f"{escape(p.message)} — {escape(p.fix)}"
+        )
         n_err += p.severity == "error"
         n_warn += p.severity == "warning"
     for note in index.notes:
         console.print(f"[yellow]note[/] {escape(note)}")
     unusable = [r.case_id for r in reports if not r.usable]
-    console.print(f"{len(reports)} cases: {len(reports) - len(unusable)} usable, {len(unusable)} unusable, "
-                  f"{n_err} errors, {n_warn} warnings")
+    console.print(
+        f"{len(reports)} cases: {len(reports) - len(unusable)} usable, {len(unusable)} unusable, "
+        f"{n_err} errors, {n_warn} warnings"
+    )
     if unusable or any(p.severity == "error" for p in general):
         raise typer.Exit(1)
 
 
+@app.command("prepare")
 def data_prepare(
     dataset: Path = typer.Argument(..., help="Dataset root in MAMA-MIA layout."),
     out: Path = typer.Option(..., "--out", help="Prepared Zarr store to write (resumes if it exists)."),
     fov: tuple[int, int, int] = typer.Option((192, 192, 128), "--fov", help="Field of view X Y Z in mm (RAS order)."),
-    first_post_only: bool = typer.Option(False, "--first-post-only",
-                                         help="Do not keep the other post-contrast phases."),
+    first_post_only: bool = typer.Option(
+        False, "--first-post-only", help="Do not keep the other post-contrast phases."
+    ),
     workers: int = typer.Option(2, "--workers", help="Cases prepared in parallel (Dask threads).", min=1),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
@@ -180,8 +213,10 @@ def data_prepare(
             result = prepare_dataset(dataset, out, config=config, workers=workers, progress=update)
     except (DatasetLayoutError, StoreError, ValueError, OSError) as exc:
         fail(str(exc))
-    console.print(f"[green]prepared {len(result.prepared)}[/], skipped {len(result.skipped)} already complete, "
-                  f"failed {len(result.failed)} → {escape(str(out))}")
+    console.print(
+        f"[green]prepared {len(result.prepared)}[/], skipped {len(result.skipped)} already complete, "
+        f"failed {len(result.failed)} → {escape(str(out))}"
+    )
     for case_id, message in sorted(result.failed.items()):
         console.print(f"[red]failed[/] [bold]{escape(case_id)}[/] {escape(message.removeprefix(f'{case_id}: '))}")
     padding = result.padding_warning(config.fov_mm)
@@ -191,6 +226,7 @@ def data_prepare(
         raise typer.Exit(1)
 
 
+@app.command("placement-context")
 def data_placement_context(
     data: str = typer.Option(..., "--data", help="Prepared store (synbt data prepare) to store the contexts in."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild contexts that are already stored."),
@@ -217,8 +253,45 @@ def data_placement_context(
                 result = store_placement_anatomy(store, progress=update, overwrite=overwrite)
     except (StoreError, OSError) as exc:
         fail(str(exc))
-    console.print(f"[green]placement context stored[/] for {result['written']} case(s), {result['skipped']} "
-                  f"already stored → {escape(data)}")
+    console.print(
+        f"[green]placement context stored[/] for {result['written']} case(s), {result['skipped']} "
+        f"already stored → {escape(data)}"
+    )
     if result["no_breast"]:
-        console.print(f"[yellow]warning:[/] {len(result['no_breast'])} case(s) have no breast inside the body, so "
-                      f"no tumor can be placed in them: {escape(', '.join(result['no_breast'][:5]))}")
+        console.print(
+            f"[yellow]warning:[/] {len(result['no_breast'])} case(s) have no breast inside the body, so "
+            f"no tumor can be placed in them: {escape(', '.join(result['no_breast'][:5]))}"
+        )
+
+
+@app.command("tissue")
+def data_tissue(
+    ckpt: Path = typer.Option(
+        ...,
+        "--ckpt",
+        help="Tissue checkpoint (synbt train tissue → final.pt, or best.pt for the best validation Dice).",
+    ),
+    data: str = typer.Option(..., "--data", help="Prepared store to add tissue_pred / breast_pred to."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute cases that already have tissue_pred."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Segment fibroglandular tissue and the breast in every prepared case (sliding window +
+    post-processing) and store them as tissue_pred / breast_pred for tumor placement."""
+    setup_logging(verbose)
+    from synbt_factory.checkpoint import CheckpointError
+    from synbt_factory.store import CaseStore, StoreError
+    from synbt_factory.tissue.infer import add_tissue_to_store
+
+    try:
+        store = CaseStore.open(data, mode="r+")
+        with progress_bar("tissue", total=len(store.case_ids())) as update:
+            result = add_tissue_to_store(ckpt, store, update, device=device, overwrite=overwrite)
+    except (StoreError, CheckpointError, RuntimeError) as exc:
+        fail(f"{exc}")
+    fr = list(result["fgt_fraction"].values())
+    mean = f"{sum(fr) / len(fr):.3f}" if fr else "n/a"
+    console.print(
+        f"[green]tissue_pred[/] written for {result['written']} case(s), {result['skipped']} skipped; "
+        f"mean FGT fraction of breast {mean}"
+    )

@@ -1,4 +1,4 @@
-"""``synbt segment ...`` and ``synbt experiment table1``: train, evaluate and score tumor segmenters."""
+"""``synbt segment ...``: train, evaluate and score tumor segmenters."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import typer
 
 from cli._console import aliased, check_writable, console, fail, name_flags, progress_bar, setup_logging, warn
 from cli._presets import AUTO, choose_preset, preset_help, run_plan
+
+__all__ = ["app", "segment_eval", "segment_score", "segment_train"]
+
+app = typer.Typer(
+    help="Segmentation: train on real + synthetic cases, evaluate, score predictions.", no_args_is_help=True
+)
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -51,12 +57,28 @@ def _metrics_table(title: str, rows: list[dict[str, Any]], summary: dict[str, An
 
 # SegTrainConfig's field names (and those of its model/data parts) → the flags that set them
 _TRAIN_FLAGS = {
-    "name": "--model", "preset": "--preset", "patch_size": "--crop", "model.patch_size": "--crop",
-    "crop": "--crop", "data.crop": "--crop", "mix": "--mix", "data.mix": "--mix", "synthetic": "--synthetic",
-    "onthefly_fraction": "--onthefly-fraction", "data.onthefly_fraction": "--onthefly-fraction",
-    "onthefly": "--onthefly", "samples_per_epoch": "--samples-per-epoch", "real": "--data", "epochs": "--epochs",
-    "max_steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "val_every_epochs": "--val-every",
-    "max_val_cases": "--max-val-cases", "seed": "--seed", "num_workers": "--workers",
+    "name": "--model",
+    "preset": "--preset",
+    "patch_size": "--crop",
+    "model.patch_size": "--crop",
+    "crop": "--crop",
+    "data.crop": "--crop",
+    "mix": "--mix",
+    "data.mix": "--mix",
+    "synthetic": "--synthetic",
+    "onthefly_fraction": "--onthefly-fraction",
+    "data.onthefly_fraction": "--onthefly-fraction",
+    "onthefly": "--onthefly",
+    "samples_per_epoch": "--samples-per-epoch",
+    "real": "--data",
+    "epochs": "--epochs",
+    "max_steps": "--steps",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "val_every_epochs": "--val-every",
+    "max_val_cases": "--max-val-cases",
+    "seed": "--seed",
+    "num_workers": "--workers",
 }
 
 
@@ -65,16 +87,20 @@ def _warn_about_store_kinds(real: str, synthetic: str | None) -> None:
     from synbt_factory.store.outputs import store_kind_at
 
     if store_kind_at(real) == "synthetic":
-        warn(f"--data {real} is a synthetic store (synbt generate); real cases come from a prepared store "
-             "(synbt data prepare), and synthetic ones go in --synthetic")
+        warn(
+            f"--data {real} is a synthetic store (synbt generate); real cases come from a prepared store "
+            "(synbt data prepare), and synthetic ones go in --synthetic"
+        )
     if synthetic is not None and store_kind_at(synthetic) == "prepared":
         warn(f"--synthetic {synthetic} is a prepared store of real cases; synthetic cases come from synbt generate")
 
 
+@app.command("train")
 def segment_train(
     model: str = typer.Option("unet", "--model", help="Segmenter: unet, dynunet (nnU-Net-style) or swinunetr."),
-    data: str | None = typer.Option(None, "--data", show_default=False,
-                                    help="[required] Prepared store of real cases (synbt data prepare)."),
+    data: str | None = typer.Option(
+        None, "--data", show_default=False, help="[required] Prepared store of real cases (synbt data prepare)."
+    ),
     real: str | None = typer.Option(None, "--real", hidden=True, help="Older name of --data."),
     synthetic: str | None = typer.Option(
         None, "--synthetic", help="Generated store of synthetic cases (synbt generate)."
@@ -88,9 +114,7 @@ def segment_train(
     onthefly_fraction: float = typer.Option(
         0.5, "--onthefly-fraction", help="Fraction of real samples given an on-the-fly tumor."
     ),
-    out: Path = typer.Option(
-        Path("runs/seg"), "--out", help="Run folder (final.pt, best.pt, last.pt, metrics.jsonl)."
-    ),
+    out: Path = typer.Option(Path("runs/seg"), "--out", help="Run folder (final.pt, best.pt, last.pt, metrics.jsonl)."),
     patch: int | None = typer.Option(
         None, "--patch", help="Cubic training crop edge in voxels (e.g. 64 for the paper's patch-* rows)."
     ),
@@ -107,9 +131,9 @@ def segment_train(
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Mini-batch size (paper: 1).", min=1),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
-    preset: str = typer.Option(AUTO, "--preset", help=preset_help(
-        "segment train", "Network size: tiny (tests, CPU), small, paper (GPU)."
-    )),
+    preset: str = typer.Option(
+        AUTO, "--preset", help=preset_help("segment train", "Network size: tiny (tests, CPU), small, paper (GPU).")
+    ),
     val_every: int = typer.Option(1, "--val-every", help="Validate and checkpoint every N epochs.", min=1),
     max_val_cases: int | None = typer.Option(None, "--max-val-cases", help="Validate on at most N cases.", min=0),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes.", min=0),
@@ -177,8 +201,10 @@ def segment_train(
     try:
         with progress_bar(f"train {model}", total=None) as update:
             # announced by the trainer's first report, which comes before step 1 and knows the total steps
-            clock = StepClock(run_plan("segment train", f"segment train ({model})", preset, steps or 0,
-                                       str(resolve_device(device))), update)
+            clock = StepClock(
+                run_plan("segment train", f"segment train ({model})", preset, steps or 0, str(resolve_device(device))),
+                update,
+            )
             result = train_segmenter(config, out, device=device, resume=resume, progress=clock)
     except (StoreError, CheckpointError, FileExistsError, RuntimeError, ValueError) as exc:
         fail(str(exc))
@@ -188,6 +214,7 @@ def segment_train(
     )
 
 
+@app.command("eval")
 def segment_eval(
     ckpt: Path = typer.Option(..., "--ckpt", help="Segmenter checkpoint (best.pt of synbt segment train)."),
     data: str = typer.Option(..., "--data", help="Prepared store to evaluate on."),
@@ -200,15 +227,20 @@ def segment_eval(
         2, "--sw-batch-size", help="Windows per forward pass (>= 2 is faster on CPU).", min=1
     ),
     max_cases: int | None = typer.Option(None, "--max-cases", help="Evaluate at most N cases.", min=1),
-    out: Path | None = typer.Option(None, "--out", help=(
-        "Folder for metrics.csv, summary.json and predictions (default: eval_SPLIT next to --ckpt)."
-    )),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help=("Folder for metrics.csv, summary.json and predictions (default: eval_SPLIT next to --ckpt)."),
+    ),
     save_nifti: bool = typer.Option(
         False, "--save-nifti", help="Write predictions as NIfTI (prepared grid, and original grid with --dataset)."
     ),
     dataset: Path | None = typer.Option(
-        None, "--dataset", help="The MAMA-MIA folder --data was prepared from: with --save-nifti, predictions are "
-                                "also written on each case's original grid."),
+        None,
+        "--dataset",
+        help="The MAMA-MIA folder --data was prepared from: with --save-nifti, predictions are "
+        "also written on each case's original grid.",
+    ),
     mama_mia_score: bool = typer.Option(
         False, "--mama-mia-score", help="Also compute the MAMA-MIA challenge score (DSC, HD95/150)."
     ),
@@ -241,8 +273,9 @@ def segment_eval(
             max_cases=max_cases,
         )
         with progress_bar(f"eval {split}", total=None) as update:
-            result = evaluate_segmenter(ckpt, data, config=config, out_dir=out, device=device, progress=update,
-                                        dataset=dataset)
+            result = evaluate_segmenter(
+                ckpt, data, config=config, out_dir=out, device=device, progress=update, dataset=dataset
+            )
     except (StoreError, CheckpointError, ValueError) as exc:
         fail(str(exc))
     console.print(
@@ -265,11 +298,14 @@ def _healthy_note(rows: list[dict[str, Any]]) -> str | None:
     if not healthy:
         return None
     false_alarms = sum(int(r.get("pred_voxels") or 0) > 0 for r in healthy)
-    return (f"{len(healthy)} of {len(rows)} scored case(s) have no tumor: Dice is 1 there when nothing is "
-            f"predicted and 0 otherwise, with HD95 and MSD set to the image diagonal ({false_alarms} such false "
-            "alarm(s)); the means above include them. Score a split with tumors for segmentation quality")
+    return (
+        f"{len(healthy)} of {len(rows)} scored case(s) have no tumor: Dice is 1 there when nothing is "
+        f"predicted and 0 otherwise, with HD95 and MSD set to the image diagonal ({false_alarms} such false "
+        "alarm(s)); the means above include them. Score a split with tumors for segmentation quality"
+    )
 
 
+@app.command("score")
 def segment_score(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks <ID>.nii.gz (any model)."),
     truth: Path = typer.Option(
@@ -319,36 +355,3 @@ def segment_score(
         console.print(f"[yellow]no truth for[/] {p}")
     for p in result.unmatched_truths:
         console.print(f"[yellow]no prediction for[/] {p}")
-
-
-def experiment_table1(
-    config: Path = typer.Option(..., "--config", help="Table 1 config (JSON or TOML), e.g. configs/table1_cpu.json."),
-    out: Path = typer.Option(..., "--out", help="Output folder (table1.md, table1.json, table1_cases.csv, runs)."),
-    device: str | None = typer.Option(None, "--device", help="Override the config's device: auto, cpu or cuda."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
-) -> None:
-    """Reproduce the paper's Table 1: patch vs volume training, real only vs + SynTumor vs + SynBT.
-
-    Each arm trains a segmenter and evaluates it on the test split; finished arms are reused when
-    the command is run again; arms whose synthetic store is missing are skipped with a note.
-    """
-    setup_logging(verbose)
-    from synbt_factory.checkpoint import CheckpointError
-    from synbt_factory.config import load_config_file, replace
-    from synbt_factory.experiments.table1 import Table1Config, table1
-    from synbt_factory.store import StoreError
-
-    try:
-        cfg = load_config_file(Table1Config, config)
-        if device is not None:
-            cfg = replace(cfg, device=device)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        fail(f"{config}: {exc}")
-    check_writable(out, "--out")
-    try:
-        with progress_bar("table1 arms", total=len(cfg.models) * len(cfg.arms)) as update:
-            result = table1(cfg, out, progress=update)
-    except (StoreError, CheckpointError, RuntimeError, ValueError) as exc:
-        fail(str(exc))
-    console.print(result.markdown_path.read_text())
-    console.print(f"wrote {result.markdown_path}, {result.json_path} and {result.cases_csv_path}")
