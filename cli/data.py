@@ -73,7 +73,7 @@ def data_phantom(
             healthy_fraction=healthy_fraction,
             site=site,
             test_fraction=test_fraction,
-            progress=lambda done, total: update(done, total, {}),
+            progress=update,
         )
     label = "" if site == "A" else f"site-{site} "
     console.print(f"[green]wrote {len(ids)} {label}phantom cases[/] to {out}")

@@ -29,7 +29,7 @@ def step_phantom(run: DemoRun) -> StepResult:
             size=cfg.phantom_size,
             healthy_fraction=cfg.healthy_fraction,
             workers=cfg.workers,
-            progress=(lambda done, total: bar(done, total, {})) if bar is not None else None,
+            progress=bar,
         )
     write_preview(run.path("phantom"), run.path("phantom/phantom_preview.png"), max_cases=cfg.preview_cases)
     return (

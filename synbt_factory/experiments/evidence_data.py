@@ -93,7 +93,7 @@ def make_family(
         size=config.phantom_size,
         healthy_fraction=0.0,
         site=site,
-        progress=None if progress is None else (lambda done, total: progress(done, total, {})),
+        progress=progress,
     )
     result = prepare_dataset(
         folder, paths.prepared(family), config=PrepareConfig(fov_mm=tuple(int(f) for f in config.fov_mm))

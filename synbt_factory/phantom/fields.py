@@ -4,9 +4,9 @@ A field with correlation length ``L`` mm needs no detail finer than about ``L / 
 and filtered on such a coarse grid, then interpolated (linear) to the requested shape. Every
 function takes an explicit :class:`numpy.random.Generator`.
 
-:func:`smooth_field` here is not :func:`synbt_factory.synthesis.augment.smooth_field` (cubic-spline
-interpolation of N(0, 1) knots, several channels, used by SynTumor and the tissue synthesizer): the two
-draw different numbers from the generator and give different fields, and each is part of what makes its
+:func:`smooth_field` (a correlation length in mm) is not :func:`synbt_factory.synthesis.augment.spline_field`
+(cubic-spline interpolation of N(0, 1) knots, several channels, used by SynTumor and the tissue synthesizer): the
+two draw different numbers from the generator and give different fields, and each is part of what makes its
 outputs byte-reproducible (phantom datasets here; SynTumor stores and tissue training data there), so
 neither can stand in for the other.
 """

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from synbt_factory.phantom.info import BREAST_COORDINATES_CONVENTION
 from synbt_factory.phantom.presets import PhantomConfig, phantom_config
 from synbt_factory.phantom.site_doc import site_b_markdown
 from synbt_factory.phantom.sites import SITES
+from synbt_factory.progress import ProgressFn, report
 
 __all__ = ["write_phantom", "write_case", "nifti_bytes", "README_MARKER"]
 
@@ -248,7 +248,7 @@ def write_phantom(
     seed: int = 0,
     size: str = "small",
     healthy_fraction: float = 0.1,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     workers: int = 1,
     site: str = "A",
     test_fraction: float | None = None,
@@ -263,7 +263,7 @@ def write_phantom(
         seed: run seed (>= 0).
         size: preset name in :data:`PRESETS` (``tiny``, ``small``, ``default``).
         healthy_fraction: fraction of cases without a tumor, evenly spread over the indices.
-        progress: called as ``progress(done, total)`` after each case.
+        progress: called as ``progress(done, total, {})`` after each case (:data:`~synbt_factory.progress.ProgressFn`).
         workers: processes generating cases in parallel (each writes its own case's files).
         site: ``"A"`` (the training phantom) or ``"B"`` (the external test family: other anatomy,
             kinetics, tumors, noise, bias field, slices and stored orientations; documented in the
@@ -295,15 +295,13 @@ def write_phantom(
     if workers == 1 or n == 1:
         for i in range(n):
             summaries[i] = _make_and_write(str(out_dir), i, seed, config)
-            if progress is not None:
-                progress(i + 1, n)
+            report(progress, i + 1, n)
     else:
         with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
             futures = {pool.submit(_make_and_write, str(out_dir), i, seed, config): i for i in range(n)}
             for done, fut in enumerate(as_completed(futures), start=1):
                 summaries[futures[fut]] = fut.result()
-                if progress is not None:
-                    progress(done, n)
+                report(progress, done, n)
 
     ids = [case_id_for(i) for i in range(n)]
     test = [cid for i, cid in enumerate(ids) if is_test(i, seed, config.test_fraction)]

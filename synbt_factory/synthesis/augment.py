@@ -36,7 +36,7 @@ __all__ = [
     "crop_to_bbox",
     "STRUCTURE_26",
     "spline_weights",
-    "smooth_field",
+    "spline_field",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def spline_weights(n: int, points: int) -> np.ndarray:
     return w
 
 
-def smooth_field(
+def spline_field(
     shape: tuple[int, int, int], points: int | tuple[int, int, int], rng: np.random.Generator, *, channels: int = 1
 ) -> np.ndarray:
     """(channels, X, Y, Z) float32 smooth random field: standard-normal control values on a

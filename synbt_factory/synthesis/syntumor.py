@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.progress import ProgressFn, report
-from synbt_factory.synthesis.augment import largest_component, smooth_field
+from synbt_factory.synthesis.augment import largest_component, spline_field
 
 __all__ = [
     "SIZE_CLASSES",
@@ -373,7 +373,7 @@ def ellipsoid(
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     if elastic_sigma > 0:
         box = tuple(2 * h + 1 for h in half)
-        disp = smooth_field(box, elastic_points, np.random.default_rng(elastic_seed), channels=3)  # type: ignore[arg-type]
+        disp = spline_field(box, elastic_points, np.random.default_rng(elastic_seed), channels=3)  # type: ignore[arg-type]
         disp *= np.float32(elastic_sigma)
         coords = [g.astype(np.float32) + disp[i] for i, g in enumerate(grids)]
     else:

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
-from synbt_factory.synthesis.augment import smooth_field
+from synbt_factory.synthesis.augment import spline_field
 
 __all__ = ["TissueSynthConfig", "tissue_target", "generation_labels", "synthesize_tissue_image"]
 
@@ -149,7 +149,7 @@ def generation_labels(
         coords = np.argwhere(rest).astype(np.float32) / max(shape)
         feats = np.concatenate([feats / max(float(feats.std()), 1e-6), 0.3 * coords], axis=1)
     else:
-        fields = smooth_field(shape, 4, rng, channels=2)
+        fields = spline_field(shape, 4, rng, channels=2)
         coords = np.argwhere(rest).astype(np.float32) / max(shape)
         feats = np.concatenate([coords, 0.35 * fields[:, rest].T], axis=1)
     take = rng.choice(n_rest, size=min(n_rest, config.kmeans_samples), replace=False)
@@ -211,7 +211,7 @@ def synthesize_tissue_image(
     for c in range(2):
         out[c] = ndimage.gaussian_filter(out[c], sigmas)
     bias_std = rng.uniform(*config.bias_range)
-    bias = np.exp(bias_std * smooth_field(shape, 3, rng)[0])
+    bias = np.exp(bias_std * spline_field(shape, 3, rng)[0])
     out *= bias[None]
     np.maximum(out, 0.0, out=out)
     noise = rng.uniform(*config.noise_range)
