@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ __all__ = [
     "LAST_NAME",
     "METRICS_NAME",
     "RunFolder",
+    "StepSchedule",
     "ResumeConfigError",
     "changed_fields",
     "stream_seed",
@@ -448,51 +449,70 @@ class RunFolder:
         """The :class:`TrainingInterrupted` of this run stopped with its ``last.pt`` at ``step``."""
         return interrupted_run(self.path, step)
 
-    def run_steps(
+    def train(
         self,
         step: Callable[[int], Mapping[str, Any]],
         payload: Callable[[int], dict[str, Any]],
+        schedule: StepSchedule,
         *,
         start: int,
-        steps: int,
         resumed: bool,
         config: dict[str, Any],
-        keep_last: int,
-        log_every: int,
-        save_every: int,
         metric_log: MetricLog,
         progress: Any,
-    ) -> None:
-        """Train steps ``start .. steps`` with :func:`run_steps`, saving ``payload(step)`` through :meth:`save_step`.
+        last_metrics: Callable[[], dict[str, float]],
+    ) -> TrainResult:
+        """Train steps ``start .. schedule.steps`` with :func:`run_steps`, saving ``payload(step)`` as it goes.
 
-        A run resumed at (or past) its last step that has no ``final.pt`` yet gets it first, so a run stopped
-        between its last step and its final save finishes on the next call.
+        Checkpoints go through :meth:`save_step` (``final.pt`` at the last step). A run resumed at (or past) its
+        last step that has no ``final.pt`` yet gets it first, so a run stopped between its last step and its final
+        save finishes on the next call. The metric log is written as CSV at the end.
 
         Args:
             step: trains one step (``step(step_index)``) and returns its metrics.
             payload: the checkpoint dict at a step (weights, optimizer, RNG states, config, metrics).
+            schedule: the train config's ``steps``, ``keep_last``, ``log_every`` and ``save_every``.
+            start: the first step to train (the resumed step, or 0).
+            resumed: whether ``start`` comes from a checkpoint of this run.
             config: the model config embedded in every checkpoint.
-            keep_last: how many ``step_<N>.pt`` files to keep.
-            start, steps, resumed, log_every, save_every, metric_log, progress: as :func:`run_steps`.
+            metric_log: where logged steps go.
+            progress: the progress callback (:data:`~synbt_factory.progress.ProgressFn`) or ``None``.
+            last_metrics: the metrics to report in the result (the last step's, or the checkpoint's).
         """
 
         def save(at: int) -> None:
-            self.save_step(at, payload(at), config=config, keep_last=keep_last, final=at >= steps)
+            self.save_step(at, payload(at), config=config, keep_last=schedule.keep_last, final=at >= schedule.steps)
 
-        if start >= steps and not self.final.exists():
+        if start >= schedule.steps and not self.final.exists():
             save(start)
         run_steps(
             step,
             start=start,
-            steps=steps,
+            steps=schedule.steps,
             resumed=resumed,
-            log_every=log_every,
-            save_every=save_every,
+            log_every=schedule.log_every,
+            save_every=schedule.save_every,
             save=save,
             metric_log=metric_log,
             progress=progress,
             out=self.path,
         )
+        metric_log.write_csv()
+        return TrainResult(
+            final_checkpoint=self.final,
+            steps=schedule.steps,
+            metrics=last_metrics(),
+            resumed_from=start if resumed else None,
+        )
+
+
+class StepSchedule(Protocol):
+    """What :meth:`RunFolder.train` reads from a train config."""
+
+    steps: int
+    keep_last: int
+    log_every: int
+    save_every: int
 
 
 # ---------------------------------------------------------------------------- EMA

@@ -619,26 +619,17 @@ def train_vqvae(
             metrics = stage.step(x, step_index, mask)
             return metrics
 
-        run.run_steps(
+        return run.train(
             _train_step,
             payload,
+            cfg,
             start=start_step,
-            steps=cfg.steps,
             resumed=ckpt is not None,
             config=config_to_dict(model_config),
-            keep_last=cfg.keep_last,
-            log_every=cfg.log_every,
-            save_every=cfg.save_every,
             metric_log=metric_log,
             progress=progress,
+            last_metrics=lambda: metrics,
         )
-    metric_log.write_csv()
-    return TrainResult(
-        final_checkpoint=run.final,
-        steps=cfg.steps,
-        metrics=metrics,
-        resumed_from=start_step if ckpt is not None else None,
-    )
 
 
 def _same_disc(init_ckpt: dict[str, Any], cfg: VQVAETrainConfig) -> bool:
