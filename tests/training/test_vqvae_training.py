@@ -371,13 +371,15 @@ def test_ctrl_c_saves_the_step_it_stopped_at_and_resumes_identically(store_path:
         if done == 3:
             signal.raise_signal(signal.SIGINT)
 
+    # the handler the run must restore: Python's default, or SIG_IGN in a background job started without job control
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as stopped:
         train_vqvae(
             store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, progress=ctrl_c_at_3
         )
     assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "cut" / "last.pt"
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before
     result = train_vqvae(store_path, tmp_path / "cut", train_config=cfg, model_config=model_cfg, seed=3, resume=True)
     assert result.resumed_from == 3
     a = load_checkpoint(tmp_path / "full" / "final.pt")["model"]
