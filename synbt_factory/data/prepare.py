@@ -259,6 +259,8 @@ def prepare_case(
         arrays[key] = np.rint(fit(out[key])[0].numpy()).astype(np.uint8)
     if arrays["image"].shape[1:] != size:
         raise AssertionError(f"{case.case_id}: prepared shape {arrays['image'].shape} != {size}")
+    from synbt_factory.synthesis.syntumor import ENHANCEMENT_ATTR, enhancement_record
+
     try:
         info = case.info() or {}
     except ValueError:
@@ -279,6 +281,8 @@ def prepare_case(
         "fov_padding_fraction": 1.0
         - float(np.prod([e - s for s, e in zip(roi_start, roi_end, strict=True)])) / float(np.prod(size)),
         "source_extent_mm": [float(d * config.spacing_mm) for d in shape],
+        # what SynTumor's enhancement statistics read at every generate, measured once here
+        ENHANCEMENT_ATTR: enhancement_record(arrays["image"], arrays["mask"]),
     }
     return arrays, attrs
 

@@ -46,6 +46,9 @@ __all__ = [
     "SynTumorConfig",
     "SynTumorRecord",
     "EnhancementStats",
+    "ENHANCEMENT_ATTR",
+    "ENHANCEMENT_VERSION",
+    "enhancement_record",
     "syntumor_insert",
     "syntumor_replay",
     "texture",
@@ -174,6 +177,13 @@ def _ring(mask: np.ndarray, inner: float, outer: float) -> tuple[tuple[slice, ..
     return box, (dist > inner) & (dist <= outer)
 
 
+#: Case attribute where ``data prepare`` records the tumor's enhancement (:func:`enhancement_record`), so that
+#: :meth:`EnhancementStats.from_store` reads it instead of every case's arrays at each ``generate``.
+ENHANCEMENT_ATTR = "tumor_enhancement"
+#: Changes whenever :meth:`EnhancementStats.measure` does: records of another version are measured again.
+ENHANCEMENT_VERSION = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class EnhancementStats:
     """Measured enhancement of real tumors (one entry per tumor case).
@@ -238,8 +248,16 @@ class EnhancementStats:
         splits: tuple[str | None, ...] | None = None,
         max_cases: int | None = None,
         progress: ProgressFn | None = None,
+        use_stored: bool = True,
     ) -> EnhancementStats:
         """Measure every tumor case of a prepared store (location or open CaseStore).
+
+        A case whose attributes hold the record ``data prepare`` writes (:data:`ENHANCEMENT_ATTR`, same
+        :data:`ENHANCEMENT_VERSION`) is taken from it; any other case is measured from its arrays. Both give the
+        same numbers (the record is :meth:`measure` of the arrays as stored), the record without reading them.
+
+        Args:
+            use_stored: ``False`` measures every case from its arrays.
 
         Raises:
             ValueError: if no tumor could be measured.
@@ -248,20 +266,35 @@ class EnhancementStats:
 
         store = prepared if isinstance(prepared, CaseStore) else CaseStore.open(prepared)
         ids = store.case_ids()
+        attrs = {case_id: store.case_attrs(case_id) for case_id in ids}
         if splits is not None:
-            ids = [c for c in ids if store.case_attrs(c).get("split") in splits]
+            ids = [c for c in ids if attrs[c].get("split") in splits]
         if max_cases is not None:
             ids = ids[:max_cases]
         ratios, pres, posts, cases = [], [], [], []
+        from_arrays = 0
         for i, case_id in enumerate(ids, start=1):
-            arrays, _ = store.read_case(case_id, ("image", "mask"))
-            got = cls.measure(arrays["image"], arrays["mask"])
+            record = attrs[case_id].get(ENHANCEMENT_ATTR) if use_stored else None
+            if isinstance(record, dict) and record.get("version") == ENHANCEMENT_VERSION:
+                got = record.get("value")
+            else:
+                arrays, _ = store.read_case(case_id, ("image", "mask"))
+                got = cls.measure(arrays["image"], arrays["mask"])
+                from_arrays += 1
             if got is not None:
-                ratios.append(got[0])
-                pres.append(got[1])
-                posts.append(got[2])
+                ratios.append(float(got[0]))
+                pres.append(float(got[1]))
+                posts.append(float(got[2]))
                 cases.append(case_id)
             report(progress, i, len(ids), {"measured": float(len(ratios))})
+        if from_arrays and use_stored:
+            log.info(
+                "%d of %d cases of %s measured from their arrays (no enhancement record; 'synbt data prepare' "
+                "writes one)",
+                from_arrays,
+                len(ids),
+                store.location,
+            )
         if not ratios:
             raise ValueError(f"no tumor could be measured in {store.location}; the store needs cases with tumors")
         return cls(ratios=tuple(ratios), pre_factors=tuple(pres), post_factors=tuple(posts), cases=tuple(cases))
@@ -561,3 +594,11 @@ def syntumor_replay(
     }
     out, _ = _apply(np.asarray(image), np.asarray(tumor_mask) > 0, params, record.ratio, record.pre_factor, config)
     return out
+
+
+def enhancement_record(image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """The :data:`ENHANCEMENT_ATTR` record of one case: ``{"version", "value"}``, ``value`` being
+    :meth:`EnhancementStats.measure` of ``image`` (2, X, Y, Z) and ``mask`` (X, Y, Z) as stored (``None`` when
+    the tumor cannot be measured, e.g. a healthy case)."""
+    got = EnhancementStats.measure(image, mask)
+    return {"version": ENHANCEMENT_VERSION, "value": None if got is None else [float(v) for v in got]}
