@@ -266,15 +266,21 @@ class EnhancementStats:
 
         store = prepared if isinstance(prepared, CaseStore) else CaseStore.open(prepared)
         ids = store.case_ids()
-        attrs = {case_id: store.case_attrs(case_id) for case_id in ids}
+        attrs: dict[str, dict[str, Any]] = {}  # read once per case, only for the cases used
+
+        def case_attrs(case_id: str) -> dict[str, Any]:
+            if case_id not in attrs:
+                attrs[case_id] = store.case_attrs(case_id)
+            return attrs[case_id]
+
         if splits is not None:
-            ids = [c for c in ids if attrs[c].get("split") in splits]
+            ids = [c for c in ids if case_attrs(c).get("split") in splits]
         if max_cases is not None:
             ids = ids[:max_cases]
         ratios, pres, posts, cases = [], [], [], []
         from_arrays = 0
         for i, case_id in enumerate(ids, start=1):
-            record = attrs[case_id].get(ENHANCEMENT_ATTR) if use_stored else None
+            record = case_attrs(case_id).get(ENHANCEMENT_ATTR) if use_stored else None
             if isinstance(record, dict) and record.get("version") == ENHANCEMENT_VERSION:
                 got = record.get("value")
             else:
