@@ -8,7 +8,7 @@ command             no GPU       CUDA GPU      presets, fastest first
 ==================  ===========  ============  ==============================
 train vqvae         cpu          paper         tiny, cpu, small, paper
 train diffusion     cpu          small         tiny, cpu, small, paper
-train tissue        tiny         small         tiny, small
+train tissue        cpu          small         tiny, cpu, small
 segment train       tiny         small         tiny, small, paper
 ==================  ===========  ============  ==============================
 """
@@ -49,7 +49,7 @@ class TrainerPresets:
 TRAINER_PRESETS: dict[str, TrainerPresets] = {
     "train vqvae": TrainerPresets(names=("tiny", "cpu", "small", "paper"), cpu="cpu", cuda="paper"),
     "train diffusion": TrainerPresets(names=("tiny", "cpu", "small", "paper"), cpu="cpu", cuda="small"),
-    "train tissue": TrainerPresets(names=("tiny", "small"), cpu="tiny", cuda="small"),
+    "train tissue": TrainerPresets(names=("tiny", "cpu", "small"), cpu="cpu", cuda="small"),
     "segment train": TrainerPresets(names=("tiny", "small", "paper"), cpu="tiny", cuda="small"),
 }
 

@@ -95,6 +95,23 @@ def _warn_about_store_kinds(real: str, synthetic: str | None) -> None:
         warn(f"--synthetic {synthetic} is a prepared store of real cases; synthetic cases come from synbt generate")
 
 
+def _crop_that_fits(real: str, *, divisor: int) -> tuple[int, ...]:
+    """The default training crop: the paper's, cut to the volumes of the prepared store ``real`` (logged when cut)."""
+    from synbt_factory.data.mixing import PAPER_CROP, crop_for_store
+    from synbt_factory.store import CaseStore, StoreError
+
+    try:
+        size = crop_for_store(CaseStore.open(real), divisor=divisor)
+    except (StoreError, OSError, ValueError, TypeError):
+        return PAPER_CROP  # the trainer names the store's problem
+    if size != PAPER_CROP:
+        console.print(
+            f"training crop {' '.join(map(str, size))}: the prepared volumes are smaller than the paper's "
+            f"{' '.join(map(str, PAPER_CROP))} (--crop sets it)"
+        )
+    return size
+
+
 @app.command("train")
 def segment_train(
     model: str = typer.Option("unet", "--model", help="Segmenter: unet, dynunet (nnU-Net-style) or swinunetr."),
@@ -119,7 +136,9 @@ def segment_train(
         None, "--patch", help="Cubic training crop edge in voxels (e.g. 64 for the paper's patch-* rows)."
     ),
     crop: tuple[int, int, int] | None = typer.Option(
-        None, "--crop", help="Training crop X Y Z in voxels (default 192 192 128 = the paper's 128x192x192)."
+        None,
+        "--crop",
+        help="Training crop X Y Z in voxels (default: the paper's 192 192 128, cut to the prepared volumes' size).",
     ),
     window: tuple[int, int, int] | None = typer.Option(
         None, "--window", help="Validation sliding window X Y Z (default: the crop)."
@@ -171,7 +190,12 @@ def segment_train(
     if problems:
         fail("; ".join(problems))
     preset = choose_preset("segment train", preset, device)
-    size = (patch, patch, patch) if patch is not None else tuple(crop) if crop is not None else (192, 192, 128)
+    if patch is not None:
+        size: tuple[int, ...] = (patch, patch, patch)
+    elif crop is not None:
+        size = tuple(crop)
+    else:
+        size = _crop_that_fits(real, divisor=32 if model == "swinunetr" else 16)
     try:
         config = SegTrainConfig(
             model=SegmenterConfig(name=model, preset=preset, patch_size=size),  # type: ignore[arg-type]

@@ -43,8 +43,12 @@ def train_vqvae(
         "--stage",
         help="patch: train everything on random patches; volume: fine-tune the decoder on whole volumes.",
     ),
-    init: Path | None = typer.Option(
-        None, "--init", help="Patch-stage checkpoint to start the volume stage from (required for --stage volume)."
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Checkpoint to start from, or pretrained:phantom_tiny for the weights shipped with synbt. Volume stage: "
+        "the patch stage's final.pt (required). Patch stage: optional warm start, a short fine-tune instead of "
+        "training from random weights (the architecture comes from the checkpoint).",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (overrides the preset)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per step (paper: 8 patches / 1 volume)."),
@@ -91,6 +95,7 @@ def train_vqvae(
     from synbt_factory.config import load_config_sections, replace
     from synbt_factory.device import resolve_device
     from synbt_factory.models.vqvae import VQVAEConfig
+    from synbt_factory.pretrained import init_checkpoint
     from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.vqvae import (
@@ -105,6 +110,10 @@ def train_vqvae(
     if stage == "volume" and init is None and not resume:
         fail("--stage volume needs --init <patch-stage final.pt> (from synbt train vqvae --stage patch)")
     preset = choose_preset("train vqvae", preset, device)
+    try:
+        init_path = init_checkpoint(init, "vqvae_patch") if init is not None else None
+    except CheckpointError as exc:
+        fail(f"--init: {exc}")
     try:
         model_cfg, train_cfg = train_presets(preset, stage)
         model_over: dict[str, Any] = {}
@@ -133,9 +142,9 @@ def train_vqvae(
                 data,
                 out,
                 train_config=train_cfg,
-                init=init,
+                init=init_path,
                 resume=resume,
-                model_config=model_cfg if stage == "patch" or model_over else None,
+                model_config=model_cfg if (stage == "patch" and init_path is None) or model_over else None,
                 device=dev,
                 seed=seed,
                 progress=progress,
@@ -234,6 +243,13 @@ def train_diffusion(
             "variance over the training latents, as in latent diffusion)."
         ),
     ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Warm start: a diffusion checkpoint to start from, or pretrained:phantom_tiny for the denoiser shipped "
+        "with synbt; a short fine-tune instead of training from random weights (the architecture comes from the "
+        "checkpoint; it may have been trained on another VQ-VAE's latents).",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help=("Continue the run in --out from last.pt (model, EMA, optimiser, step, RNG).")
     ),
@@ -253,6 +269,7 @@ def train_diffusion(
 
     from synbt_factory.checkpoint import CheckpointError, check_checkpoint_file
     from synbt_factory.device import resolve_device
+    from synbt_factory.pretrained import init_checkpoint
     from synbt_factory.progress import StepClock
     from synbt_factory.store import StoreError
     from synbt_factory.training.diffusion import diffusion_train_preset, train_diffusion_from_store
@@ -288,6 +305,14 @@ def train_diffusion(
         fail(f"--vqvae: {exc}")
     check_writable(out, "--out")
     try:
+        init_path = init_checkpoint(init, "diffusion") if init is not None else None
+        if init_path is not None and not init_path.is_file():
+            fail(f"--init: {init_path} does not exist; pass a diffusion final.pt or pretrained:phantom_tiny")
+        if init_path is not None:
+            check_checkpoint_file(init_path)
+    except CheckpointError as exc:
+        fail(f"--init: {exc}")
+    try:
         with progress_bar("diffusion (encode cases, then train)") as update:
             clock = StepClock(
                 run_plan("train diffusion", "train diffusion", preset, train_config.steps, str(dev)), update
@@ -299,6 +324,7 @@ def train_diffusion(
                 out,
                 model_config=model_config,
                 train_config=train_config,
+                init=init_path,
                 resume=resume,
                 device=dev,
                 seed=seed,
@@ -348,7 +374,11 @@ def train_tissue(
     ),
     steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (preset default if omitted).", min=1),
     preset: str = typer.Option(
-        AUTO, "--preset", help=preset_help("train tissue", "tiny: 32³ patches, 60 steps; small: 96³ patches.")
+        AUTO,
+        "--preset",
+        help=preset_help(
+            "train tissue", "tiny: 32³ patches, 60 steps; cpu: 32³ patches, 600 steps; small: 96³ patches."
+        ),
     ),
     val: str | None = typer.Option(
         None,

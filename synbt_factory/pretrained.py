@@ -32,6 +32,8 @@ __all__ = [
     "COMPONENTS",
     "PRETRAINED_SHA256",
     "PretrainedSet",
+    "PRETRAINED_PREFIX",
+    "init_checkpoint",
     "install_pretrained",
     "pack_checkpoint",
     "pretrained_set",
@@ -111,6 +113,26 @@ def pretrained_set(name: str = "phantom_tiny") -> PretrainedSet:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {manifest_path} ({exc}); reinstall synbt") from exc
     return PretrainedSet(name=name, folder=folder, manifest=manifest)
+
+
+#: How a trainer's ``--init`` names a shipped set instead of a file: ``pretrained:phantom_tiny``.
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def init_checkpoint(text: str | Path, component: str) -> Path:
+    """The checkpoint a trainer warm-starts from: a file path, or ``pretrained:<set>`` for the shipped ``component``.
+
+    ``synbt train vqvae --init pretrained:phantom_tiny`` starts from the shipped patch-stage weights, ``synbt train
+    diffusion --init pretrained:phantom_tiny`` from the shipped denoiser: a short fine-tune on new data instead of
+    tens of thousands of steps from random weights.
+
+    Raises:
+        CheckpointError: an unknown set or component, or a shipped file that fails its sha256 check.
+    """
+    text = str(text)
+    if not text.startswith(PRETRAINED_PREFIX):
+        return Path(text)
+    return pretrained_set(text.removeprefix(PRETRAINED_PREFIX)).path(component)
 
 
 def install_pretrained(name: str, component: str, dest: Path) -> str:

@@ -296,7 +296,7 @@ def test_default_preset_on_a_cpu_only_machine_is_the_cpu_one(monkeypatch: pytest
     from cli._presets import TRAINER_PRESETS, choose_preset
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    expected = {"train vqvae": "cpu", "train diffusion": "cpu", "train tissue": "tiny", "segment train": "tiny"}
+    expected = {"train vqvae": "cpu", "train diffusion": "cpu", "train tissue": "cpu", "segment train": "tiny"}
     assert {c: choose_preset(c, "auto", "auto") for c in TRAINER_PRESETS} == expected
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert choose_preset("train vqvae", "auto", "auto") == "paper"
@@ -310,7 +310,8 @@ def test_faster_preset_names_the_cpu_preset_or_tiny() -> None:
     assert faster_preset("train vqvae", "paper") == "cpu"
     assert faster_preset("train diffusion", "small") == "cpu"
     assert faster_preset("train vqvae", "cpu") == "tiny"
-    assert faster_preset("train tissue", "small") == "tiny"
+    assert faster_preset("train tissue", "small") == "cpu"
+    assert faster_preset("train tissue", "cpu") == "tiny"
     assert faster_preset("segment train", "tiny") is None
 
 
@@ -339,8 +340,8 @@ def test_train_vqvae_without_preset_on_cpu_announces_the_cpu_preset(
 
 
 def test_an_unknown_preset_names_the_flag(stores, tmp_path: Path) -> None:
-    argv = ["train", "tissue", "--labels", str(stores["prepared"]), "--out", str(tmp_path / "run"), "--preset", "cpu"]
-    _one_error_line(CliRunner().invoke(app, argv), "--preset 'cpu'", "tiny, small")
+    argv = ["train", "tissue", "--labels", str(stores["prepared"]), "--out", str(tmp_path / "run"), "--preset", "paper"]
+    _one_error_line(CliRunner().invoke(app, argv), "--preset 'paper'", "tiny, cpu, small")
 
 
 # ---------------------------------------------------------------------------- item 5: progress in a log file
@@ -665,30 +666,17 @@ _TINY = {
         "cpu",
     ],
     "store report": ["--max-cases", "2"],
-    "segment train": ["--preset", "tiny", "--patch", "16", "--steps", "2", "--device", "cpu"],
+    "segment train": ["--preset", "tiny", "--crop", "16", "16", "16", "--steps", "2", "--device", "cpu"],
     "segment eval": ["--device", "cpu", "--split", "train", "--max-cases", "1"],
 }
-
-
-def _readme_pipeline() -> list[list[str]]:
-    """The commands of the README's "The pipeline" block: continuation lines joined, comments dropped."""
-    import shlex
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = text.split("## The pipeline", 1)[1].split("```", 2)[1]
-    commands = []
-    for line in block.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
-        if words:
-            assert words[0] == "synbt", line
-            commands.append(words[1:])
-    return commands
 
 
 @pytest.mark.slow
 def test_the_readme_pipeline_runs_as_written_on_tiny_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``data tissue --ckpt runs/tissue/final.pt`` failed as written: train tissue wrote no final.pt."""
-    commands = _readme_pipeline()
+    from bench.readme_pipeline import readme_pipeline_commands
+
+    commands = readme_pipeline_commands()
     assert len(commands) >= 10
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

@@ -108,3 +108,15 @@ def test_cpu_preset_is_the_readme_recipe(stage: str) -> None:
     assert config_to_dict(cpu_train) == config_to_dict(train)
     if stage == "patch":
         assert config_to_dict(cpu_model) == config_to_dict(model_config_from_dict(overrides["model"], model))
+
+
+def test_init_names_a_shipped_component_or_a_file(tmp_path: Path) -> None:
+    """``--init pretrained:phantom_tiny`` is the verified shipped file of the trainer's component; a path is a path."""
+    from synbt_factory.pretrained import init_checkpoint
+
+    shipped = init_checkpoint("pretrained:phantom_tiny", "vqvae_patch")
+    assert shipped == pretrained_set("phantom_tiny").path("vqvae_patch")
+    assert init_checkpoint("pretrained:phantom_tiny", "diffusion").name == "diffusion.pt"
+    assert init_checkpoint(tmp_path / "final.pt", "diffusion") == tmp_path / "final.pt"
+    with pytest.raises(CheckpointError, match="no pretrained set 'nope'"):
+        init_checkpoint("pretrained:nope", "diffusion")

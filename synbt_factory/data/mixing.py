@@ -46,6 +46,8 @@ from synbt_factory.rng import case_generator
 from synbt_factory.store import CaseStore
 
 __all__ = [
+    "PAPER_CROP",
+    "crop_for_store",
     "OnTheFly",
     "MixConfig",
     "MixedDataset",
@@ -115,6 +117,27 @@ class MixConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, got {self.samples_per_epoch}")
+
+
+#: The paper's training crop (X Y Z voxels, its 128×192×192 field of view).
+PAPER_CROP: tuple[int, int, int] = (192, 192, 128)
+
+
+def crop_for_store(store: CaseStore, *, divisor: int = 16, paper: tuple[int, int, int] = PAPER_CROP) -> tuple[int, ...]:
+    """The training crop that fits ``store``'s volumes: the paper's crop, cut per axis to the prepared field of view.
+
+    A prepared store's volumes are ``prepare_config.fov_mm / spacing_mm`` voxels; a crop larger than that trains
+    on padding (a 64×64×48 phantom in a 192×192×128 crop is 96 % padding and 20× the work). Each cut axis is
+    rounded down to a multiple of ``divisor`` (the networks' strides). A store without a prepare config gets
+    ``paper``.
+    """
+    prepare = store.attrs.get("prepare_config") or {}
+    fov, spacing = prepare.get("fov_mm"), prepare.get("spacing_mm")
+    if not fov or not spacing:
+        return paper
+    spacings = spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3
+    shape = [int(round(f / s)) for f, s in zip(fov, spacings, strict=True)]
+    return tuple(p if p <= n else max(divisor, n // divisor * divisor) for p, n in zip(paper, shape, strict=True))
 
 
 @dataclass(frozen=True)

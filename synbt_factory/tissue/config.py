@@ -124,21 +124,30 @@ class TissueTrainConfig:
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> TissueTrainConfig:
-        """``tiny`` (tests: 32³ patches, 8-16-32 U-Net) or ``small`` (96³, 16-32-64-128)."""
+        """``tiny`` (tests: 32³ patches, 8-16-32 U-Net, 60 steps), ``cpu`` (the same network, 600 steps: a tissue
+        map that places tumors in FGT, about 2 min on 2 CPU cores) or ``small`` (96³, 16-32-64-128).
+
+        On the 24-case tiny phantom (FOV 64 64 48) the 60-step model scored validation FGT Dice 0.07 and covered
+        0.1 % of the breast with FGT, so every placement fell back to the whole breast; 600 steps: Dice 0.22,
+        15 % of the breast, 81 of 100 placed tumors centred in FGT.
+        """
+        tiny: dict[str, Any] = {
+            "model": tissue_preset("tiny"),
+            "patch": 32,
+            "roi": 32,
+            "batch_size": 2,
+            "steps": 60,
+            "val_every": 0,
+            "workers": 0,
+            "lr": 3e-3,
+        }
         if name == "tiny":
-            base: dict[str, Any] = {
-                "model": tissue_preset("tiny"),
-                "patch": 32,
-                "roi": 32,
-                "batch_size": 2,
-                "steps": 60,
-                "val_every": 0,
-                "workers": 0,
-                "lr": 3e-3,
-            }
+            base: dict[str, Any] = tiny
+        elif name == "cpu":
+            base = {**tiny, "steps": 600}
         elif name == "small":
             base = {"model": tissue_preset("small")}
         else:
-            raise ValueError(f"preset must be 'tiny' or 'small', got {name!r}")
+            raise ValueError(f"preset must be 'tiny', 'cpu' or 'small', got {name!r}")
         base.update(changes)
         return cls(**base)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from synbt_factory.checkpoint import file_sha256
+from synbt_factory.checkpoint import file_sha256, load_checkpoint, rebuilding_from
 from synbt_factory.config import config_from_dict, config_to_dict
 from synbt_factory.data.latents import (
     LatentCase,
@@ -193,6 +193,7 @@ def train_diffusion(
     train_config: DiffusionTrainConfig,
     latent_norm: LatentNorm,
     vqvae_sha256: str,
+    init_weights: dict[str, torch.Tensor] | None = None,
     resume: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -208,6 +209,8 @@ def train_diffusion(
         train_config: hyper-parameters.
         latent_norm: normalisation the latents were made with (saved for sampling).
         vqvae_sha256: sha256 of the autoencoder checkpoint (saved; the sampler checks it).
+        init_weights: a warm start: denoiser weights (of ``model_config``) to start from instead of a fresh init;
+            the EMA starts from them too. Ignored by a resumed run.
         resume: continue from ``out/last.pt`` (model, EMA, optimiser, step, RNG states); starts fresh
             when there is none. Without it an existing ``last.pt`` is an error.
         seed: run seed (weight init, crop sampling, noise and timesteps).
@@ -249,7 +252,10 @@ def train_diffusion(
         raise ValueError(f"latents have {sorted(channels)} channels, the model expects {model_config.latent_channels}")
     crop = effective_crop(latents, cfg.crop, model_config.spatial_divisor)
 
-    model = _init_model(model_config, seed).to(device)
+    model = _init_model(model_config, seed)
+    if init_weights is not None and ckpt is None:
+        model.load_state_dict(init_weights)
+    model.to(device)
     ema = make_ema(model, cfg.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
     scheduler = make_train_scheduler(model_config)
@@ -341,6 +347,7 @@ def train_diffusion_from_store(
     *,
     model_config: DiffusionConfig,
     train_config: DiffusionTrainConfig,
+    init: Path | None = None,
     resume: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -356,8 +363,10 @@ def train_diffusion_from_store(
         vqvae: VQ-VAE checkpoint (``synbt train vqvae``); its sha256 goes into every diffusion checkpoint.
         data: prepared store (``synbt data prepare``).
         out: run folder (see :func:`train_diffusion`).
-        model_config: architecture of a fresh run.
+        model_config: architecture of a fresh run (``init``'s architecture replaces it).
         train_config: hyper-parameters.
+        init: a warm start: a diffusion checkpoint whose (averaged) weights and architecture the run starts from,
+            e.g. the shipped denoiser; it may have been trained on another VQ-VAE's latents.
         resume: continue ``out/last.pt`` (see :func:`train_diffusion`).
         device: torch device.
         seed: run seed.
@@ -385,6 +394,21 @@ def train_diffusion_from_store(
         if saved != model_config:
             log.warning("resuming %s: the model config comes from its checkpoint, not from the preset given", out)
         model_config, saved_norm = saved, LatentNorm(**last["latent_norm"])
+    init_weights = None
+    if init is not None and last is None:
+        init_ckpt = load_checkpoint(Path(init), kind=CHECKPOINT_KIND)
+        with rebuilding_from(init, "denoiser config"):
+            init_config = config_from_dict(DiffusionConfig, init_ckpt["config"])
+        if init_config != model_config:
+            log.info("the architecture comes from the --init checkpoint %s, not from the preset", init)
+        model_config = init_config
+        state = init_ckpt.get("ema")
+        init_weights = (
+            {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+            if state is not None
+            else init_ckpt["model"]
+        )
+        log.info("diffusion starts from the weights of %s (step %s)", init, init_ckpt.get("step", "?"))
     sha = file_sha256(Path(vqvae))
     autoencoder, norm, _ = load_vqvae(Path(vqvae), device)
     if autoencoder.latent_channels != model_config.latent_channels:
@@ -429,9 +453,10 @@ def train_diffusion_from_store(
         train_config=train_config,
         latent_norm=norm,
         vqvae_sha256=sha,
+        init_weights=init_weights,
         resume=resume,
         device=device,
         seed=seed,
-        run_info={"data": str(data), "vqvae": str(vqvae)},
+        run_info={"data": str(data), "vqvae": str(vqvae), "init": str(init) if init is not None else ""},
         progress=progress,
     )

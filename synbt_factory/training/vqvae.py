@@ -490,7 +490,8 @@ def train_vqvae(
         out: run folder: ``step_<N>.pt``, ``last.pt``, ``final.pt``, ``metrics.jsonl`` / ``.csv``, ``config.json``.
         train_config: the stage and its hyper-parameters.
         model_config: architecture for a fresh patch stage (ignored when ``init`` or a resumed checkpoint gives one).
-        init: volume stage: the patch-stage checkpoint to start from (required there).
+        init: the checkpoint whose weights the run starts from, and its architecture. Volume stage: the patch-stage
+            checkpoint (required). Patch stage: optional, a warm start (fine-tune a trained VQ-VAE on new data).
         resume: continue from ``out/last.pt`` (model, optimisers, discriminator, step, RNG states);
             starts fresh when there is none. Without it an existing ``last.pt`` is an error.
         device: torch device.
@@ -526,10 +527,11 @@ def train_vqvae(
     if ckpt is not None:
         with rebuilding_from(run.last, "VQ-VAE config"):
             model_config = config_from_dict(VQVAEConfig, ckpt["config"])
-    elif cfg.stage == "volume":
+    elif init is not None or cfg.stage == "volume":
         if init is None:
             raise ValueError("the volume stage needs init=<patch-stage checkpoint>")
         init_ckpt = load_checkpoint(Path(init), kind=CHECKPOINT_KIND)
+        log.info("%s stage starts from the weights of %s (step %s)", cfg.stage, init, init_ckpt.get("step", "?"))
         with rebuilding_from(init, "VQ-VAE config"):
             model_config = config_from_dict(VQVAEConfig, init_ckpt["config"])
     model_config = model_config or VQVAEConfig()

@@ -479,3 +479,36 @@ def test_ctrl_c_before_the_first_checkpoint_saves_a_resumable_one(latents, autoe
     assert result.resumed_from == 2
     straight, cut = _losses(tmp_path / "straight"), _losses(tmp_path / "cut")
     assert list(cut) == [1, 2, 3, 4, 5, 6] and cut == straight
+
+
+def test_cli_warm_start_begins_at_the_init_weights(store: CaseStore, vqvae_ckpt: Path, tmp_path: Path) -> None:
+    """``train diffusion --init`` starts from a trained denoiser's averaged weights and keeps its architecture."""
+    runner, app = CliRunner(), _app()
+    common = ["--vqvae", str(vqvae_ckpt), "--data", str(store.location), "--preset", "tiny", "--device", "cpu"]
+    first = runner.invoke(app, ["train-diffusion", *common, "--out", str(tmp_path / "a"), "--steps", "3"])
+    assert first.exit_code == 0, first.output
+    warm = runner.invoke(
+        app,
+        [
+            "train-diffusion",
+            *common,
+            "--out",
+            str(tmp_path / "b"),
+            "--steps",
+            "1",
+            "--lr",
+            "1e-12",
+            "--init",
+            str(tmp_path / "a" / "final.pt"),
+        ],
+    )
+    assert warm.exit_code == 0, warm.output
+    init_model, init_config, *_ = load_diffusion(tmp_path / "a" / "final.pt")  # the averaged weights
+    raw, config, *_ = load_diffusion(tmp_path / "b" / "final.pt", weights="model")
+    assert config == init_config
+    state = init_model.state_dict()
+    weights = [k for k, v in state.items() if v.is_floating_point() and v.ndim > 1]
+    assert weights and all(torch.allclose(raw.state_dict()[k], state[k], atol=1e-6) for k in weights)
+    bad = runner.invoke(app, ["train-diffusion", *common, "--out", str(tmp_path / "c"), "--init", "pretrained:nope"])
+    assert bad.exit_code == 2 and "--init" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "c").exists()

@@ -450,3 +450,18 @@ def test_volume_stage_without_init_names_the_flags_before_any_work(store_path: P
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "--stage volume needs --init" in lines[0] and "init=" not in lines[0], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_patch_stage_warm_start_begins_at_the_init_weights(store_path: Path, patch_run: Path, tmp_path: Path) -> None:
+    """``--init`` on the patch stage fine-tunes a trained VQ-VAE instead of starting from random weights."""
+    _, cfg = _tiny("patch", steps=1, lr=1e-12, adv_start_step=10, save_every=1)
+    train_vqvae(store_path, tmp_path / "warm", train_config=cfg, init=patch_run / "final.pt", seed=5)
+    train_vqvae(store_path, tmp_path / "cold", train_config=cfg, model_config=_tiny("patch")[0], seed=5)
+    init = load_checkpoint(patch_run / "final.pt")["model"]
+    warm = load_checkpoint(tmp_path / "warm" / "final.pt")["model"]
+    cold = load_checkpoint(tmp_path / "cold" / "final.pt")["model"]
+    convs = [k for k in init if k.startswith(("net.encoder.", "net.decoder.")) and k.endswith("conv.weight")]
+    assert convs
+    assert all(torch.allclose(warm[k], init[k], atol=1e-6) for k in convs)
+    assert not all(torch.allclose(cold[k], init[k], atol=1e-3) for k in convs)
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["init"] == str(patch_run / "final.pt")
