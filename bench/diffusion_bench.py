@@ -13,13 +13,23 @@ Figures (``bench/results/diffusion.json``):
 * ``denoiser_step``: one denoiser call (= one DDIM step) of the **paper-size** denoiser
   (``DiffusionConfig`` preset ``paper``: channels 24/48/96/192, attention at the two coarsest
   levels, 2 res blocks, 17→8 channels) at latent 32×48×48 (the paper's 128×192×192 field of view)
-  and at a 16³ tumor window, batch 1/2/4/8: seconds per call and per case, FLOPs of one call
-  (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and its ratio to the yardstick.
-  The yardstick is the best of a large conv3d (64→64 channels, 3³ kernel, 32×48×48) and a 2048³ matmul
-  (8192³ on CUDA), each timed in the same rounds as the denoiser, alternating with it, so load changes
-  hit all three alike. A ratio above 1 means the yardstick is not the machine's best and is flagged
-  (``yardstick_wrong``). ``sampler_batch`` is the batch ``synbt generate`` samples by default.
-* ``batch_invariance``: max |Δ| between a case's denoiser output alone and inside a batch of 4.
+  and at a 16³ tumor window (the default window mode's usual size), batch 1/2/4/8: seconds per call
+  and per case, FLOPs of one call (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and
+  its ratio to the yardstick, from the fastest wall time (``ratio_to_yardstick``) and from the fastest
+  process CPU time (``ratio_to_yardstick_cpu``, less hit by other processes on a shared machine).
+  Each row names its ``path``: ``sampler`` is the denoiser as ``synbt generate`` runs it
+  (``load_diffusion``: on CPU :meth:`~synbt_factory.models.diffusion.MaskConditionedDenoiser.use_cpu_inference_path`,
+  oneDNN convolutions in channels-last layout); on CPU ``default`` (PyTorch's own convolution dispatch,
+  NCDHW) is timed too, in the same rounds. The yardstick is the best of a large conv3d (64→64 channels,
+  3³ kernel, 32×48×48) in NCDHW and in channels-last layout and a 2048³ matmul (8192³ on CUDA), each timed
+  in the same rounds as the denoiser paths, alternating with them, so load changes hit all alike. A ratio
+  above 1 means the yardstick is not the machine's best and is flagged (``yardstick_wrong``).
+  ``sampler_batch`` is the batch ``synbt generate`` groups cases in by default; ``sampler_denoiser_batch``
+  the batch its denoiser calls get (1 on CPU, where the sampler calls its networks one case at a time,
+  ``SamplerConfig.per_case_calls``); ``sampler_ratio`` the ``sampler`` path's ratios at that batch.
+* ``batch_invariance``: max |Δ| between a case's denoiser output alone and inside a batch of 4 (the
+  ``sampler`` path), and the largest |Δ| between the ``sampler`` and ``default`` paths relative to the
+  largest |output| (``paper_path_max_rel_diff``).
 * ``per_case``: full time per synthetic case (encode + 10 DDIM steps + decode + blend) with the
   ``--preset`` denoiser and VQ-VAE (random weights: speed only), whole vs window mode, window mode with
   mask guidance 1.5 (two denoiser evaluations per step, one call on the doubled batch), and how far
@@ -29,9 +39,13 @@ Figures (``bench/results/diffusion.json``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import peak_rss_mb, save_result
 from synbt_factory.device import resolve_device
-from synbt_factory.models.diffusion import MaskConditionedDenoiser, diffusion_preset
+from synbt_factory.models.diffusion import CHECKPOINT_KIND, MaskConditionedDenoiser, diffusion_preset, load_diffusion
 from synbt_factory.rng import torch_generator
 from synbt_factory.synthesis.sampler import InpaintingSampler, SamplerConfig
 
@@ -58,48 +72,69 @@ def _flops_of(fn: Callable[[], Any]) -> int:
 
 
 def yardstick_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[Callable[[], Any], int]]:
-    """The yardstick's kernels and their FLOPs: a large conv3d (the denoiser's own kind of work) and a matmul."""
+    """The yardstick's kernels and their FLOPs: a large conv3d (the denoiser's own kind of work) in NCDHW and in
+    channels-last layout, and a matmul."""
     gen = torch.Generator().manual_seed(3)
     n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, generator=gen).to(device, dtype)
     b = torch.randn(n, n, generator=gen).to(device, dtype)
     conv = nn.Conv3d(64, 64, 3, padding=1).to(device, dtype).eval()
     x = torch.randn(1, 64, 32, 48, 48, generator=gen).to(device, dtype)
+    cl = torch.channels_last_3d
+    conv_cl = nn.Conv3d(64, 64, 3, padding=1).to(device, dtype).eval().to(memory_format=cl)
+    x_cl = x.contiguous(memory_format=cl)
 
     def run_conv() -> None:
         with torch.inference_mode():
             conv(x)
 
+    def run_conv_cl() -> None:
+        with torch.inference_mode():
+            conv_cl(x_cl)
+
     def run_mm() -> None:
         with torch.inference_mode():
             a @ b
 
-    return {"conv3d_64x64_k3_32x48x48": (run_conv, _flops_of(run_conv)), f"matmul_{n}": (run_mm, 2 * n**3)}
+    return {
+        "conv3d_64x64_k3_32x48x48": (run_conv, _flops_of(run_conv)),
+        "conv3d_64x64_k3_32x48x48_channels_last": (run_conv_cl, _flops_of(run_conv_cl)),
+        f"matmul_{n}": (run_mm, 2 * n**3),
+    }
 
 
-def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+def _seconds(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU seconds of one call."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def alternating(
     kernels: dict[str, tuple[Callable[[], Any], int]], device: torch.device, repeat: int
 ) -> dict[str, dict[str, float]]:
     """Time the kernels in ``repeat`` rounds, each round calling every kernel once (after one warm-up round);
-    per kernel: the fastest and the median call, and GFLOP/s at the fastest."""
+    per kernel: the fastest and the median call (wall), the fastest in process CPU time, and GFLOP/s at the
+    fastest wall (``gflops``) and CPU (``gflops_cpu``) time."""
     for fn, _ in kernels.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in kernels}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in kernels}
     for _ in range(repeat):
         for name, (fn, _) in kernels.items():
             times[name].append(_seconds(fn, device))
     out = {}
     for name, (_, flops) in kernels.items():
-        ts = sorted(times[name])
-        out[name] = {"min_s": ts[0], "median_s": ts[len(ts) // 2], "gflops": flops / ts[0] / 1e9}
+        walls = sorted(w for w, _ in times[name])
+        cpu = min(c for _, c in times[name])
+        out[name] = {
+            "min_s": walls[0],
+            "median_s": walls[len(walls) // 2],
+            "cpu_min_s": cpu,
+            "gflops": flops / walls[0] / 1e9,
+            "gflops_cpu": flops / max(cpu, 1e-9) / 1e9,
+        }
     return out
 
 
@@ -120,10 +155,43 @@ def denoiser_flops(net: MaskConditionedDenoiser, shape: tuple[int, int, int], de
     return int(counter.get_total_flops())
 
 
-def denoiser_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
-    """The paper denoiser per latent size, precision and batch, timed alternately with the yardstick kernels."""
+def sampler_denoiser(net: MaskConditionedDenoiser, device: torch.device, folder: Path) -> MaskConditionedDenoiser:
+    """``net`` as ``synbt generate`` runs it: saved as a diffusion checkpoint and rebuilt by ``load_diffusion``."""
+    from synbt_factory.checkpoint import save_checkpoint
+    from synbt_factory.config import config_to_dict
+    from synbt_factory.models.autoencoder import LatentNorm
+
+    state = {k: v.cpu() for k, v in net.state_dict().items()}
+    payload = {
+        "model": state,
+        "ema": {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(1)},
+        "latent_norm": dataclasses.asdict(LatentNorm()),
+    }
+    path = save_checkpoint(folder / "denoiser.pt", payload, kind=CHECKPOINT_KIND, config=config_to_dict(net.config))
+    return load_diffusion(path, device).model
+
+
+def _paths(net: MaskConditionedDenoiser, device: torch.device, folder: Path) -> dict[str, MaskConditionedDenoiser]:
+    """``sampler`` (what ``synbt generate`` runs) and, where that differs, ``default`` (PyTorch's own dispatch)."""
+    sampler = sampler_denoiser(net, device, folder)
+    return {"sampler": sampler} if sampler.memory_format == net.memory_format else {"sampler": sampler, "default": net}
+
+
+def sampler_denoiser_batch(device: torch.device) -> int:
+    """The batch of the sampler's denoiser calls under ``synbt generate``'s defaults (guidance 1: one call per step)."""
+    from synbt_factory.generate.jobs import GenerateConfig
+    from synbt_factory.synthesis.sampler import SamplerConfig
+
+    per_case = SamplerConfig().per_case_calls
+    per_case = device.type != "cuda" if per_case is None else per_case
+    return 1 if per_case else GenerateConfig(n=1).batch_size
+
+
+def denoiser_steps(device: torch.device, repeat: int, folder: Path) -> list[dict[str, Any]]:
+    """The paper denoiser per latent size, precision, batch and path, timed alternately with the yardstick kernels."""
     gen = torch.Generator().manual_seed(0)
     net = MaskConditionedDenoiser(diffusion_preset("paper")).to(device).eval()
+    paths = _paths(net, device, folder)
     rows = []
     precisions = ["fp32"] + (["bf16"] if device.type == "cuda" else [])
     for precision in precisions:
@@ -136,57 +204,68 @@ def denoiser_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
                 c = torch.randn(batch, 9, *shape, generator=gen).to(device)
                 t = torch.full((batch,), 500, device=device, dtype=torch.long)
 
-                def call(z=z, t=t, c=c, bf16=precision == "bf16") -> None:
+                def call(model: MaskConditionedDenoiser, z=z, t=t, c=c, bf16=precision == "bf16") -> None:
                     with (
                         torch.inference_mode(),
                         torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16),
                     ):
-                        net(z, t, c)
+                        model(z, t, c)
 
-                timed = alternating({**yardstick, "denoiser": (call, flops * batch)}, device, repeat)
-                den = timed.pop("denoiser")
+                dens = {f"denoiser_{p}": (functools.partial(call, m), flops * batch) for p, m in paths.items()}
+                timed = alternating({**yardstick, **dens}, device, repeat)
+                dens_timed = {name: timed.pop(name) for name in dens}
                 best_name = max(timed, key=lambda k: timed[k]["gflops"])
-                ratio = den["gflops"] / timed[best_name]["gflops"]
-                rows.append(
-                    {
-                        "latent": list(shape),
-                        "batch": batch,
-                        "precision": precision,
-                        "median_s": den["median_s"],
-                        "per_case_s": den["median_s"] / batch,
-                        "gflop_per_case": flops / 1e9,
-                        "achieved_gflops": den["gflops"],
-                        "yardstick": {k: v["gflops"] for k, v in timed.items()},
-                        "yardstick_best": best_name,
-                        "ratio_to_yardstick": ratio,
-                        **(
-                            {
-                                "yardstick_wrong": f"the denoiser ran {ratio:.2f}× the yardstick's GFLOP/s: the "
-                                "yardstick is not this machine's best, so this ratio is no measure of efficiency"
-                            }
-                            if ratio > 1
-                            else {}
-                        ),
-                    }
-                )
-                print(rows[-1], flush=True)
+                best_cpu = max(v["gflops_cpu"] for v in timed.values())
+                for name, den in dens_timed.items():
+                    ratio = den["gflops"] / timed[best_name]["gflops"]
+                    ratio_cpu = den["gflops_cpu"] / best_cpu
+                    rows.append(
+                        {
+                            "latent": list(shape),
+                            "batch": batch,
+                            "precision": precision,
+                            "path": name.removeprefix("denoiser_"),
+                            "median_s": den["median_s"],
+                            "per_case_s": den["median_s"] / batch,
+                            "cpu_min_s": den["cpu_min_s"],
+                            "gflop_per_case": flops / 1e9,
+                            "achieved_gflops": den["gflops"],
+                            "yardstick": {k: v["gflops"] for k, v in timed.items()},
+                            "yardstick_best": best_name,
+                            "ratio_to_yardstick": ratio,
+                            "ratio_to_yardstick_cpu": ratio_cpu,
+                            **(
+                                {
+                                    "yardstick_wrong": f"the denoiser ran {max(ratio, ratio_cpu):.2f}× the yardstick's "
+                                    "GFLOP/s: the yardstick is not this machine's best, so this ratio is no measure of "
+                                    "efficiency"
+                                }
+                                if max(ratio, ratio_cpu) > 1
+                                else {}
+                            ),
+                        }
+                    )
+                    print(rows[-1], flush=True)
     return rows
 
 
-def batch_invariance(device: torch.device) -> dict[str, float]:
+def batch_invariance(device: torch.device, folder: Path) -> dict[str, float]:
     gen = torch.Generator().manual_seed(1)
     out = {}
     for preset, shape in [("paper", (16, 16, 16)), ("small", (16, 16, 16))]:
-        net = MaskConditionedDenoiser(diffusion_preset(preset)).to(device).eval()
-        _randomise_zero_init(net, gen)
+        plain = MaskConditionedDenoiser(diffusion_preset(preset)).to(device).eval()
+        _randomise_zero_init(plain, gen)
+        net = sampler_denoiser(plain, device, folder)
         z = torch.randn(4, 8, *shape, generator=gen).to(device)
         c = torch.randn(4, 9, *shape, generator=gen).to(device)
         t = torch.tensor([999, 500, 100, 1], device=device)
         with torch.inference_mode():
             full = net(z, t, c)
             single = torch.cat([net(z[i : i + 1], t[i : i + 1], c[i : i + 1]) for i in range(4)])
+            default = torch.cat([plain(z[i : i + 1], t[i : i + 1], c[i : i + 1]) for i in range(4)])
         out[f"{preset}_max_abs_diff"] = float((full - single).abs().max())
         out[f"{preset}_output_abs_mean"] = float(full.abs().mean())
+        out[f"{preset}_path_max_rel_diff"] = float((single - default).abs().max() / default.abs().max())
     return out
 
 
@@ -201,7 +280,12 @@ def _case(fov: tuple[int, int, int], batch: int, generator: torch.Generator) -> 
 
 
 def per_case(
-    device: torch.device, preset: str, fov: tuple[int, int, int], repeat: int, batches: tuple[int, ...]
+    device: torch.device,
+    preset: str,
+    fov: tuple[int, int, int],
+    repeat: int,
+    batches: tuple[int, ...],
+    folder: Path,
 ) -> dict[str, Any]:
     from synbt_factory.models.vqvae import PatchVolumeVQVAE, vqvae_preset
 
@@ -211,6 +295,7 @@ def per_case(
         vq = PatchVolumeVQVAE(vqvae_preset(preset)).to(device).eval()
         den = MaskConditionedDenoiser(diffusion_preset(preset)).to(device).eval()
     _randomise_zero_init(den, gen)
+    den = sampler_denoiser(den, device, folder)
     norm = vq.latent_norm()
     result: dict[str, Any] = {"preset": preset, "fov": list(fov), "tumor_diameter_voxels": 21}
     warmed: set[str] = set()
@@ -290,16 +375,26 @@ def main() -> None:
         "load_average_at_start": list(os.getloadavg()),
         "denoiser_paper_channels": list(diffusion_preset("paper").channels),
     }
-    if not args.skip_steps:
-        from synbt_factory.generate.jobs import GenerateConfig
+    with tempfile.TemporaryDirectory(prefix="diffusion_bench_") as tmp:  # checkpoints for load_diffusion
+        folder = Path(tmp)
+        if not args.skip_steps:
+            from synbt_factory.generate.jobs import GenerateConfig
 
-        figures["sampler_batch"] = GenerateConfig(n=1).batch_size
-        figures["denoiser_step"] = denoiser_steps(device, args.repeat)
-        figures["yardstick_wrong_rows"] = sum("yardstick_wrong" in row for row in figures["denoiser_step"])
-    figures["batch_invariance"] = batch_invariance(device)
-    print(figures["batch_invariance"], flush=True)
-    if not args.skip_per_case:
-        figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches)  # type: ignore[arg-type]
+            figures["sampler_batch"] = GenerateConfig(n=1).batch_size
+            figures["sampler_denoiser_batch"] = sampler_denoiser_batch(device)
+            figures["denoiser_step"] = denoiser_steps(device, args.repeat, folder)
+            figures["yardstick_wrong_rows"] = sum("yardstick_wrong" in row for row in figures["denoiser_step"])
+            figures["sampler_ratio"] = {
+                f"{'x'.join(map(str, r['latent']))}_{r['precision']}": {
+                    k: r[k] for k in ("batch", "ratio_to_yardstick", "ratio_to_yardstick_cpu")
+                }
+                for r in figures["denoiser_step"]
+                if r["path"] == "sampler" and r["batch"] == figures["sampler_denoiser_batch"]
+            }
+        figures["batch_invariance"] = batch_invariance(device, folder)
+        print(figures["batch_invariance"], flush=True)
+        if not args.skip_per_case:
+            figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches, folder)  # type: ignore[arg-type]
     figures["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         figures["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
