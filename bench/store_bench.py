@@ -8,12 +8,15 @@ Uses real prepared cases when a prepared store is given (realistic compression),
 the same fsync policy on both sides (``none``: the page cache, as both write by default; ``fsync``: every file
 written is synced before the round ends), and the ratio is taken per round (median reported), so the load of a
 shared machine hits both sides alike. CPU time is reported next to wall time; the CPU floor of a compressed store
-(compressing the same chunks with the same codec, plus the checksums) is measured too.
+(cutting and compressing the same chunks with the store's own encoder, plus the checksums) is measured in
+interleaved rounds next to ``write_case``, whose remainder is its overhead (file writes, threads). Variants of codec,
+level and chunk size report bytes per case.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -45,6 +48,13 @@ def _cases(prepared: str | None, n: int, size: str, workdir: Path) -> list[tuple
         arrays["synthetic_mask"] = arrays["mask"].copy()
         out.append((arrays, {"affine": attrs["affine"], "spacing": attrs["spacing"]}))
     return out
+
+
+# Nothing written is removed before the bench ends (about 1 GB in the work folder): ext4 skips inodes
+# freed in the last ~30 s when it allocates new ones (``recently_deleted``), a scan whose cost falls on whoever
+# creates the most files next. Removing each round's output before the next round made the store (about 70 new
+# files and folders per case, against 4 for np.save) pay for the bench's own clean-up: 2-2.5x its CPU per case
+# under churn, a cost no real writer has (generate and prepare never delete).
 
 
 def _fsync_tree(path: Path) -> None:
@@ -108,7 +118,6 @@ def _interleaved(cases: list, workdir: Path, rounds: int, fsync: bool, raw_bytes
             _npsave_round(cases, root, "npy", fsync),
         )
         rows.append({"store_wall_s": s_wall, "store_cpu_s": s_cpu, "npsave_wall_s": n_wall, "npsave_cpu_s": n_cpu})
-        shutil.rmtree(root)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {
         "fsync": fsync,
@@ -122,29 +131,42 @@ def _interleaved(cases: list, workdir: Path, rounds: int, fsync: bool, raw_bytes
     }
 
 
-def _compression_floor(cases: list, layout: StoreLayout) -> dict[str, float]:
-    """CPU seconds per case to compress the same chunks with the store's codec and to checksum the arrays."""
-    from numcodecs import Blosc, Zstd
+def _encode_all(cases: list, layout: StoreLayout) -> None:
+    """Cut and compress every chunk of every array, one after the other (the store's own encoder)."""
+    from synbt_factory.store.chunk_writer import array_plan, encode_chunk
 
-    codec = (
-        Zstd(layout.level)
-        if layout.codec == "zstd"
-        else Blosc(layout.codec.split("-", 1)[1], layout.level, Blosc.SHUFFLE)
-    )
-    t = time.process_time()
     for arrays, _ in cases:
         for data in arrays.values():
-            chunks = layout.chunks_for(data.shape)
-            grid = [range(0, s, c) for s, c in zip(data.shape, chunks, strict=True)]
-            for corner in np.ndindex(*[len(g) for g in grid]):
-                box = tuple(slice(g[i], g[i] + c) for g, i, c in zip(grid, corner, chunks, strict=True))
-                codec.encode(np.ascontiguousarray(data[box]))
-    compress = (time.process_time() - t) / len(cases)
-    t = time.process_time()
+            plan = array_plan(data.shape, data.dtype, layout)
+            for coords in np.ndindex(*(-(-s // c) for s, c in zip(data.shape, plan.chunks, strict=True))):
+                encode_chunk(plan, data, coords)
+
+
+def _hash_all(cases: list) -> None:
     for arrays, _ in cases:
         for data in arrays.values():
             array_sha256(data)
-    return {"compress_cpu_s_per_case": compress, "sha256_cpu_s_per_case": (time.process_time() - t) / len(cases)}
+
+
+def _cpu_floor(cases: list, layout: StoreLayout, workdir: Path, rounds: int) -> dict[str, float]:
+    """CPU seconds per case of the store's floor (chunk cutting + compression, checksums) next to a whole
+    ``write_case``, in interleaved rounds; the rest of ``write_case`` is its overhead (file writes, threads)."""
+    rows: list[dict[str, float]] = []
+    for r in range(rounds):
+        store = CaseStore.create(workdir / f"floor-{r}.zarr", kind="synthetic", card={}, layout=layout)
+        row = {
+            "compress_cpu_s_per_case": _timed(lambda: _encode_all(cases, layout))[1],
+            "sha256_cpu_s_per_case": _timed(lambda: _hash_all(cases))[1],
+            "write_case_cpu_s_per_case": _timed(
+                lambda store=store: [store.write_case(f"SYN_{i:06d}", a, t) for i, (a, t) in enumerate(cases)]
+            )[1],
+        }
+        rows.append({k: v / len(cases) for k, v in row.items()})
+    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    med["overhead_cpu_s_per_case"] = (
+        med["write_case_cpu_s_per_case"] - med["compress_cpu_s_per_case"] - med["sha256_cpu_s_per_case"]
+    )
+    return med
 
 
 def _store_operations(cases: list, workdir: Path) -> dict[str, float]:
@@ -175,7 +197,6 @@ def _store_operations(cases: list, workdir: Path) -> dict[str, float]:
     finally:
         for name, original in originals.items():
             setattr(LocalStore, name, original)
-    shutil.rmtree(workdir / "ops.zarr")
     return {k: v / len(cases) for k, v in sorted(counts.items())}
 
 
@@ -183,42 +204,56 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _variants(cases: list, workdir: Path, raw_bytes: int) -> list[dict[str, Any]]:
+VARIANTS = (  # codec, chunk, level, chunk key separator
+    ("zstd", 64, 3, "/"),
+    ("zstd", 64, 1, "/"),
+    ("zstd", 64, 1, "."),
+    ("zstd", 128, 1, "/"),
+    ("zstd", 32, 1, "/"),
+    ("blosc-lz4", 64, 5, "/"),
+    ("blosc-lz4", 64, 1, "/"),
+    ("blosc-zstd", 64, 1, "/"),
+)
+
+
+def _variant_round(cases: list, path: Path, layout: StoreLayout) -> dict[str, float]:
+    store = CaseStore.create(path, kind="synthetic", card={}, layout=layout)
+    write_s, write_cpu = _timed(
+        lambda: [store.write_case(f"SYN_{i:06d}", arrays, attrs) for i, (arrays, attrs) in enumerate(cases)]
+    )
+    read_s, _ = _timed(
+        lambda: [store.read_case(f"SYN_{i:06d}", ("image", "mask", "synthetic_mask")) for i in range(len(cases))]
+    )
+    size = _du(path)
+    return {"write_s": write_s, "write_cpu_s": write_cpu, "read_s": read_s, "bytes": size}
+
+
+def _variants(cases: list, workdir: Path, raw_bytes: int, rounds: int) -> list[dict[str, Any]]:
+    """Codec / level / chunk / separator variants, written and read in interleaved rounds (medians)."""
+    rows: dict[tuple, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    for r in range(rounds):
+        for variant in VARIANTS:
+            codec, chunk, level, separator = variant
+            layout = StoreLayout(chunk=chunk, codec=codec, level=level, separator=separator)
+            rows[variant].append(_variant_round(cases, workdir / f"variant-{r}-{VARIANTS.index(variant)}.zarr", layout))
     variants = []
-    for codec, chunk, level in (
-        ("zstd", 64, 3),
-        ("zstd", 64, 1),
-        ("zstd", 128, 3),
-        ("zstd", 32, 3),
-        ("blosc-lz4", 64, 5),
-        ("blosc-zstd", 64, 1),
-    ):
-        layout = StoreLayout(chunk=chunk, codec=codec, level=level)
-        path = workdir / f"{codec}-{chunk}-{level}.zarr"
-        store = CaseStore.create(path, kind="synthetic", card={}, layout=layout)
-        w, c = time.perf_counter(), time.process_time()
-        for i, (arrays, attrs) in enumerate(cases):
-            store.write_case(f"SYN_{i:06d}", arrays, attrs)
-        write_s, write_cpu = time.perf_counter() - w, time.process_time() - c
-        w = time.perf_counter()
-        for i in range(len(cases)):
-            store.read_case(f"SYN_{i:06d}", ("image", "mask", "synthetic_mask"))
-        read_s = time.perf_counter() - w
-        size = _du(path)
+    for (codec, chunk, level, separator), measured in rows.items():
+        med = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
         variants.append(
             {
                 "codec": codec,
                 "chunk": chunk,
                 "level": level,
-                "write_MB_s": raw_bytes / write_s / 1e6,
-                "write_cpu_s_per_case": write_cpu / len(cases),
-                "read_MB_s": raw_bytes / read_s / 1e6,
-                "bytes_per_case": size / len(cases),
-                "compressed_over_raw": size / raw_bytes,
+                "separator": separator,
+                "rounds": rounds,
+                "write_MB_s": raw_bytes / med["write_s"] / 1e6,
+                "write_cpu_s_per_case": med["write_cpu_s"] / len(cases),
+                "read_MB_s": raw_bytes / med["read_s"] / 1e6,
+                "bytes_per_case": med["bytes"] / len(cases),
+                "compressed_over_raw": med["bytes"] / raw_bytes,
             }
         )
         print(variants[-1], flush=True)
-        shutil.rmtree(path)
     return variants
 
 
@@ -234,7 +269,6 @@ def main() -> None:
         cases = _cases(args.prepared, args.cases, args.size, workdir)
         raw_bytes = sum(sum(a.nbytes for a in arrays.values()) for arrays, _ in cases)
         _store_round(cases, workdir, "warmup", False)  # imports and first-call costs out of the rounds
-        shutil.rmtree(workdir / "warmup.zarr")
         ab = [_interleaved(cases, workdir, args.rounds, fsync, raw_bytes) for fsync in (False, True)]
         for row in ab:
             print({k: v for k, v in row.items() if k != "rounds_detail"}, flush=True)
@@ -243,10 +277,10 @@ def main() -> None:
             "case_shape": list(cases[0][0]["image"].shape),
             "raw_bytes_per_case": raw_bytes / len(cases),
             "store_vs_npsave_interleaved": ab,
-            "default_layout_cpu_floor": _compression_floor(cases, StoreLayout()),
+            "default_layout_cpu_floor": _cpu_floor(cases, StoreLayout(), workdir, args.rounds),
             "store_operations_per_case": _store_operations(cases, workdir),
-            "variants": _variants(cases, workdir, raw_bytes),
-            "default_layout": {"codec": "zstd", "chunk": 64, "level": 3},
+            "variants": _variants(cases, workdir, raw_bytes, args.rounds),
+            "default_layout": dataclasses.asdict(StoreLayout()),
         }
         source = f"--prepared {args.prepared}" if args.prepared else f"--size {args.size}"
         save_result(

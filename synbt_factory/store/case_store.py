@@ -32,16 +32,16 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
 
 from synbt_factory.store.case_ids import CaseIdError, validate_case_id
+from synbt_factory.store.chunk_writer import EncodingJob, array_plan, start_encoding
 from synbt_factory.store.errors import CaseDamageError, StoreError
+from synbt_factory.store.layout import StoreLayout
 from synbt_factory.store.schema import ALLOWED_CODECS, array_problem, case_attr_problems, codec_names, declared_shape
 
 __all__ = [
@@ -61,38 +61,6 @@ SCHEMA_KEY = "synbt_schema"
 COMPLETE_KEY = "complete"
 
 StoreKind = Literal["prepared", "synthetic", "bank"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoreLayout:
-    """Chunking and compression of the case arrays.
-
-    Args:
-        chunk: spatial chunk edge in voxels (image chunks are (1, c, c, c)).
-        codec: ``"zstd"`` or ``"blosc-lz4"`` / ``"blosc-zstd"`` (Zarr v3 spec codecs).
-        level: compression level.
-    """
-
-    chunk: int = 64
-    codec: str = "zstd"
-    level: int = 3
-
-    def __post_init__(self) -> None:
-        if self.chunk < 8:
-            raise ValueError(f"chunk must be >= 8 voxels, got {self.chunk}")
-        if self.codec not in ("zstd", "blosc-lz4", "blosc-zstd"):
-            raise ValueError(f"codec must be 'zstd', 'blosc-lz4' or 'blosc-zstd', got {self.codec!r}")
-
-    def compressor(self) -> Any:
-        if self.codec == "zstd":
-            return ZstdCodec(level=self.level)
-        cname = self.codec.split("-", 1)[1]
-        return BloscCodec(cname=cname, clevel=self.level, shuffle="shuffle")
-
-    def chunks_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Leading non-spatial axes get chunk 1, the last three get ``chunk``."""
-        lead = len(shape) - 3
-        return tuple([1] * lead + [min(self.chunk, s) for s in shape[lead:]])
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -170,7 +138,7 @@ class CaseStore:
                 {
                     SCHEMA_KEY: SCHEMA_VERSION,
                     "store_kind": kind,
-                    "layout": {"chunk": layout.chunk, "codec": layout.codec, "level": layout.level},
+                    "layout": layout.card_entry(),
                     **card,
                 }
             )
@@ -241,6 +209,11 @@ class CaseStore:
     def _cases(self) -> zarr.Group:
         return self._root["cases"]  # type: ignore[return-value]
 
+    @property
+    def _cases_path(self) -> str:
+        """Key prefix of the ``cases`` group in the store (no metadata read: the schema fixes its name)."""
+        return "/".join(p for p in (self._root.path, "cases") if p)
+
     def _local_path(self) -> Path | None:
         p = Path(self.location)
         return p if "://" not in self.location and p.exists() else None
@@ -278,7 +251,7 @@ class CaseStore:
         return doc
 
     def _case_key(self, case_id: str, *parts: str) -> str:
-        return "/".join((self._cases.path, case_id, *parts))
+        return "/".join((self._cases_path, case_id, *parts))
 
     def _group_state(self, case_id: str) -> tuple[str, dict[str, Any] | str | None]:
         """(state, detail) of a ``cases/`` entry, from its metadata alone.
@@ -311,7 +284,7 @@ class CaseStore:
 
     def _survey(self) -> dict[str, tuple[str, Any]]:
         """State of every entry of ``cases/``; damaged ones are logged once per opened store."""
-        prefix = self._cases.path
+        prefix = self._cases_path
         entries = [n for n in self._children(prefix) if n != "zarr.json" and not n.endswith(".partial")]
         states = {n: self._group_state(n) for n in entries}
         damaged = sorted(n for n, (state, _) in states.items() if state == "damaged")
@@ -328,7 +301,7 @@ class CaseStore:
 
     def all_case_groups(self) -> list[str]:
         """Every case group name (an entry of ``cases/`` with a ``zarr.json``), complete or not, damaged or not."""
-        prefix = self._cases.path
+        prefix = self._cases_path
         return [n for n in self._children(prefix) if n != "zarr.json" and self._has_key(self._case_key(n, "zarr.json"))]
 
     def case_ids(self) -> list[str]:
@@ -368,9 +341,11 @@ class CaseStore:
         """Write one case: its group with every attribute (checksums included), the arrays, then the marker.
 
         The group's attributes are written once, with the group, and the ``complete`` marker is a second, last
-        update once every array is written; the arrays are written concurrently (their chunks compress in
-        parallel), all in one call into zarr's event loop. A crash before the marker leaves an unmarked group
-        that readers skip and :meth:`remove_incomplete` deletes.
+        update once every array is written. The checksums and chunks are computed in a thread pool
+        (:mod:`~synbt_factory.store.chunk_writer`: the bytes zarr writes, without its per-chunk machinery), and
+        every file is written through the zarr store as soon as it is encoded, all in one call into zarr's event
+        loop. A crash before the marker leaves an unmarked group that readers skip and :meth:`remove_incomplete`
+        deletes. Arrays in a non-native byte order are stored (and checksummed) in native order, as read back.
 
         Args:
             case_id: safe path component.
@@ -391,17 +366,21 @@ class CaseStore:
                 raise ValueError(f"case {case_id}: attribute {key!r} is required")
         if self._has_key(self._case_key(case_id, "zarr.json")):
             self.delete_case(case_id)
-        contiguous = {name: np.ascontiguousarray(data) for name, data in arrays.items()}
-        checksums = {name: array_sha256(data) for name, data in contiguous.items()}
-        _sync(
-            _write_case_async(
-                self._cases._async_group,
-                case_id,
-                contiguous,
-                {**attrs, "case_id": case_id, "sha256": checksums},
-                self.layout,
+        contiguous = {name: _native(data) for name, data in arrays.items()}
+        layout = self.layout
+        plans = {name: array_plan(data.shape, data.dtype, layout) for name, data in contiguous.items()}
+        planned = {name: plan for name, plan in plans.items() if plan is not None}
+        # looked up at each call, so a test (or a caller) that replaces array_sha256 is honoured
+        job = start_encoding(contiguous, planned, checksum=lambda data: array_sha256(data))
+        others = {name: data for name, data in contiguous.items() if name not in planned}
+        try:
+            _sync(
+                _write_case_async(
+                    self._root.store, self._case_key(case_id), job, others, {**attrs, "case_id": case_id}, layout
+                )
             )
-        )
+        finally:
+            job.cancel()
 
     def add_arrays(self, case_id: str, arrays: dict[str, np.ndarray], *, attrs: dict[str, Any] | None = None) -> None:
         """Add or replace arrays of a complete case without ever unmarking the case.
@@ -429,14 +408,7 @@ class CaseStore:
             data = np.ascontiguousarray(data)
             if name in group:
                 del group[name]
-            arr = group.create_array(
-                name,
-                shape=data.shape,
-                dtype=data.dtype,
-                chunks=layout.chunks_for(data.shape),
-                compressors=layout.compressor(),
-                fill_value=0,
-            )
+            arr = group.create_array(name, shape=data.shape, dtype=data.dtype, **layout.array_options(data.shape))
             arr[...] = data
             added[name] = array_sha256(data)
         protected = {"sha256", "complete", "case_id"} & set(attrs or {})
@@ -640,33 +612,69 @@ class CaseStore:
         self._complete_attrs(case_id)
 
 
-async def _write_case_async(
-    cases: Any, case_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any], layout: StoreLayout
-) -> None:
-    """Create the case group with ``attrs``, write ``arrays`` concurrently, then set the marker (last).
+def _native(data: np.ndarray) -> np.ndarray:
+    """``data`` C-contiguous in native byte order: what zarr reads back, so its checksum matches the read."""
+    dtype = data.dtype if data.dtype.isnative else data.dtype.newbyteorder("=")
+    return np.ascontiguousarray(data, dtype=dtype)
 
-    Every chunk is written, empty ones included: testing each chunk for emptiness (and deleting the keys of
-    empty ones) cost more CPU than writing the few bytes a compressed empty chunk takes; the array metadata is
-    the same either way.
+
+def _group_document(attrs: dict[str, Any]) -> Any:
+    """A group's ``zarr.json`` as zarr renders it (the same JSON encoding of attributes as ``update_attributes``)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+
+    return GroupMetadata(attributes=attrs, zarr_format=3).to_buffer_dict(default_buffer_prototype())["zarr.json"]
+
+
+async def _write_case_async(
+    store: Any, prefix: str, job: EncodingJob, others: dict[str, np.ndarray], attrs: dict[str, Any], layout: StoreLayout
+) -> None:
+    """Write the case group with ``attrs`` and the checksums, then its arrays, then the marker (last).
+
+    The group is written once the checksums are known; each encoded file of ``job`` (``zarr.json`` documents and
+    chunks, keys relative to the group) is written as soon as it is encoded, while the others still compress.
+    ``others`` are arrays without a plan (:func:`~synbt_factory.store.chunk_writer.array_plan`), written through
+    zarr. Every chunk is written, empty ones included: testing each chunk for emptiness cost more CPU than
+    writing the few bytes a compressed empty chunk takes.
     """
     import asyncio
 
-    group = await cases.create_group(case_id, attributes=attrs)
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import AsyncGroup
+    from zarr.storage import StorePath
 
-    async def write(name: str, data: np.ndarray) -> None:
-        array = await group.create_array(
-            name,
-            shape=data.shape,
-            dtype=data.dtype,
-            chunks=layout.chunks_for(data.shape),
-            compressors=layout.compressor(),
-            fill_value=0,
-            config={"write_empty_chunks": True},
-        )
-        await array.setitem(Ellipsis, data)
+    checksums = {name: await asyncio.wrap_future(future) for name, future in job.digests.items()}
+    attrs = {**attrs, "sha256": checksums}
+    group_key = f"{prefix}/zarr.json"
+    await store.set(group_key, _group_document(attrs))
+    buffer = default_buffer_prototype().buffer
 
-    await asyncio.gather(*(write(name, data) for name, data in arrays.items()))
-    await group.update_attributes({COMPLETE_KEY: True})
+    failures: list[BaseException] = []
+
+    async def put(key: str, future: Any) -> None:
+        if failures:
+            return
+        try:
+            await store.set(f"{prefix}/{key}", buffer.from_bytes(await asyncio.wrap_future(future)))
+        except BaseException as exc:  # the first failure stops the rest; raised once nothing is writing anymore
+            failures.append(exc)
+            job.cancel()
+
+    await asyncio.gather(*(put(key, future) for key, future in job.files))
+    if failures:
+        raise failures[0]
+    if others:
+        group = await AsyncGroup.open(StorePath(store, prefix), zarr_format=3)
+        for name, data in others.items():
+            array = await group.create_array(
+                name,
+                shape=data.shape,
+                dtype=data.dtype,
+                config={"write_empty_chunks": True},
+                **layout.array_options(data.shape),
+            )
+            await array.setitem(Ellipsis, data)
+    await store.set(group_key, _group_document({**attrs, COMPLETE_KEY: True}))
 
 
 class _MetadataError(ValueError):
