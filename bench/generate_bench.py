@@ -1,7 +1,8 @@
 """Generate bench: SynTumor fixed and marginal CPU seconds per call and per case, peak memory of the generating
-process tree at two N, and Dask in one process (threads) against a process ``LocalCluster``.
+process tree at two N, and the default in-process thread pool against a Dask process ``LocalCluster``.
 
-    python -m bench.generate_bench [--size small] [--ns 20,200,400] [--size-rounds 2] [--dask-n 40] [--rounds 2]
+    python -m bench.generate_bench [--size small] [--ns 20,200,400] [--size-rounds 2] [--one-rounds 5]
+                                   [--dask-n 40] [--rounds 2]
 
 Every measured run is a fresh child process (``python -m bench.generate_bench --child ...``), measured from outside
 (:func:`bench.common.run_measured`): its wall and CPU seconds (its Dask worker processes included), and the peak RSS
@@ -10,8 +11,9 @@ costs come from the first two N (median CPU of ``--size-rounds`` runs each, the 
 order): marginal = ΔCPU / ΔN, fixed = CPU(N₁) − N₁ × marginal. Peak memory is reported per N, and as the ratio of
 each N to the previous one: a run too short to touch every background has not reached the steady state
 (every background's placement context cached, the in-flight window full), so flatness shows between the larger
-N. The Dask comparison runs
-threads / processes in interleaved pairs and reports the ratio per pair.
+N. The fixed cost is also measured directly: the median CPU of ``--one-rounds`` one-case calls
+(``--child --n 1``, the case included). The executor comparison runs threads / processes in interleaved pairs
+and reports the ratio per pair.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def _child(args: argparse.Namespace) -> None:
                 "stage_seconds_total": result.stage_seconds,
                 "torch_loaded": "torch" in sys.modules,
                 "monai_loaded": "monai" in sys.modules,
+                "dask_loaded": "dask" in sys.modules,
             }
         )
     )
@@ -112,6 +115,7 @@ def main() -> None:
         help="case counts: the first two give fixed/marginal cost; all, peak memory against N",
     )
     parser.add_argument("--size-rounds", type=int, default=2, help="measurements of each count, alternating order")
+    parser.add_argument("--one-rounds", type=int, default=5, help="one-case calls measured for the direct fixed cost")
     parser.add_argument("--dask-n", type=int, default=40, help="cases per run of the threads/processes comparison")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved threads/processes pairs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -140,6 +144,8 @@ def main() -> None:
                 by_n[n].append(_measure(workdir, prepared, bank, n))
                 print({k: v for k, v in by_n[n][-1].items() if k != "stage_seconds_total"}, flush=True)
         runs = [run for n in ns for run in by_n[n]]
+        one_case = [_measure(workdir, prepared, bank, 1, tag="one") for _ in range(args.one_rounds)]
+        print({"one_case_cpu_s": [r["cpu_s"] for r in one_case]}, flush=True)
         cpu = {n: statistics.median(r["cpu_s"] for r in by_n[n]) for n in ns}
         rss = {n: statistics.median(r["tree_peak_rss_mb"] for r in by_n[n]) for n in ns}
         n1, n2 = ns[0], ns[1]
@@ -164,6 +170,12 @@ def main() -> None:
             "setup_seconds": setup_s,
             "syntumor_runs": runs,
             "syntumor_fixed_cpu_s_per_call": fixed,
+            "syntumor_one_case_call_cpu_s_median": statistics.median(r["cpu_s"] for r in one_case)
+            if one_case
+            else None,
+            "syntumor_one_case_call_runs": [
+                {k: v for k, v in r.items() if k != "stage_seconds_total"} for r in one_case
+            ],
             "syntumor_marginal_cpu_s_per_case": marginal,
             "median_cpu_s_by_n": cpu,
             "median_tree_peak_rss_mb_by_n": rss,
@@ -171,7 +183,7 @@ def main() -> None:
             "peak_rss_tree_ratio_each_n_over_the_previous": {
                 f"{b}/{a}": rss[b] / rss[a] for a, b in itertools.pairwise(ns)
             },
-            "dask_threads_vs_local_cluster_2_workers": {
+            "thread_pool_vs_dask_local_cluster_2_workers": {
                 "n": args.dask_n,
                 "pairs": pairs,
                 "median_wall_local_over_threads": statistics.median(p["wall_local_over_threads"] for p in pairs),
@@ -182,7 +194,7 @@ def main() -> None:
             "generate",
             figures,
             command=f"python -m bench.generate_bench --size {args.size} "
-            f"--ns {args.ns} --size-rounds {args.size_rounds} "
+            f"--ns {args.ns} --size-rounds {args.size_rounds} --one-rounds {args.one_rounds} "
             f"--dask-n {args.dask_n} --rounds {args.rounds}",
         )
     finally:

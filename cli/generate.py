@@ -55,7 +55,7 @@ def generate(
     ),
     batch_size: int = typer.Option(4, "--batch-size", help="Cases per sampler call; does not change results."),
     workers: int = typer.Option(
-        2, "--workers", help="Dask threads for placement and writing; does not change results."
+        2, "--workers", help="Threads (or Dask worker processes) for placement and writing; does not change results."
     ),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Join a Dask cluster (tcp://HOST:8786) instead of a local one."
@@ -64,8 +64,8 @@ def generate(
         "threads",
         "--cluster",
         help=(
-            "threads: one process, Dask threads; local: a LocalCluster of --workers processes (one per GPU with "
-            "dask-cuda)."
+            "threads: one process, a pool of --workers threads (Dask is not imported or started); "
+            "local: a Dask LocalCluster of --workers processes (one per GPU with dask-cuda)."
         ),
     ),
     seed: int = typer.Option(0, "--seed", help="Run seed; per-case streams derive from (seed, case index)."),

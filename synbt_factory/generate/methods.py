@@ -38,7 +38,8 @@ class TumorMethod(Protocol):
 class SynTumorMethod:
     """The analytical SynTumor baseline (Hu et al. 2023) adapted to DCE-MRI; no model, CPU only.
 
-    Enhancement amplitudes are drawn from the real tumors of the prepared store.
+    Enhancement amplitudes are drawn from the real tumors of the prepared store. A placed case's float32 image
+    is overwritten with its tumor (no copy of the volume): each result's image is the case's own array.
     """
 
     name = "syntumor"
@@ -65,7 +66,8 @@ class SynTumorMethod:
         for case in cases:
             t0 = time.perf_counter()
             rng = case_generator(case.job.seed, case.job.index, "texture")
-            image, _, record = syntumor_insert(case.image, case.synthetic_mask, rng, self.stats)
+            in_place = case.image.dtype == np.float32 and case.image.flags.writeable
+            image, _, record = syntumor_insert(case.image, case.synthetic_mask, rng, self.stats, in_place=in_place)
             rec = record.to_dict() if hasattr(record, "to_dict") else dict(record)
             out.append((np.asarray(image, dtype=np.float32), rec, {"synthesis": time.perf_counter() - t0}))
         return out

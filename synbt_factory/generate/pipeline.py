@@ -1,10 +1,17 @@
-"""The production pipeline: Dask workers place and write, the driver samples in batches.
+"""The production pipeline: workers place and write, the driver samples in batches.
 
 Flow per case: pick background → place mask (worker) → synthesize texture (driver batch on
 the device for SynBT; the worker for SynTumor) → write arrays, attributes, then the marker
 (worker). At most ``max_inflight`` cases are in flight, so memory does not grow with N.
 Truth lives in the store's markers: a rerun removes unmarked groups and ``*.partial`` files
 and produces exactly the missing cases.
+
+Workers: a run in one process (``cluster="threads"``, the default) uses a pool of ``workers`` threads
+(:class:`_ThreadExecutor`) and never imports Dask; a process ``LocalCluster`` or a joined scheduler uses
+Dask (:class:`_DaskExecutor`). In one process Dask's scheduler, worker and comms added about 1 CPU s to every
+call (importing ``dask.distributed`` and starting a client; 3.8 → 2.9 CPU s for a one-case call on a loaded
+2-core machine) and per-task bookkeeping, for no parallelism a thread pool lacks; the pool's cost per case is
+no higher (``bench/generate_bench``), so it is the executor of every in-process run, whatever N.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -114,21 +123,42 @@ def _commit_case(store: CaseStore, case_id: str, arrays: dict[str, np.ndarray], 
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _clipped_half(image: np.ndarray, clip: float) -> np.ndarray:
+    """``np.clip(image, 0, clip).astype(np.float16)``, the same bytes, clipped straight into the float16 array
+    (no clipped full-precision copy of the volume)."""
+    out = np.empty(np.shape(image), dtype=np.float16)
+    np.clip(image, 0.0, clip, out=out, casting="unsafe")
+    return out
+
+
+def _drop_background(placed: PlacedCase) -> None:
+    """Free a placed case's background image once its synthesized image exists: writing the case needs only the
+    masks and attributes, so the volume is not held through the write's buffers."""
+    placed.image = np.empty((0,), dtype=np.float32)
+
+
 def write_synthetic_case(location: str, placed: PlacedCase, synthesized: Synthesized, method: str) -> dict[str, float]:
     """Write one synthetic case (arrays, attributes, marker last); returns stage seconds.
 
     Tests can stop the process right after a given number of committed cases with ``SYNBT_TEST_KILL_AFTER``
     (:func:`_commit_case`).
     """
+    return _write_next(location, placed, [synthesized], method)
+
+
+def _write_next(location: str, placed: PlacedCase, pending: list[Synthesized], method: str) -> dict[str, float]:
+    """:func:`write_synthetic_case` of ``pending[0]``, taken off the list: where the list held the only reference,
+    its full-precision image is freed once clipped into float16, before the case is encoded."""
     t0 = time.perf_counter()
-    image, record, timings = synthesized
     store = CaseStore.open(location, mode="r+")
     clip = float(store.attrs.get("clip_max", 8.0))
+    image, record, timings = pending.pop(0)
     arrays = {
-        "image": np.clip(image, 0.0, clip).astype(np.float16),
+        "image": _clipped_half(image, clip),
         "mask": ((placed.mask > 0) | (placed.synthetic_mask > 0)).astype(np.uint8),
         "synthetic_mask": (placed.synthetic_mask > 0).astype(np.uint8),
     }
+    del image
     src = placed.source_attrs
     attrs = {
         "affine": src["affine"],
@@ -197,14 +227,16 @@ def _holding_writer_lock(fn: _Fn) -> _Fn:
     return locked  # type: ignore[return-value]
 
 
-def _note_unstored_anatomy(source: CaseStore, backgrounds: list[str], placement_config: dict[str, Any] | None) -> None:
-    """Log once when backgrounds lack a stored placement anatomy: the run builds each one (it is slower, never
-    different), and one command stores them for every later run."""
+def _note_unstored_anatomy(
+    source: CaseStore, backgrounds: dict[str, dict[str, Any]], placement_config: dict[str, Any] | None
+) -> None:
+    """Log once when backgrounds (id → attributes, read once by the caller) lack a stored placement anatomy: the
+    run builds each one (it is slower, never different), and one command stores them for every later run."""
     from synbt_factory.synthesis.background_context import has_stored_anatomy
     from synbt_factory.synthesis.placement import PlacementConfig
 
     config = config_from_dict(PlacementConfig, placement_config or {})
-    lacking = sum(not has_stored_anatomy(source, c, config) for c in backgrounds)
+    lacking = sum(not has_stored_anatomy(source, c, config, attrs=attrs) for c, attrs in backgrounds.items())
     if lacking:
         log.info(
             "%d of %d backgrounds have no stored placement context for these placement settings, so this run "
@@ -239,17 +271,17 @@ def run_generate(
         bank: tumor bank location (``synbt bank build``).
         method: texture method (SynTumor or SynBT).
         scheduler: Dask scheduler address to join (``tcp://HOST:8786``); overrides ``cluster``.
-        cluster: ``"threads"``: an in-process cluster with ``config.workers`` threads (batched
-            methods sample on the driver while workers place and write); ``"local"``: a
+        cluster: ``"threads"``: this process, a pool of ``config.workers`` threads and no Dask (batched
+            methods sample on the driver while workers place and write); ``"local"``: a Dask
             ``LocalCluster`` of ``config.workers`` processes (one per GPU when CUDA is visible and
-            dask-cuda is installed). On a cluster, each task places, synthesises and writes a batch
+            dask-cuda is installed). On a Dask cluster, each task places, synthesises and writes a batch
             of cases; each worker loads the models once.
         quality_gate: for SynBT, check the first ``config.batch_size`` cases against the real tumors
             (:mod:`synbt_factory.generate.quality_gate`) and stop when they are far from real; None = no
             check. The card's ``quality_gate`` entry records the verdict, or that the run was not checked.
 
     The whole run holds the writer lock of ``out`` (:func:`~synbt_factory.store.lock.writer_lock`), so
-    a second ``generate`` on the same store is refused while Dask workers of this run write their own cases.
+    a second ``generate`` on the same store is refused while the workers of this run write their own cases.
 
     Raises:
         StoreError: the output store exists with other settings, the prepared store is missing, or
@@ -268,12 +300,15 @@ def run_generate(
         placement.pop("size_spread", None)
     store = _open_or_create(out, config, method, source, bank_loc, layout, placement)
     result = GenerateResult(removed_incomplete=store.remove_incomplete())
-    backgrounds = [
-        c
-        for c in source.case_ids()
-        if config.background_split is None or source.case_attrs(c).get("split") == config.background_split
-    ]
-    _note_unstored_anatomy(source, backgrounds, placement_config)
+    # every background's attributes are read once, for the split and the stored-anatomy note alike
+    candidates = {c: source.case_attrs(c) for c in source.case_ids()}
+    background_attrs = {
+        c: a
+        for c, a in candidates.items()
+        if config.background_split is None or a.get("split") == config.background_split
+    }
+    backgrounds = list(background_attrs)
+    _note_unstored_anatomy(source, background_attrs, placement_config)
     jobs = plan_jobs(config, backgrounds)
     done_ids = set(store.case_ids())
     todo = [j for j in jobs if j.case_id not in done_ids]
@@ -297,25 +332,23 @@ def run_generate(
         store.update_card(quality_gate=gate_off_record(method.name))
     # a gated run produces its first batch, checks it, then the rest: the same batches as one pass
     parts = [todo[: config.batch_size], todo[config.batch_size :]] if gated else [todo]
-    client, local_cluster = _connect(scheduler, cluster, config.workers)
-    distributed = bool(scheduler) or cluster != "threads"
+    executor = _connect(scheduler, cluster, config.workers)
+    distributed = isinstance(executor, _DaskExecutor)
     try:
         for index, part in enumerate(parts):
             if not part:
                 continue
             if not method.batched:
-                _run_tasks(client, placer, method, out, [[j] for j in part], config, result, account)
+                _run_tasks(executor, placer, method, out, [[j] for j in part], config, result, account)
             elif distributed:
                 batches = [part[i : i + config.batch_size] for i in range(0, len(part), config.batch_size)]
-                _run_tasks(client, placer, method, out, batches, config, result, account)
+                _run_tasks(executor, placer, method, out, batches, config, result, account)
             else:
-                _run_batched(client, placer, method, out, part, config, result, account, stage)
+                _run_batched(executor, placer, method, out, part, config, result, account, stage)
             if gated and index == 0:
                 _check_gate(out, prepared_loc, part, result, quality_gate, store)  # type: ignore[arg-type]
     finally:
-        client.close()
-        if local_cluster is not None:
-            local_cluster.close()
+        executor.close()
     # the cases found complete at the start plus those written: no second survey of every case's marker
     store.update_card(complete_cases=len(done_ids | set(result.written)), source_case_ids=sorted(set(backgrounds)))
     result.stage_seconds = stage
@@ -347,45 +380,122 @@ def _check_gate(
         )
 
 
-def _connect(scheduler: str | None, cluster: str, workers: int) -> tuple[Any, Any]:
-    """A Dask client: joined (scheduler address), a process LocalCluster, or in-process threads."""
-    import dask
-    from dask.distributed import Client, LocalCluster
+class _Completed:
+    """Futures in the order they finish, more added while iterating (Dask's ``as_completed``, for a thread pool)."""
 
+    def __init__(self) -> None:
+        self._finished: queue.Queue[Future[Any]] = queue.Queue()
+        self._pending = 0
+
+    def add(self, future: Future[Any]) -> None:
+        self._pending += 1
+        future.add_done_callback(self._finished.put)
+
+    def __iter__(self) -> Iterator[Future[Any]]:
+        while self._pending:
+            future = self._finished.get()
+            self._pending -= 1
+            yield future
+
+
+def _retrying(fn: Callable[..., Any], args: tuple[Any, ...], retries: int) -> Any:
+    """``fn(*args)``, run again up to ``retries`` times while it raises (as Dask's ``retries``); the last error
+    is raised."""
+    for attempt in range(retries):
+        try:
+            return fn(*args)
+        except Exception:
+            log.debug("task %s failed (attempt %d of %d); retrying", fn.__name__, attempt + 1, retries + 1)
+    return fn(*args)
+
+
+class _ThreadExecutor:
+    """The workers of a run in one process: a pool of threads, with the part of Dask's client the pipeline uses.
+
+    Tasks share the driver's objects (the placer and its cached contexts), so nothing is pickled and nothing
+    keeps a task's arrays once its future is dropped.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synbt-generate")
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False, retries: int = 0) -> Future[Any]:
+        """Run ``fn(*args)`` on a pool thread (``key`` and ``pure`` are Dask's, unused here)."""
+        return self._pool.submit(_retrying, fn, args, retries)
+
+    def completed(self) -> _Completed:
+        return _Completed()
+
+    def close(self) -> None:
+        """Wait for the running tasks; queued ones are cancelled (an error or Ctrl-C stopped the run)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskExecutor:
+    """The workers of a Dask cluster: a joined scheduler, or a process ``LocalCluster`` this run starts and stops."""
+
+    def __init__(self, client: Any, local_cluster: Any = None) -> None:
+        self.client = client
+        self._local_cluster = local_cluster
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False, retries: int = 0) -> Any:
+        return self.client.submit(fn, *args, key=key, pure=pure, retries=retries)
+
+    def completed(self) -> Any:
+        from dask.distributed import as_completed
+
+        return as_completed()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._local_cluster is not None:
+            self._local_cluster.close()
+
+
+_Executor = _ThreadExecutor | _DaskExecutor
+
+
+def _connect(scheduler: str | None, cluster: str, workers: int) -> _Executor:
+    """The run's workers: a joined Dask scheduler, a process LocalCluster, or (``"threads"``) a thread pool."""
     if scheduler:
-        return Client(scheduler), None
-    # Dask's scheduler always serves HTTP; dashboard_address=None still binds :8787, and a second run on the
-    # machine then warns "Port 8787 is already in use". ":0" takes any free port.
+        from dask.distributed import Client
+
+        return _DaskExecutor(Client(scheduler))
     if cluster == "threads":
-        # in-process messages are kept by reference in Dask's developer logs (up to 1000 each): a write task's
-        # arrays would stay alive long after the case is written, so this cluster keeps no such logs
-        with dask.config.set({"distributed.admin.low-level-log-length": 0}):
-            return Client(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=":0"), None
+        return _ThreadExecutor(workers)
     if cluster != "local":
         raise ValueError(f"cluster must be 'threads' or 'local', got {cluster!r}")
     import torch
+    from dask.distributed import Client, LocalCluster
 
+    # Dask's scheduler always serves HTTP; dashboard_address=None still binds :8787, and a second run on the
+    # machine then warns "Port 8787 is already in use". ":0" takes any free port.
     if torch.cuda.is_available():
         try:
             from dask_cuda import LocalCUDACluster
 
             local = LocalCUDACluster(dashboard_address=":0", resources={"GPU": 1})
-            return Client(local), local
+            return _DaskExecutor(Client(local), local)
         except ImportError:
             log.info("dask-cuda is not installed: a CPU-process LocalCluster is used (pip install 'synbt[cuda]')")
     local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-    return Client(local), local
+    return _DaskExecutor(Client(local), local)
 
 
 def _process_jobs(placer: Placer, method: TumorMethod, location: str, jobs: list[CaseJob]) -> list[dict[str, float]]:
     """One task: place, synthesise (one batch) and write ``jobs``; returns stage seconds per case."""
     placed = [placer.place(job) for job in jobs]
     outputs = method.synthesize(placed)
-    return [write_synthetic_case(location, p, o, method.name) for p, o in zip(placed, outputs, strict=True)]
+    if len(outputs) != len(placed):
+        raise ValueError(f"method {method.name} returned {len(outputs)} images for {len(placed)} cases")
+    for case in placed:
+        _drop_background(case)
+    # each write takes its image off the list, so a case's volumes are freed as soon as it is encoded
+    return [_write_next(location, case, outputs, method.name) for case in placed]
 
 
 def _run_tasks(
-    client: Any,
+    executor: _Executor,
     placer: Placer,
     method: TumorMethod,
     out: str,
@@ -399,17 +509,15 @@ def _run_tasks(
     A group that fails as a whole (e.g. its worker kept dying) is retried one case at a time, so
     the error names the case that fails and its batch-mates are still produced.
     """
-    from dask.distributed import as_completed
-
     pending = deque(groups)
-    running = as_completed()
+    running = executor.completed()
     futures: dict[Any, list[CaseJob]] = {}
     in_flight = 0
 
     def submit(group: list[CaseJob]) -> None:
         nonlocal in_flight
         key = f"cases-{group[0].case_id}-{len(group)}-{group[0].seed}"
-        fut = client.submit(_process_jobs, placer, method, out, group, key=key, pure=False, retries=2)
+        fut = executor.submit(_process_jobs, placer, method, out, group, key=key, pure=False, retries=2)
         futures[fut] = group
         running.add(fut)
         in_flight += len(group)
@@ -438,7 +546,7 @@ def _run_tasks(
 
 
 def _run_batched(
-    client: Any,
+    executor: _Executor,
     placer: Placer,
     method: TumorMethod,
     out: str,
@@ -456,7 +564,7 @@ def _run_batched(
         while pending and len(placing) + len(writing) < config.inflight:
             job = pending.popleft()
             placing.append(
-                (job, client.submit(placer.place, job, key=f"place-{job.case_id}-{job.seed}", pure=False, retries=2))
+                (job, executor.submit(placer.place, job, key=f"place-{job.case_id}-{job.seed}", pure=False, retries=2))
             )
 
     def drain_writes(limit: int) -> None:
@@ -485,10 +593,11 @@ def _run_batched(
         outputs = method.synthesize(batch)
         stage["driver_synthesis"] = stage.get("driver_synthesis", 0.0) + time.perf_counter() - t0
         for placed, synthesized in zip(batch, outputs, strict=True):
+            _drop_background(placed)
             writing.append(
                 (
                     placed.job,
-                    client.submit(
+                    executor.submit(
                         write_synthetic_case,
                         out,
                         placed,

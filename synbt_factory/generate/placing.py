@@ -43,10 +43,19 @@ class PlacedCase:
 
 #: memory the placement contexts of one placer may hold (about 240 backgrounds of 128×128×80, 6 of 512×512×160)
 CONTEXT_CACHE_BYTES = 2 * 2**30
+#: of which contexts read from the store (their anatomy stored by ``synbt data prepare`` / ``placement-context``)
+#: may hold this much: reading one again costs about what its case's placement does (0.1 CPU s at 128×128×80),
+#: building one costs seconds, so the built ones keep the larger budget
+STORED_CONTEXT_CACHE_BYTES = 256 * 2**20
 
 
 def _context_bytes(ctx: Any) -> int:
     return sum(getattr(ctx, name).nbytes for name in ("breast", "fgt", "forbidden", "avoid", "centres"))
+
+
+def _is_stored(ctx: Any) -> bool:
+    """Whether the context's anatomy was read from the store (cheap to read again) rather than built."""
+    return getattr(ctx, "notes", {}).get("anatomy") == "stored"
 
 
 class Placer:
@@ -54,7 +63,10 @@ class Placer:
 
     The placement masks of a background (body, breast, chest wall, FGT centres) depend on the
     background alone, so they are computed once and kept, the least recently used dropped first
-    once they hold more than ``cache_bytes``: backgrounds repeat across thousands of cases.
+    once they hold more than ``cache_bytes``: backgrounds repeat across thousands of cases. Contexts
+    whose anatomy was read from the store are cheap to read again, so they hold at most
+    ``stored_cache_bytes`` (the least recently used of them dropped first), which a run reaches
+    sooner: its memory stops growing after fewer cases.
     Caching never changes results. Memory stays bounded by ``cache_bytes`` whatever the run's N.
 
     A placer travels to Dask tasks by pickle, once per task; every copy of one placer unpickles to a single
@@ -71,24 +83,34 @@ class Placer:
         *,
         cache_bytes: int = CONTEXT_CACHE_BYTES,
         token: str | None = None,
+        stored_cache_bytes: int = STORED_CONTEXT_CACHE_BYTES,
     ) -> None:
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
         self.cache_bytes = cache_bytes
+        self.stored_cache_bytes = stored_cache_bytes
         self.token = token or uuid.uuid4().hex
         self._store: Any = None
         self._bank: Any = None
         self._config: Any = None
         self._contexts: OrderedDict[str, Any] = OrderedDict()
         self._cached_bytes = 0
+        self._stored_bytes = 0
         self._lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Unpickles to the receiving process's one copy of this placer (:func:`shared_placer`)."""
-        return shared_placer, (self.token, self.prepared, self.bank_location, self.placement_config, self.cache_bytes)
+        return shared_placer, (
+            self.token,
+            self.prepared,
+            self.bank_location,
+            self.placement_config,
+            self.cache_bytes,
+            self.stored_cache_bytes,
+        )
 
     def _context(self, store: Any, case_id: str, config: Any) -> Any:
         from synbt_factory.synthesis.background_context import context_from_store
@@ -106,11 +128,25 @@ class Placer:
             with self._lock:
                 self._contexts[case_id] = ctx
                 self._cached_bytes += _context_bytes(ctx)
+                self._stored_bytes += _context_bytes(ctx) if _is_stored(ctx) else 0
                 self._building.pop(case_id, None)
-                while self._cached_bytes > self.cache_bytes and len(self._contexts) > 1:
-                    _, dropped = self._contexts.popitem(last=False)
-                    self._cached_bytes -= _context_bytes(dropped)
+                self._evict(keep=case_id)
         return ctx
+
+    def _evict(self, keep: str) -> None:
+        """Drop least recently used contexts (never ``keep``) until both budgets hold; the caller holds the lock."""
+        while len(self._contexts) > 1:
+            if self._cached_bytes > self.cache_bytes:
+                victim = next(iter(self._contexts))
+            elif self._stored_bytes > self.stored_cache_bytes:
+                victim = next((c for c, ctx in self._contexts.items() if c != keep and _is_stored(ctx)), keep)
+            else:
+                return
+            if victim == keep:
+                return
+            dropped = self._contexts.pop(victim)
+            self._cached_bytes -= _context_bytes(dropped)
+            self._stored_bytes -= _context_bytes(dropped) if _is_stored(dropped) else 0
 
     def _open(self) -> tuple[Any, Any]:
         """The prepared store and the loaded bank, opened once per placer. Worker threads call this at the same
@@ -185,6 +221,7 @@ def shared_placer(
     bank: str,
     placement_config: dict[str, Any] | None = None,
     cache_bytes: int = CONTEXT_CACHE_BYTES,
+    stored_cache_bytes: int = STORED_CONTEXT_CACHE_BYTES,
 ) -> Placer:
     """This process's copy of the placer ``token`` names, made on first use; at most ``_SHARED_KEEP`` are kept."""
     key = token
@@ -192,7 +229,12 @@ def shared_placer(
         placer = _SHARED_PLACERS.get(key)
         if placer is None:
             placer = _SHARED_PLACERS[key] = Placer(
-                prepared, bank, placement_config, cache_bytes=cache_bytes, token=token
+                prepared,
+                bank,
+                placement_config,
+                cache_bytes=cache_bytes,
+                token=token,
+                stored_cache_bytes=stored_cache_bytes,
             )
             while len(_SHARED_PLACERS) > _SHARED_KEEP:
                 _SHARED_PLACERS.popitem(last=False)

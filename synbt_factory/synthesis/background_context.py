@@ -88,11 +88,19 @@ def _key(attrs: dict[str, Any], breast_name: str | None, config: PlacementConfig
 
 
 def has_stored_anatomy(
-    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
+    store: Any,
+    case_id: str,
+    config: PlacementConfig | None = None,
+    *,
+    source: str = "auto",
+    attrs: dict[str, Any] | None = None,
 ) -> bool:
-    """Whether the case holds a finished anatomy built for its current inputs and this config (reads no array)."""
+    """Whether the case holds a finished anatomy built for its current inputs and this config (reads no array).
+
+    ``attrs``: the case's attributes when the caller has read them already (they are not read again).
+    """
     config = config or PlacementConfig()
-    attrs = store.case_attrs(case_id)
+    attrs = store.case_attrs(case_id) if attrs is None else attrs
     record = attrs.get(ANATOMY_ATTR)
     if not isinstance(record, dict):
         return False

@@ -476,8 +476,10 @@ def _apply(
     ratio: float,
     pre_factor: float,
     config: SynTumorConfig,
+    in_place: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Write texture × blurred mask × amplitudes into a copy of ``image``; returns it and the derived numbers."""
+    """Write texture × blurred mask × amplitudes into a copy of ``image`` (into ``image`` itself with ``in_place``);
+    returns it and the derived numbers."""
     shape = tumor.shape
     reach = int(4.0 * params["edge_sigma"] + 0.5) + 1
     idx = [np.flatnonzero(tumor.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
@@ -504,7 +506,7 @@ def _apply(
     target_post = ratio * target_pre
     amp_pre = (target_pre - pre_bg) / max(m, 1e-6)
     amp_post = (target_post - post_bg) / max(m, 1e-6)
-    out = np.array(image, dtype=np.float32, copy=True)
+    out = image if in_place else np.array(image, dtype=np.float32, copy=True)
     touched = mod > 0
     for c, amp in ((0, amp_pre), (1, amp_post)):
         view = out[c][box]
@@ -532,11 +534,12 @@ def syntumor_insert(
     region: np.ndarray | None = None,
     avoid: np.ndarray | None = None,
     config: SynTumorConfig | None = None,
+    in_place: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, SynTumorRecord]:
     """Insert one SynTumor tumor into a pre/post image.
 
     Args:
-        image: (2, X, Y, Z) float32, channel 0 pre-contrast, 1 post-contrast (not modified).
+        image: (2, X, Y, Z) float32, channel 0 pre-contrast, 1 post-contrast (not modified unless ``in_place``).
         mask: (X, Y, Z) tumor mask to texture (e.g. from bank placement), or None to draw
             SynTumor's own deformed ellipsoid of ``size_class``.
         rng: the only source of randomness.
@@ -545,6 +548,8 @@ def syntumor_insert(
         region: (X, Y, Z) where an own shape may lie (default: the body, from intensity).
         avoid: (X, Y, Z) voxels an own shape must not touch (e.g. a dilated real tumor).
         config: SynTumor ranges.
+        in_place: write the tumor into ``image`` itself (a writable float32 array) instead of a copy; the
+            returned image is then ``image``, with the values a copy would hold.
 
     Returns:
         new_image (2, X, Y, Z) float32, tumor_mask (X, Y, Z) uint8, record. Voxels where the
@@ -555,6 +560,8 @@ def syntumor_insert(
     image = np.asarray(image)
     if image.ndim != 4 or image.shape[0] != 2:
         raise ValueError(f"image must be (2, X, Y, Z), got {image.shape}")
+    if in_place and (image.dtype != np.float32 or not image.flags.writeable):
+        raise ValueError(f"in_place needs a writable float32 image, got {image.dtype}")
     shape = tuple(int(s) for s in image.shape[1:])
     if mask is not None:
         tumor = np.asarray(mask) > 0
@@ -582,7 +589,7 @@ def syntumor_insert(
         size_label = size_class
     params = _draw_texture_params(rng, config)
     ratio, pre_factor = stats.sample(rng, jitter=config.ratio_jitter)
-    new_image, derived = _apply(image, tumor, params, ratio, pre_factor, config)
+    new_image, derived = _apply(image, tumor, params, ratio, pre_factor, config, in_place)
     record = SynTumorRecord(
         size_class=size_label, ratio=ratio, pre_factor=pre_factor, **shape_info, **params, **derived
     )
