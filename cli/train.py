@@ -48,7 +48,9 @@ def train_vqvae(
         "--init",
         help="Checkpoint to start from, or pretrained:phantom_tiny for the weights shipped with synbt. Volume stage: "
         "the patch stage's final.pt (required). Patch stage: optional warm start, a short fine-tune instead of "
-        "training from random weights (the architecture comes from the checkpoint).",
+        "training from random weights (the architecture comes from the checkpoint); give it a lower --lr than the "
+        "preset's (e.g. 1e-4), which is meant for random weights and undoes a trained codebook in a few hundred "
+        "steps.",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (overrides the preset)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per step (paper: 8 patches / 1 volume)."),
@@ -248,7 +250,8 @@ def train_diffusion(
         "--init",
         help="Warm start: a diffusion checkpoint to start from, or pretrained:phantom_tiny for the denoiser shipped "
         "with synbt; a short fine-tune instead of training from random weights (the architecture comes from the "
-        "checkpoint; it may have been trained on another VQ-VAE's latents).",
+        "checkpoint; it may have been trained on another VQ-VAE's latents). Fine-tune at a lower --lr than the "
+        "preset's, e.g. 2e-5.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help=("Continue the run in --out from last.pt (model, EMA, optimiser, step, RNG).")
