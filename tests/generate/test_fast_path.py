@@ -20,11 +20,11 @@ prepared, bank, out = sys.argv[1:4]
 result = CliRunner().invoke(app, ["generate", "--method", "syntumor", "--n", "2", "--seed", "3", "--workers", "1",
                                   "--data", prepared, "--bank", bank, "--out", out])
 print(json.dumps({"exit": result.exit_code, "output": result.output[-500:],
-                  "loaded": sorted(m for m in ("torch", "monai") if m in sys.modules)}))
+                  "loaded": sorted(m for m in ("torch", "monai", "dask", "distributed") if m in sys.modules)}))
 """
 
 
-def test_syntumor_generate_loads_neither_torch_nor_monai(factory_inputs: dict[str, str], tmp_path: Path) -> None:
+def test_syntumor_generate_loads_neither_torch_monai_nor_dask(factory_inputs: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
     run = subprocess.run(
         [sys.executable, "-c", _SYNTUMOR_RUN, factory_inputs["prepared"], factory_inputs["bank"], str(out)],

@@ -7,9 +7,6 @@ store are held within a smaller budget than built ones; the write clips straight
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -22,33 +19,6 @@ from synbt_factory.generate.pipeline import _clipped_half, _Completed, _connect,
 from synbt_factory.generate.placing import Placer
 from synbt_factory.store import CaseStore
 from synbt_factory.synthesis.placement import PlacementConfig
-
-_SYNTUMOR_RUN = r"""
-import json, sys
-from typer.testing import CliRunner
-from cli.main import app
-
-prepared, bank, out = sys.argv[1:4]
-result = CliRunner().invoke(app, ["generate", "--method", "syntumor", "--n", "2", "--seed", "1", "--workers", "2",
-                                  "--data", prepared, "--bank", bank, "--out", out])
-print(json.dumps({"exit": result.exit_code, "output": result.output[-500:],
-                  "loaded": sorted(m for m in ("torch", "monai", "dask", "distributed") if m in sys.modules)}))
-"""
-
-
-def test_syntumor_generate_in_one_process_imports_no_dask(factory_inputs: dict[str, str], tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-c", _SYNTUMOR_RUN, factory_inputs["prepared"], factory_inputs["bank"], str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["output"]
-    assert report["loaded"] == []
-    assert CaseStore.open(tmp_path / "s").case_ids() == ["SYN_000000", "SYN_000001"]
 
 
 def test_the_threads_cluster_is_a_thread_pool_and_other_names_are_refused() -> None:
