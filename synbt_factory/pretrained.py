@@ -165,7 +165,9 @@ def pack_checkpoint(source: Path, dest: Path, *, replace: dict[str, Any] | None 
     if "ema" in payload:
         # a denoiser samples with its averaged weights: ship only those, with ``model`` naming the same tensors
         # (saved once), so the file is half the size and either choice of weights loads
-        payload["model"] = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+        from synbt_factory.models.diffusion import ema_weights
+
+        payload["model"] = ema_weights(payload["ema"])
     payload.update(replace or {})
     save_checkpoint(Path(dest), payload, kind=str(ckpt["kind"]), config=ckpt["config"])
     return file_sha256(Path(dest))

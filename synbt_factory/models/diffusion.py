@@ -41,6 +41,7 @@ from synbt_factory.models.autoencoder import LatentAutoencoder, LatentNorm
 from synbt_factory.models.cpu_conv import use_cpu_inference_path
 
 __all__ = [
+    "ema_weights",
     "CHECKPOINT_KIND",
     "DiffusionConfig",
     "LoadedDiffusion",
@@ -467,7 +468,7 @@ class LoadedDiffusion(NamedTuple):
     vqvae_sha256: str
 
 
-def _ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
+def ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
     """``AveragedModel`` state → the wrapped module's state (drops ``n_averaged``, strips ``module.``)."""
     return {k[len("module.") :]: v for k, v in ema_state.items() if k.startswith("module.")}
 
@@ -495,7 +496,7 @@ def load_diffusion(path: Path, device: str | torch.device = "cpu", *, weights: s
     with rebuilding_from(path, "denoiser"):
         config = config_from_dict(DiffusionConfig, ckpt["config"])
         model = MaskConditionedDenoiser(config)
-        state = _ema_weights(ckpt["ema"]) if weights == "ema" else ckpt["model"]
+        state = ema_weights(ckpt["ema"]) if weights == "ema" else ckpt["model"]
         model.load_state_dict(state)
         norm = LatentNorm(**ckpt["latent_norm"])
     model.to(device).eval()

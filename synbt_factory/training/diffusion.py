@@ -45,6 +45,7 @@ from synbt_factory.models.diffusion import (
     DiffusionConfig,
     MaskConditionedDenoiser,
     diffusion_preset,
+    ema_weights,
     make_train_scheduler,
 )
 from synbt_factory.models.vqvae import load_vqvae
@@ -403,11 +404,7 @@ def train_diffusion_from_store(
             log.info("the architecture comes from the --init checkpoint %s, not from the preset", init)
         model_config = init_config
         state = init_ckpt.get("ema")
-        init_weights = (
-            {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
-            if state is not None
-            else init_ckpt["model"]
-        )
+        init_weights = ema_weights(state) if state is not None else init_ckpt["model"]
         log.info("diffusion starts from the weights of %s (step %s)", init, init_ckpt.get("step", "?"))
     sha = file_sha256(Path(vqvae))
     autoencoder, norm, _ = load_vqvae(Path(vqvae), device)
