@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.interpolate import CubicSpline
 
 from synbt_factory.config import config_from_dict, config_to_dict
+from synbt_factory.synthesis.cubic_spline import natural_cubic_weights
 
 __all__ = [
     "AugmentConfig",
@@ -170,8 +170,7 @@ def _rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
 def spline_weights(n: int, points: int) -> np.ndarray:
     """(n, points) cubic cardinal-spline weights spreading ``points`` knots over ``n`` voxels (read-only)."""
     knots = np.linspace(0.0, max(n - 1, 1), points)
-    basis = CubicSpline(knots, np.eye(points), bc_type="natural")
-    w = basis(np.arange(n, dtype=np.float64))
+    w = natural_cubic_weights(knots, np.arange(n, dtype=np.float64))
     w.setflags(write=False)
     return w
 
