@@ -42,6 +42,7 @@ from synbt_factory.store.case_ids import CaseIdError, validate_case_id
 from synbt_factory.store.chunk_writer import EncodingJob, array_plan, start_encoding
 from synbt_factory.store.errors import CaseDamageError, StoreError
 from synbt_factory.store.layout import StoreLayout
+from synbt_factory.store.local_writer import write_encoded_case
 from synbt_factory.store.schema import ALLOWED_CODECS, array_problem, case_attr_problems, codec_names, declared_shape
 
 __all__ = [
@@ -214,6 +215,11 @@ class CaseStore:
         """Key prefix of the ``cases`` group in the store (no metadata read: the schema fixes its name)."""
         return "/".join(p for p in (self._root.path, "cases") if p)
 
+    def _local_folder(self) -> Path | None:
+        """The store's folder when it is a zarr ``LocalStore`` (written file by file, :mod:`.local_writer`)."""
+        store = self._root.store
+        return Path(store.root) if isinstance(store, zarr.storage.LocalStore) else None
+
     def _local_path(self) -> Path | None:
         p = Path(self.location)
         return p if "://" not in self.location and p.exists() else None
@@ -373,12 +379,20 @@ class CaseStore:
         # looked up at each call, so a test (or a caller) that replaces array_sha256 is honoured
         job = start_encoding(contiguous, planned, checksum=lambda data: array_sha256(data))
         others = {name: data for name, data in contiguous.items() if name not in planned}
+        attrs = {**attrs, "case_id": case_id}
+        folder = self._local_folder()
         try:
-            _sync(
-                _write_case_async(
-                    self._root.store, self._case_key(case_id), job, others, {**attrs, "case_id": case_id}, layout
+            if folder is not None and not others:
+                checksums = {name: future.result() for name, future in job.digests.items()}
+                attrs["sha256"] = checksums
+                write_encoded_case(
+                    folder / self._case_key(case_id),
+                    job,
+                    _group_document(attrs).to_bytes(),
+                    _group_document({**attrs, COMPLETE_KEY: True}).to_bytes(),
                 )
-            )
+            else:
+                _sync(_write_case_async(self._root.store, self._case_key(case_id), job, others, attrs, layout))
         finally:
             job.cancel()
 

@@ -46,19 +46,39 @@ def test_syntumor_generate_skips_heavy_imports(factory_inputs: dict[str, str], t
 
 
 def test_write_case_writes_attributes_once_then_the_marker_last(tmp_path: Path, monkeypatch) -> None:
-    from zarr.storage import LocalStore
+    import synbt_factory.store.local_writer as local_writer
 
     store = CaseStore.create(tmp_path / "s.zarr", kind="synthetic", card={})
     rng = np.random.default_rng(0)
     arrays = {"image": rng.random((2, 12, 10, 8)).astype(np.float16), "mask": np.ones((12, 10, 8), np.uint8)}
-    writes: list[tuple[str, bytes]] = []
-    original = LocalStore.set
+    writes: list[tuple[str, bytes]] = []  # (key in the store, bytes), in the order the files took their names
+    opened: dict[str, bytes] = {}
+    real_open, real_replace = open, local_writer.os.replace
+    root = tmp_path / "s.zarr"
 
-    async def recording(self, key, value):  # noqa: ANN001
-        writes.append((key, value.to_bytes()))
-        return await original(self, key, value)
+    class Recording:
+        def __init__(self, path, mode):  # noqa: ANN001
+            self.path, self.file = Path(path), real_open(path, mode)
 
-    monkeypatch.setattr(LocalStore, "set", recording)
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *exc):  # noqa: ANN002, ANN204
+            self.file.close()
+            if self.path.name.endswith(".partial"):
+                opened[str(self.path)] = self.path.read_bytes()
+            else:
+                writes.append((str(self.path.relative_to(root)), self.path.read_bytes()))
+
+        def write(self, data):  # noqa: ANN001, ANN202
+            return self.file.write(data)
+
+    def replace(src, dst):  # noqa: ANN001, ANN202
+        writes.append((str(Path(dst).relative_to(root)), opened.pop(str(src))))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(local_writer, "open", Recording, raising=False)
+    monkeypatch.setattr(local_writer.os, "replace", replace)
     store.write_case("SYN_000000", arrays, {"affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "seed": 4})
     monkeypatch.undo()
     group_key = "cases/SYN_000000/zarr.json"
@@ -67,7 +87,7 @@ def test_write_case_writes_attributes_once_then_the_marker_last(tmp_path: Path, 
     first, last = group_writes
     assert "complete" not in first and first["seed"] == 4 and set(first["sha256"]) == {"image", "mask"}
     assert last == {**first, "complete": True}
-    assert writes[-1][0] == group_key  # the marker is the last thing written
-    assert any(k.startswith("cases/SYN_000000/image/c") for k, _ in writes[:-1])
+    assert writes[0][0] == group_key and writes[-1][0] == group_key  # the group first, the marker last
+    assert any(k.startswith("cases/SYN_000000/image/c") for k, _ in writes[1:-1])
     assert store.is_complete("SYN_000000")
     assert np.array_equal(store.read_array("SYN_000000", "image"), arrays["image"])
