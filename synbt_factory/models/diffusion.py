@@ -231,9 +231,10 @@ class MaskConditionedDenoiser(nn.Module):
     def use_cpu_inference_path(self) -> MaskConditionedDenoiser:
         """Run every convolution through oneDNN in channels-last layout (:mod:`~synbt_factory.models.cpu_conv`).
 
-        The CPU sampler calls the denoiser one case at a time, where PyTorch's default sends most 3-D
-        convolutions to its slow im2col path; this path made a batch-1 call of the paper denoiser 1.6–2.4×
-        faster (``bench/diffusion_bench.py``). Same weights and function: outputs agree with the default path to
+        At batch 1 PyTorch's default sends most 3-D convolutions to its slow im2col path; this path made a
+        batch-1 call of the paper denoiser 1.6–2.4× faster (``bench/diffusion_bench.py``). It is also batch-invariant
+        bit for bit (its linear and GroupNorm layers run one case at a time), which lets the CPU sampler call the
+        denoiser on a whole batch of cases. Same weights and function: outputs agree with the default path to
         float rounding (tested). In place; returns ``self``.
         """
         if use_cpu_inference_path(self):

@@ -25,14 +25,33 @@ Per batch of B cases (paper Sec. 2.2 and Fig. 3):
 Randomness: each case has its own ``torch.Generator``. One 63-bit seed is drawn from it and seeds a
 generator on the sampling device, from which that case's initial noise, DDIM (η) noise and RePaint
 noise are drawn in a fixed order and with the case's own shapes, so the noise never depends on the
-batch. The networks are another matter: on CPU, PyTorch's oneDNN 3-D convolutions pick different
-kernels for different batch sizes, and a case's result in a batch of 4 differs from its result
-alone by float rounding (measured with ``bench/diffusion_bench.py``: max |Δε| ≈ 1e-5 at |ε| ≈ 0.5
-for one denoiser call of the paper and small presets; ≈ 6e-8 in the output image of the tiny test
-models). ``per_case_calls`` (default: on for CPU, off for CUDA) runs
-the encoder, quantiser, denoiser and decoder one case at a time, which makes every case's output
-bit-identical whatever batch it lands in (tested); batched calls are faster on a GPU, where cuDNN
-and bf16 autocast give agreement to a tolerance only.
+batch.
+
+Network calls and batch invariance: a case's output must be bit-identical whatever batch it lands in (a
+resumed run batches other cases together and must reproduce the finished ones byte for byte). On CPU,
+PyTorch's default 3-D convolutions (slow_conv3d at batch 1, oneDNN above) and ``nn.Linear`` (matrix–vector
+at batch 1) compute a case in a batch of 4 differently from the case alone, by float rounding (max |Δε|
+≈ 1e-5 at |ε| ≈ 0.5 for one call of the paper denoiser). So with ``per_case_calls=None`` (the default) on CPU:
+
+* the autoencoder (encode, quantise, decode: its default path is not batch-invariant) runs one case at a time;
+* the denoiser — 10 of the 12 network calls of a case, most of its time — runs once per step on the whole
+  window group, (b, C, x, y, z), or (2b, …) with guidance, when its path is batch-invariant: the CPU inference
+  path that ``load_diffusion`` puts it on (:mod:`~synbt_factory.models.cpu_conv`: oneDNN channels-last
+  convolutions, linear and GroupNorm layers one case at a time) is, bit for bit, at every batch, row and
+  thread count measured. PyTorch promises none of it, so :func:`denoiser_batch_invariant` checks it once when
+  the sampler is built (one call at batch 1 against the same case as row 1 of a batch of 3, on the smallest
+  window, ``torch.equal``), and the sampler falls back to one denoiser call per case when that fails (logged
+  at INFO).
+
+Batched denoiser calls pay where a case's window is small. Paper denoiser, one thread
+(``bench/diffusion_bench.py``, ratio of its GFLOP/s to the machine's best conv3d/matmul, wall/CPU): at a 16³
+window 0.56 at batch 1, 0.71/0.75 at batch 4 (generate's default batch), 0.84 at batch 8 (4 cases with
+guidance); at the whole 32×48×48 latent 0.78 at batch 1 and 0.70 at batch 4, where batching gains nothing.
+``InpaintingSampler.sample`` on 4 cases with 16³ windows, A/B interleaved over 4 rounds at load 3–3.5 on 2
+cores, batched denoiser ÷ ``per_case_calls=True``: CPU time per case 0.81 with the paper denoiser (its denoise
+stage 0.77 → 0.56 s per case), 0.95 with the shipped ``cpu``-preset models; outputs bit-identical.
+On CUDA (default: every network batched, cuDNN and bf16 autocast) results agree across batches to a tolerance
+only; ``per_case_calls=True`` forces one call per case for every network on any device.
 """
 
 from __future__ import annotations
@@ -57,7 +76,7 @@ from synbt_factory.models.diffusion import (
 )
 from synbt_factory.progress import ProgressFn, report
 
-__all__ = ["SamplerConfig", "InpaintingSampler", "blend_weights", "mask_distance"]
+__all__ = ["SamplerConfig", "InpaintingSampler", "blend_weights", "denoiser_batch_invariant", "mask_distance"]
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +106,12 @@ class SamplerConfig:
         clip_sample: clip the predicted z₀ in each DDIM step to the normalised codebook range (``latent_norm.clip``).
         bf16: bf16 autocast of the denoiser on CUDA (ignored on CPU).
         compile: ``torch.compile`` the denoiser on CUDA (ignored on CPU).
-        per_case_calls: run every network one case at a time (bit-identical results whatever the batch);
-            ``None`` = on for CPU, off for CUDA.
+        per_case_calls: ``True``: every network (encoder, quantiser, denoiser, decoder) runs one case at a time
+            (bit-identical results whatever the batch, on any device). ``False``: every network runs on the whole
+            window group (results depend on the batch by float rounding). ``None`` (default): on CUDA as
+            ``False``; on CPU the autoencoder per case and the denoiser on the whole group if
+            :func:`denoiser_batch_invariant` holds for it when the sampler is built, else per case — bit-identical
+            results whatever the batch either way.
     """
 
     steps: int = 10
@@ -159,6 +182,29 @@ def blend_weights(masks: torch.Tensor, *, dilation: int, ramp: int) -> torch.Ten
     return ((dilation + ramp - dist) / ramp).clamp(0.0, 1.0).float()
 
 
+@torch.inference_mode()
+def denoiser_batch_invariant(denoiser: MaskConditionedDenoiser, size: Sequence[int]) -> bool:
+    """Whether ``denoiser`` gives a case the same output, bit for bit, alone and inside a batch.
+
+    One call at batch 1 and one at batch 3, on random (z_t, Z_cond) of latent ``size`` (x, y, z) and timesteps
+    999/500/1-like, the batch-1 case being row 1 (a middle row, other cases around it) of the batch of 3;
+    ``torch.equal`` on the (1, C, x, y, z) outputs. A check of the kernels PyTorch picks on this machine, with
+    the current thread count, at one size: a pass is evidence for other sizes and batches, not proof (the
+    denoiser's CPU path was measured invariant at 16³…32×48×48, batches 1–8, 1 and 2 threads). The global
+    random state is untouched.
+    """
+    dcfg = denoiser.config
+    device = next(denoiser.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, dcfg.latent_channels, *size, generator=gen).to(device)
+    cond = torch.randn(3, dcfg.cond_channels, *size, generator=gen).to(device)
+    t_max = dcfg.num_train_timesteps - 1
+    timesteps = torch.tensor([t_max // 2, t_max, 1], device=device)
+    alone = denoiser(z[1:2], timesteps[1:2], cond[1:2])
+    batch = denoiser(z, timesteps, cond)
+    return torch.equal(alone[0], batch[1])
+
+
 @dataclass(frozen=True)
 class _Plan:
     index: int
@@ -199,6 +245,10 @@ class InpaintingSampler:
         config: :class:`SamplerConfig`.
 
     Attributes:
+        per_case_autoencoder: the encoder, quantiser and decoder run one case at a time.
+        per_case_denoiser: the denoiser runs one case at a time (else once per DDIM step on a whole window group).
+        denoiser_batch_invariant: the result of :func:`denoiser_batch_invariant` at build time; ``None`` where
+            it was not needed (``per_case_calls`` given, or CUDA).
         last_timings: seconds per stage (encode, denoise, decode, blend) of the last :meth:`sample` call.
     """
 
@@ -236,8 +286,29 @@ class InpaintingSampler:
         cuda = self.device.type == "cuda"
         self._autocast = self.config.bf16 and cuda
         self._denoise = torch.compile(denoiser, dynamic=False) if self.config.compile and cuda else denoiser
-        self.per_case_calls = (not cuda) if self.config.per_case_calls is None else self.config.per_case_calls
-        self._ae = _PerCase(autoencoder) if self.per_case_calls else autoencoder
+        self.denoiser_batch_invariant: bool | None = None
+        if self.config.per_case_calls is not None:
+            self.per_case_autoencoder = self.per_case_denoiser = self.config.per_case_calls
+        elif cuda:
+            self.per_case_autoencoder = self.per_case_denoiser = False
+        else:
+            self.per_case_autoencoder = True
+            d = self.diffusion_config.spatial_divisor
+            size = tuple(math.ceil(w / d) * d for w in self.config.window)
+            t0 = time.perf_counter()
+            self.denoiser_batch_invariant = denoiser_batch_invariant(denoiser, size)
+            self.per_case_denoiser = not self.denoiser_batch_invariant
+            log.debug(
+                "denoiser batch-invariance check: %s in %.2f s", self.denoiser_batch_invariant, time.perf_counter() - t0
+            )
+            if self.per_case_denoiser:
+                log.info(
+                    "denoiser output at batch 1 differs from the same case in a batch of 3 (latent %s, %d threads): "
+                    "the sampler calls it one case at a time, so every case stays bit-identical whatever its batch",
+                    "x".join(map(str, size)),
+                    torch.get_num_threads(),
+                )
+        self._ae = _PerCase(autoencoder) if self.per_case_autoencoder else autoencoder
         self.last_timings: dict[str, float] = {}
 
     @property
@@ -403,7 +474,7 @@ class InpaintingSampler:
         for t in timesteps.tolist():
             t_batch = torch.full((b,), t, device=self.device, dtype=torch.long)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                if self.per_case_calls:
+                if self.per_case_denoiser:
                     eps = torch.cat(
                         [
                             guided_noise(self._denoise, x[i : i + 1], t_batch[i : i + 1], cond[i : i + 1], cfg.guidance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from synbt_factory.checkpoint import save_checkpoint
 from synbt_factory.config import config_to_dict
 from synbt_factory.models.autoencoder import LatentNorm
-from synbt_factory.models.cpu_conv import OneDNNConv3d
+from synbt_factory.models.cpu_conv import OneDNNConv3d, RowwiseGroupNorm, RowwiseLinear
 from synbt_factory.models.diffusion import CHECKPOINT_KIND, MaskConditionedDenoiser, diffusion_preset, load_diffusion
 from synbt_factory.rng import torch_generator
 from synbt_factory.synthesis.sampler import InpaintingSampler, SamplerConfig
@@ -118,14 +119,14 @@ def autoencoder() -> TinyVQAE:
     return ae
 
 
-def _cases() -> tuple[torch.Tensor, torch.Tensor]:
+def _cases(n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    images = torch.nn.functional.avg_pool3d(torch.rand(2, 2, *SHAPE, generator=g), 5, stride=1, padding=2)
+    images = torch.nn.functional.avg_pool3d(torch.rand(n, 2, *SHAPE, generator=g), 5, stride=1, padding=2)
     grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in SHAPE], indexing="ij"))
     masks = torch.stack(
         [
             (((grid - torch.tensor(c, dtype=torch.float32)[:, None, None, None]) ** 2).sum(0) <= r**2).to(torch.uint8)
-            for c, r in [((16, 16, 16), 5.0), ((8, 20, 10), 3.0)]
+            for c, r in [((16, 16, 16), 5.0), ((8, 20, 10), 3.0), ((22, 10, 20), 4.0), ((12, 12, 24), 3.5)][:n]
         ]
     )
     return images, masks
@@ -150,3 +151,109 @@ def test_sampling_with_the_path_is_deterministic_batch_invariant_and_close_to_th
     changed = (ref - images).abs().amax()
     assert float(changed) > 1e-2  # the sampler changed the images, so the comparison below is no tautology
     assert float((batch - ref).abs().max()) < 1e-3 * float(changed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_path_gives_a_case_the_same_bits_alone_and_in_any_batch(threads: int) -> None:
+    """On the default path a case differs between batch 1 and a batch by float rounding (the (B, C) time-embedding
+    ``nn.Linear`` and, with several threads, channels-last ``nn.GroupNorm`` pick other kernels); the path runs those
+    layers one case at a time, so row i of any batch is bit-identical to case i alone."""
+    fast = _denoiser("small", seed=5).use_cpu_inference_path()
+    assert any(type(m) is RowwiseLinear for m in fast.modules())
+    assert any(type(m) is RowwiseGroupNorm for m in fast.modules())
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(4, 8, 16, 16, 16, generator=g)
+    cond = torch.randn(4, 9, 16, 16, 16, generator=g)
+    t = torch.tensor([999, 500, 100, 1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            alone = [fast(z[i : i + 1], t[i : i + 1], cond[i : i + 1]) for i in range(4)]
+            four = fast(z, t, cond)
+            three = fast(z[[3, 0, 2]], t[[3, 0, 2]], cond[[3, 0, 2]])
+    finally:
+        torch.set_num_threads(before)
+    assert float(alone[0].abs().mean()) > 0.1
+    assert all(torch.equal(four[i], alone[i][0]) for i in range(4))
+    assert all(torch.equal(three[r], alone[i][0]) for r, i in enumerate([3, 0, 2]))
+
+
+def _batches_seen(den: MaskConditionedDenoiser) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    seen: list[int] = []
+    handle = den.register_forward_hook(lambda _m, args, _out: seen.append(int(args[0].shape[0])))
+    return seen, handle
+
+
+@pytest.mark.parametrize("guidance", [1.0, 1.5])
+def test_cpu_sampler_calls_the_invariant_denoiser_batched_and_a_case_keeps_its_bits(
+    autoencoder: TinyVQAE, guidance: float
+) -> None:
+    fast = _denoiser("tiny", seed=4).use_cpu_inference_path()
+    sampler = InpaintingSampler(autoencoder, fast, autoencoder.latent_norm(), SamplerConfig(steps=3, guidance=guidance))
+    assert sampler.denoiser_batch_invariant is True
+    assert not sampler.per_case_denoiser and sampler.per_case_autoencoder
+    images, masks = _cases(4)
+    gens = lambda idx: [torch_generator(7, i, "ddim") for i in idx]  # noqa: E731
+    seen, handle = _batches_seen(fast)
+    try:
+        batch = sampler.sample(images[[0, 1, 2]], masks[[0, 1, 2]], gens([0, 1, 2]))
+        other = sampler.sample(images[[3, 2, 1]], masks[[3, 2, 1]], gens([3, 2, 1]))  # case 1 and 2, other company
+    finally:
+        handle.remove()
+    per_call = 3 if guidance == 1.0 else 6  # with guidance one call on the doubled batch
+    assert seen == [per_call] * 6  # one call per DDIM step on the whole window group, both samples
+    alone = sampler.sample(images[[1]], masks[[1]], gens([1]))
+    assert torch.equal(alone[0], batch[1]) and torch.equal(alone[0], other[2])
+    assert torch.equal(other[1], batch[2])
+    changed = (batch - images[[0, 1, 2]]).abs().amax()
+    assert float(changed) > 1e-2  # the denoiser's output reached the images: the comparisons are no tautology
+
+
+def test_cpu_sampler_falls_back_to_per_case_denoiser_calls_when_the_check_fails(
+    autoencoder: TinyVQAE, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import synbt_factory.synthesis.sampler as sampler_module
+
+    fast = _denoiser("tiny", seed=4).use_cpu_inference_path()
+    images, masks = _cases(3)
+    gens = [torch_generator(7, i, "ddim") for i in range(3)]
+    batched = InpaintingSampler(autoencoder, fast, autoencoder.latent_norm(), SamplerConfig(steps=3))
+    monkeypatch.setattr(sampler_module, "denoiser_batch_invariant", lambda *_args: False)
+    with caplog.at_level(logging.INFO, logger=sampler_module.__name__):
+        sampler = InpaintingSampler(autoencoder, fast, autoencoder.latent_norm(), SamplerConfig(steps=3))
+    assert sampler.denoiser_batch_invariant is False and sampler.per_case_denoiser
+    assert "one case at a time" in caplog.text
+    seen, handle = _batches_seen(fast)
+    try:
+        out = sampler.sample(images, masks, gens)
+    finally:
+        handle.remove()
+    assert seen == [1] * 9  # 3 steps × 3 cases
+    # on the invariant path the fallback and the batched calls give the same bits
+    assert torch.equal(out, batched.sample(images, masks, [torch_generator(7, i, "ddim") for i in range(3)]))
+
+
+@pytest.mark.parametrize("per_case", [True, False])
+def test_per_case_calls_given_decides_every_network_without_the_check(
+    autoencoder: TinyVQAE, monkeypatch: pytest.MonkeyPatch, per_case: bool
+) -> None:
+    import synbt_factory.synthesis.sampler as sampler_module
+
+    def never(*_args: object) -> bool:
+        raise AssertionError("the invariance check ran although per_case_calls was given")
+
+    monkeypatch.setattr(sampler_module, "denoiser_batch_invariant", never)
+    fast = _denoiser("tiny", seed=4).use_cpu_inference_path()
+    sampler = InpaintingSampler(
+        autoencoder, fast, autoencoder.latent_norm(), SamplerConfig(steps=2, per_case_calls=per_case)
+    )
+    assert sampler.per_case_denoiser is per_case and sampler.per_case_autoencoder is per_case
+    assert sampler.denoiser_batch_invariant is None
+    images, masks = _cases(2)
+    seen, handle = _batches_seen(fast)
+    try:
+        sampler.sample(images, masks, [torch_generator(1, i, "ddim") for i in range(2)])
+    finally:
+        handle.remove()
+    assert seen == ([1] * 4 if per_case else [2] * 2)
