@@ -24,12 +24,20 @@ Figures (``bench/results/diffusion.json``):
   3³ kernel, 32×48×48) in NCDHW and in channels-last layout and a 2048³ matmul (8192³ on CUDA), each timed
   in the same rounds as the denoiser paths, alternating with them, so load changes hit all alike. A ratio
   above 1 means the yardstick is not the machine's best and is flagged (``yardstick_wrong``).
-  ``sampler_batch`` is the batch ``synbt generate`` groups cases in by default; ``sampler_denoiser_batch``
-  the batch its denoiser calls get (1 on CPU, where the sampler calls its networks one case at a time,
-  ``SamplerConfig.per_case_calls``); ``sampler_ratio`` the ``sampler`` path's ratios at that batch.
-* ``batch_invariance``: max |Δ| between a case's denoiser output alone and inside a batch of 4 (the
-  ``sampler`` path), and the largest |Δ| between the ``sampler`` and ``default`` paths relative to the
-  largest |output| (``paper_path_max_rel_diff``).
+  ``sampler_batch`` is the batch ``synbt generate`` groups cases in by default (``GenerateConfig.batch_size``);
+  ``sampler_denoiser_batch`` the batch its denoiser calls get at guidance 1 — on CPU the whole batch when the
+  ``sampler`` path passes the sampler's own batch-invariance check
+  (:func:`~synbt_factory.synthesis.sampler.denoiser_batch_invariant`, run here on the paper denoiser), else 1
+  (one call per case) — and ``sampler_denoiser_batch_guidance`` the doubled batch of a guided sampler (guidance
+  ≠ 1: one call on cat(conditional, null)). That is the batch when every case of a batch gets the same window
+  size (the usual 16³ minimum window); a batch whose cases need different windows splits into smaller groups.
+  ``sampler_ratio`` / ``sampler_ratio_guidance``: the ``sampler`` path's ratios at those batches.
+* ``batch_invariance``: per preset (paper, small; 16³ latent, random weights incl. the layers MONAI zero-initialises,
+  whose untrained output would be 0 everywhere and so trivially invariant): ``*_max_abs_diff``, the max |Δ| between
+  each case alone and inside a batch of 4 on the ``sampler`` path (the path the sampler calls batched: 0 = bitwise
+  invariant); ``*_default_max_abs_diff``, the same on PyTorch's default path; ``*_sampler_check``, the sampler's
+  check (batch 1 vs row 1 of batch 3, ``torch.equal``); ``*_path_max_rel_diff``, the largest |Δ| between the
+  ``sampler`` and ``default`` paths relative to the largest |output|; ``threads``, torch's thread count.
 * ``per_case``: full time per synthetic case (encode + 10 DDIM steps + decode + blend) with the
   ``--preset`` denoiser and VQ-VAE (random weights: speed only), whole vs window mode, window mode with
   mask guidance 1.5 (two denoiser evaluations per step, one call on the doubled batch), and how far
@@ -56,7 +64,7 @@ from bench.common import peak_rss_mb, save_result
 from synbt_factory.device import resolve_device
 from synbt_factory.models.diffusion import CHECKPOINT_KIND, MaskConditionedDenoiser, diffusion_preset, load_diffusion
 from synbt_factory.rng import torch_generator
-from synbt_factory.synthesis.sampler import InpaintingSampler, SamplerConfig
+from synbt_factory.synthesis.sampler import InpaintingSampler, SamplerConfig, denoiser_batch_invariant
 
 
 def _sync(device: torch.device) -> None:
@@ -177,13 +185,14 @@ def _paths(net: MaskConditionedDenoiser, device: torch.device, folder: Path) -> 
     return {"sampler": sampler} if sampler.memory_format == net.memory_format else {"sampler": sampler, "default": net}
 
 
-def sampler_denoiser_batch(device: torch.device) -> int:
-    """The batch of the sampler's denoiser calls under ``synbt generate``'s defaults (guidance 1: one call per step)."""
+def sampler_denoiser_batch(device: torch.device, invariant: bool) -> int:
+    """The batch of the sampler's denoiser calls under ``synbt generate``'s defaults (guidance 1: one call per step),
+    given whether the denoiser passed the sampler's batch-invariance check (``invariant``, used on CPU only)."""
     from synbt_factory.generate.jobs import GenerateConfig
-    from synbt_factory.synthesis.sampler import SamplerConfig
 
     per_case = SamplerConfig().per_case_calls
-    per_case = device.type != "cuda" if per_case is None else per_case
+    if per_case is None:
+        per_case = device.type != "cuda" and not invariant
     return 1 if per_case else GenerateConfig(n=1).batch_size
 
 
@@ -249,9 +258,10 @@ def denoiser_steps(device: torch.device, repeat: int, folder: Path) -> list[dict
     return rows
 
 
-def batch_invariance(device: torch.device, folder: Path) -> dict[str, float]:
+def batch_invariance(device: torch.device, folder: Path) -> dict[str, Any]:
+    """A case alone vs inside a batch of 4, on the sampler's path and on the default path (see the module doc)."""
     gen = torch.Generator().manual_seed(1)
-    out = {}
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "latent": [16, 16, 16], "batch": 4}
     for preset, shape in [("paper", (16, 16, 16)), ("small", (16, 16, 16))]:
         plain = MaskConditionedDenoiser(diffusion_preset(preset)).to(device).eval()
         _randomise_zero_init(plain, gen)
@@ -262,8 +272,11 @@ def batch_invariance(device: torch.device, folder: Path) -> dict[str, float]:
         with torch.inference_mode():
             full = net(z, t, c)
             single = torch.cat([net(z[i : i + 1], t[i : i + 1], c[i : i + 1]) for i in range(4)])
+            plain_full = plain(z, t, c)
             default = torch.cat([plain(z[i : i + 1], t[i : i + 1], c[i : i + 1]) for i in range(4)])
         out[f"{preset}_max_abs_diff"] = float((full - single).abs().max())
+        out[f"{preset}_default_max_abs_diff"] = float((plain_full - default).abs().max())
+        out[f"{preset}_sampler_check"] = denoiser_batch_invariant(net, shape)
         out[f"{preset}_output_abs_mean"] = float(full.abs().mean())
         out[f"{preset}_path_max_rel_diff"] = float((single - default).abs().max() / default.abs().max())
     return out
@@ -318,7 +331,8 @@ def per_case(
             result[key] = {
                 "seconds_per_case": times[best] / batch,
                 "stage_seconds_per_case": {k: v / batch for k, v in stages[best].items()},
-                "per_case_calls": sampler.per_case_calls,
+                "per_case_denoiser": sampler.per_case_denoiser,
+                "per_case_autoencoder": sampler.per_case_autoencoder,
             }
             print(key, result[key], flush=True)
     for batch in batches:
@@ -377,22 +391,25 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="diffusion_bench_") as tmp:  # checkpoints for load_diffusion
         folder = Path(tmp)
+        figures["batch_invariance"] = batch_invariance(device, folder)
+        print(figures["batch_invariance"], flush=True)
         if not args.skip_steps:
             from synbt_factory.generate.jobs import GenerateConfig
 
             figures["sampler_batch"] = GenerateConfig(n=1).batch_size
-            figures["sampler_denoiser_batch"] = sampler_denoiser_batch(device)
+            batch = sampler_denoiser_batch(device, figures["batch_invariance"]["paper_sampler_check"])
+            figures["sampler_denoiser_batch"] = batch
+            figures["sampler_denoiser_batch_guidance"] = 2 * batch
             figures["denoiser_step"] = denoiser_steps(device, args.repeat, folder)
             figures["yardstick_wrong_rows"] = sum("yardstick_wrong" in row for row in figures["denoiser_step"])
-            figures["sampler_ratio"] = {
-                f"{'x'.join(map(str, r['latent']))}_{r['precision']}": {
-                    k: r[k] for k in ("batch", "ratio_to_yardstick", "ratio_to_yardstick_cpu")
+            for key, at in (("sampler_ratio", batch), ("sampler_ratio_guidance", 2 * batch)):
+                figures[key] = {
+                    f"{'x'.join(map(str, r['latent']))}_{r['precision']}": {
+                        k: r[k] for k in ("batch", "ratio_to_yardstick", "ratio_to_yardstick_cpu")
+                    }
+                    for r in figures["denoiser_step"]
+                    if r["path"] == "sampler" and r["batch"] == at
                 }
-                for r in figures["denoiser_step"]
-                if r["path"] == "sampler" and r["batch"] == figures["sampler_denoiser_batch"]
-            }
-        figures["batch_invariance"] = batch_invariance(device, folder)
-        print(figures["batch_invariance"], flush=True)
         if not args.skip_per_case:
             figures["per_case"] = per_case(device, args.preset, fov, args.repeat, batches, folder)  # type: ignore[arg-type]
     figures["peak_rss_mb"] = peak_rss_mb()
