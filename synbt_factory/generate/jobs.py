@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from synbt_factory.rng import case_generator
 
-__all__ = ["GenerateConfig", "CaseJob", "plan_jobs", "synthetic_case_id"]
+__all__ = ["GenerateConfig", "CaseJob", "by_background", "plan_jobs", "synthetic_case_id"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,3 +93,15 @@ def plan_jobs(config: GenerateConfig, backgrounds: list[str], *, alternates: int
             CaseJob(index=i, case_id=synthetic_case_id(i), background=first, seed=config.seed, alternates=extra)
         )
     return jobs
+
+
+def by_background(jobs: list[CaseJob]) -> list[CaseJob]:
+    """``jobs`` grouped by their first-choice background (ordered by background id, then case index).
+
+    A job's content depends on ``(seed, case_index)`` alone, so the order only decides when each background's
+    placement context is needed: grouped, a run needs each context while its group runs, reads it once, and
+    keeps about one per worker (:class:`~synbt_factory.generate.placing.Placer`'s ``max_contexts``) whatever N;
+    in case order it needs every background all along. A job whose background rejects the tumor falls back to
+    its alternates outside its group (rare; a context read again at worst).
+    """
+    return sorted(jobs, key=lambda job: (job.background, job.index))

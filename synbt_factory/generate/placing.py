@@ -69,6 +69,14 @@ class Placer:
     sooner: its memory stops growing after fewer cases.
     Caching never changes results. Memory stays bounded by ``cache_bytes`` whatever the run's N.
 
+    ``max_contexts`` (0: no bound) also bounds how many contexts are kept, whatever their size. A run whose
+    cases come grouped by background (:func:`~synbt_factory.generate.jobs.by_background`, as ``generate`` does
+    for methods that are not batched) needs each context only while its group runs, so a bound of about its
+    worker count reads each context once per run all the same, and its memory no longer depends on how many
+    backgrounds the run touches: the byte budgets alone held every background a run had touched (5.3 MB each at
+    128×128×80; a 20-case SynTumor run of the 8-background bench touched 7, a 200-case run all 8, which was most
+    of the difference in peak memory between them).
+
     A placer travels to Dask tasks by pickle, once per task; every copy of one placer unpickles to a single
     placer in the receiving process (:func:`shared_placer`), so its contexts serve every task of the run there.
     Fresh copies would rebuild a context per case, and Dask's message logs would keep each one with its contexts.
@@ -84,12 +92,16 @@ class Placer:
         cache_bytes: int = CONTEXT_CACHE_BYTES,
         token: str | None = None,
         stored_cache_bytes: int = STORED_CONTEXT_CACHE_BYTES,
+        max_contexts: int = 0,
     ) -> None:
+        if max_contexts < 0:
+            raise ValueError(f"max_contexts must be >= 0 (0: no bound), got {max_contexts}")
         self.prepared = prepared
         self.bank_location = bank
         self.placement_config = placement_config or {}
         self.cache_bytes = cache_bytes
         self.stored_cache_bytes = stored_cache_bytes
+        self.max_contexts = max_contexts
         self.token = token or uuid.uuid4().hex
         self._store: Any = None
         self._bank: Any = None
@@ -110,6 +122,7 @@ class Placer:
             self.placement_config,
             self.cache_bytes,
             self.stored_cache_bytes,
+            self.max_contexts,
         )
 
     def _context(self, store: Any, case_id: str, config: Any) -> Any:
@@ -134,9 +147,11 @@ class Placer:
         return ctx
 
     def _evict(self, keep: str) -> None:
-        """Drop least recently used contexts (never ``keep``) until both budgets hold; the caller holds the lock."""
+        """Drop least recently used contexts (never ``keep``) until both budgets and ``max_contexts`` hold; the
+        caller holds the lock. A dropped context still in use by another thread lives on until that case is
+        placed."""
         while len(self._contexts) > 1:
-            if self._cached_bytes > self.cache_bytes:
+            if self._cached_bytes > self.cache_bytes or 0 < self.max_contexts < len(self._contexts):
                 victim = next(iter(self._contexts))
             elif self._stored_bytes > self.stored_cache_bytes:
                 victim = next((c for c, ctx in self._contexts.items() if c != keep and _is_stored(ctx)), keep)
@@ -222,6 +237,7 @@ def shared_placer(
     placement_config: dict[str, Any] | None = None,
     cache_bytes: int = CONTEXT_CACHE_BYTES,
     stored_cache_bytes: int = STORED_CONTEXT_CACHE_BYTES,
+    max_contexts: int = 0,
 ) -> Placer:
     """This process's copy of the placer ``token`` names, made on first use; at most ``_SHARED_KEEP`` are kept."""
     key = token
@@ -235,6 +251,7 @@ def shared_placer(
                 cache_bytes=cache_bytes,
                 token=token,
                 stored_cache_bytes=stored_cache_bytes,
+                max_contexts=max_contexts,
             )
             while len(_SHARED_PLACERS) > _SHARED_KEEP:
                 _SHARED_PLACERS.popitem(last=False)
