@@ -1,25 +1,28 @@
-"""Generate bench: SynTumor fixed and marginal CPU seconds per call and per case, peak memory of the generating
-process tree at two N, and the default in-process thread pool against a Dask process ``LocalCluster``.
+"""Generate bench: SynTumor fixed and marginal CPU seconds per call and per case, peak memory of the generating process
+tree at two N, and the default in-process thread pool against a Dask process ``LocalCluster``.
 
     python -m bench.generate_bench [--size small] [--ns 20,200,400] [--size-rounds 2] [--one-rounds 5]
                                    [--dask-n 40] [--rounds 2]
 
 Every measured run is a fresh child process (``python -m bench.generate_bench --child ...``), measured from outside
-(:func:`bench.common.run_measured`): its wall and CPU seconds (its Dask worker processes included), and the peak RSS
-of its process tree sampled with psutil, so neither the parent's memory nor its imports count. Fixed and marginal
-costs come from the first two N (median CPU of ``--size-rounds`` runs each, the counts measured in alternating
-order): marginal = ΔCPU / ΔN, fixed = CPU(N₁) − N₁ × marginal. Peak memory is reported per N, and as the ratio of
-each N to the previous one. A SynTumor run groups its cases by background and keeps one placement context per
-worker (+1), and has glibc map each case volume on its own (``synbt_factory.generate.pipeline._map_volumes``), so
-its peak should not depend on how many backgrounds it touches nor on how many cases it writes: the ratio of the
-first two N is the flatness figure. The fixed cost is also measured directly: the median CPU of ``--one-rounds``
-one-case calls (``--child --n 1``, the case included). The executor comparison runs threads / processes in
-interleaved pairs and reports the ratio per pair.
+(:func:`bench.common.run_measured`): its wall and CPU seconds (its Dask worker processes included), and the peak RSS of
+its process tree sampled with psutil, so neither the parent's memory nor its imports count. Fixed and marginal costs
+come from the first two N (median CPU of ``--size-rounds`` runs each, the counts measured in alternating order):
+marginal = ΔCPU / ΔN, fixed = CPU(N₁) − N₁ × marginal. Peak memory is reported per N, and as the ratio of each N to the
+previous one, from two measures: the tree's RSS sampled every 50 ms (which also counts Dask workers, but can miss a
+short peak, and catches one the more likely the longer the run, a bias towards the larger N) and the child's own
+``VmHWM`` (the kernel's exact high-water mark; for the default in-process runs the whole tree), whose ratio is also
+given round by round, since peaks at one N vary by a few MiB between runs. A SynTumor run groups its cases by background
+and keeps one placement context per worker (+1), and has glibc map each case volume on its own
+(``synbt_factory.generate.pipeline._map_volumes``), so its peak should not depend on how many backgrounds it touches nor
+on how many cases it writes: the ratio of the first two N is the flatness figure. The fixed cost is also measured
+directly: the median CPU of ``--one-rounds`` one-case calls (``--child --n 1``, the case included). The executor
+comparison runs threads / processes in interleaved pairs and reports the ratio per pair.
 
-Children run with Python's bytecode cache on, as an installed package does: ``PYTHONDONTWRITEBYTECODE`` is
-removed from their environment, and one uncounted one-case child runs first so the project's ``.pyc`` files
-exist before anything is measured (with the variable set, as on the bench machine, every child compiled the
-project's modules again: about 0.12 CPU s per call, counted as fixed cost).
+Children run with Python's bytecode cache on, as an installed package does: ``PYTHONDONTWRITEBYTECODE`` is removed from
+their environment, and one uncounted one-case child runs first so the project's ``.pyc`` files exist before anything is
+measured (with the variable set, as on the bench machine, every child compiled the project's modules again: about 0.12
+CPU s per call, counted as fixed cost).
 """
 
 from __future__ import annotations
@@ -70,9 +73,24 @@ def _child(args: argparse.Namespace) -> None:
                 "torch_loaded": "torch" in sys.modules,
                 "monai_loaded": "monai" in sys.modules,
                 "dask_loaded": "dask" in sys.modules,
+                "own_vmhwm_mb": _own_vmhwm_mb(),
             }
         )
     )
+
+
+def _own_vmhwm_mb() -> float | None:
+    """This process's peak resident memory (``VmHWM``, MiB), kept by the kernel: exact where the 50 ms sampling of
+    :func:`bench.common.run_measured` can miss a short peak, and the more likely to catch one the longer the run,
+    which biases a ratio of peaks towards the larger N. In-process runs (threads) are one process, so this is their
+    whole tree; ``None`` off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
 
 
 def _child_env() -> dict[str, str]:
@@ -163,6 +181,9 @@ def main() -> None:
         print({"one_case_cpu_s": [r["cpu_s"] for r in one_case]}, flush=True)
         cpu = {n: statistics.median(r["cpu_s"] for r in by_n[n]) for n in ns}
         rss = {n: statistics.median(r["tree_peak_rss_mb"] for r in by_n[n]) for n in ns}
+        hwm = {n: statistics.median(r["own_vmhwm_mb"] for r in by_n[n]) for n in ns}
+        pairs_by_round = zip(by_n[ns[0]], by_n[ns[1]], strict=True)
+        hwm_ratios = sorted(b["own_vmhwm_mb"] / a["own_vmhwm_mb"] for a, b in pairs_by_round)
         n1, n2 = ns[0], ns[1]
         marginal = (cpu[n2] - cpu[n1]) / (n2 - n1)
         fixed = cpu[n1] - n1 * marginal
@@ -194,6 +215,9 @@ def main() -> None:
             "syntumor_marginal_cpu_s_per_case": marginal,
             "median_cpu_s_by_n": cpu,
             "median_tree_peak_rss_mb_by_n": rss,
+            "median_own_vmhwm_mb_by_n": hwm,
+            "peak_rss_vmhwm_ratio_n2_over_n1": hwm[n2] / hwm[n1],
+            "peak_rss_vmhwm_ratio_per_round": hwm_ratios,
             "peak_rss_tree_ratio_n2_over_n1": rss[n2] / rss[n1],
             "peak_rss_tree_ratio_each_n_over_the_previous": {
                 f"{b}/{a}": rss[b] / rss[a] for a, b in itertools.pairwise(ns)
