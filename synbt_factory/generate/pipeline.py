@@ -148,8 +148,9 @@ def _map_volumes() -> None:
     faults of mapping each volume afresh (about 6,000 per case). Masks and smaller blocks stay in the arenas.
 
     The setting is the process's (glibc has no call to restore the moving threshold), set by ``generate`` in
-    the process that runs its cases: the driver, and each Dask worker process on its first task. A no-op
-    where the C library is not glibc.
+    the process that runs its cases: the driver, and each Dask worker process on its first task. It works from
+    then on: a free block already in the heap that a volume fits in is still reused (in a long-lived process, a
+    test session or a notebook, volumes may keep coming from there). A no-op where the C library is not glibc.
     """
     global _mapping_set
     if _mapping_set:
