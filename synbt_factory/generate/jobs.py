@@ -96,12 +96,18 @@ def plan_jobs(config: GenerateConfig, backgrounds: list[str], *, alternates: int
 
 
 def by_background(jobs: list[CaseJob]) -> list[CaseJob]:
-    """``jobs`` grouped by their first-choice background (ordered by background id, then case index).
+    """``jobs`` grouped by their first-choice background, the groups in the order of their first case (each
+    group in case order).
 
     A job's content depends on ``(seed, case_index)`` alone, so the order only decides when each background's
     placement context is needed: grouped, a run needs each context while its group runs, reads it once, and
     keeps about one per worker (:class:`~synbt_factory.generate.placing.Placer`'s ``max_contexts``) whatever N;
-    in case order it needs every background all along. A job whose background rejects the tumor falls back to
-    its alternates outside its group (rare; a context read again at worst).
+    in case order it needs every background all along. Groups follow their first case, not the backgrounds'
+    names: backgrounds are drawn at random per case, so a run stopped early holds a random subset of them, not
+    the first ones by name (MAMA-MIA's names start with the site). A job whose background rejects the tumor falls
+    back to its alternates outside its group (rare; a context read again at worst).
     """
-    return sorted(jobs, key=lambda job: (job.background, job.index))
+    first: dict[str, int] = {}
+    for job in jobs:
+        first[job.background] = min(job.index, first.get(job.background, job.index))
+    return sorted(jobs, key=lambda job: (first[job.background], job.index))

@@ -33,7 +33,11 @@ def test_jobs_grouped_by_background_keep_every_job_in_case_order_within_a_group(
     grouped = by_background(jobs)
     assert sorted(j.index for j in grouped) == list(range(40))
     order = [j.background for j in grouped]
-    assert order == sorted(order)  # one contiguous group per background
+    groups = [b for i, b in enumerate(order) if i == 0 or order[i - 1] != b]
+    assert len(groups) == len(set(order))  # one contiguous group per background
+    firsts = [min(j.index for j in jobs if j.background == b) for b in groups]
+    assert firsts == sorted(firsts)  # groups in the order of their first case, not of their names
+    assert groups != sorted(groups)  # (this plan draws them in another order than their names)
     for background in set(order):
         indices = [j.index for j in grouped if j.background == background]
         assert indices == sorted(indices)
