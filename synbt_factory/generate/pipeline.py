@@ -143,9 +143,10 @@ def _map_volumes() -> None:
     volumes stay there as fragments, resident, and the fragments grow with the cases written: with the same
     placement contexts held, arenas grew 122 → 150 MiB (of which 93 → 110 MiB free) between case 20 and 199,
     and peak RSS 218 → 233 MiB from a 20- to a 200-case run. Mapped, a freed volume goes back to the system
-    at once: with the placement contexts bounded too, ``bench/generate_bench`` measured a peak of 140 MiB at
-    N=20 and 148 MiB at N=200 (1.06; 227 and 252 MiB before), marginal CPU 0.11 s per case, for the page
-    faults of mapping each volume afresh (about 6,000 per case). Masks and smaller blocks stay in the arenas.
+    at once: with the placement contexts bounded too, ``bench/generate_bench`` measured a peak (``VmHWM``) of
+    147 MiB at N=20 and 154 MiB at N=200 (medians of 8 rounds, 1.05; 227 and 252 MiB before), for the page
+    faults of mapping each volume afresh (about 6,000 per case; +14–36 % CPU in 3 interleaved pairs at N=100).
+    Masks and smaller blocks stay in the arenas.
 
     The setting is the process's (glibc has no call to restore the moving threshold), set by ``generate`` in
     the process that runs its cases: the driver, and each Dask worker process on its first task. It works from

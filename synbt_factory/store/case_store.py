@@ -349,7 +349,8 @@ class CaseStore:
         The group's attributes are written once, with the group, and the ``complete`` marker is a second, last
         update once every array is written. The checksums and chunks are computed in a thread pool
         (:mod:`~synbt_factory.store.chunk_writer`: the bytes zarr writes, without its per-chunk machinery), and
-        every file is written through the zarr store as soon as it is encoded, all in one call into zarr's event
+        every file is written as soon as it is encoded: straight into the folder of a local store
+        (:mod:`~synbt_factory.store.local_writer`), else through the zarr store, all in one call into zarr's event
         loop. A crash before the marker leaves an unmarked group that readers skip and :meth:`remove_incomplete`
         deletes. Arrays in a non-native byte order are stored (and checksummed) in native order, as read back.
 
@@ -379,20 +380,25 @@ class CaseStore:
         # looked up at each call, so a test (or a caller) that replaces array_sha256 is honoured
         job = start_encoding(contiguous, planned, checksum=lambda data: array_sha256(data))
         others = {name: data for name, data in contiguous.items() if name not in planned}
-        attrs = {**attrs, "case_id": case_id}
         folder = self._local_folder()
         try:
+            # the group is written once the checksums (queued first in the pool) are known
+            attrs = {**attrs, "case_id": case_id, "sha256": {n: f.result() for n, f in job.digests.items()}}
+            group_document = _group_document(attrs).to_bytes()
+            complete_document = _group_document({**attrs, COMPLETE_KEY: True}).to_bytes()
             if folder is not None and not others:
-                checksums = {name: future.result() for name, future in job.digests.items()}
-                attrs["sha256"] = checksums
-                write_encoded_case(
-                    folder / self._case_key(case_id),
-                    job,
-                    _group_document(attrs).to_bytes(),
-                    _group_document({**attrs, COMPLETE_KEY: True}).to_bytes(),
-                )
+                write_encoded_case(folder / self._case_key(case_id), job, group_document, complete_document)
             else:
-                _sync(_write_case_async(self._root.store, self._case_key(case_id), job, others, attrs, layout))
+                _sync(
+                    _write_case_async(
+                        self._root.store,
+                        self._case_key(case_id),
+                        job,
+                        others,
+                        (group_document, complete_document),
+                        layout,
+                    )
+                )
         finally:
             job.cancel()
 
@@ -641,12 +647,18 @@ def _group_document(attrs: dict[str, Any]) -> Any:
 
 
 async def _write_case_async(
-    store: Any, prefix: str, job: EncodingJob, others: dict[str, np.ndarray], attrs: dict[str, Any], layout: StoreLayout
+    store: Any,
+    prefix: str,
+    job: EncodingJob,
+    others: dict[str, np.ndarray],
+    documents: tuple[bytes, bytes],
+    layout: StoreLayout,
 ) -> None:
-    """Write the case group with ``attrs`` and the checksums, then its arrays, then the marker (last).
+    """Write the case group's document, then its arrays, then the document with the marker (last) through ``store``.
 
-    The group is written once the checksums are known; each encoded file of ``job`` (``zarr.json`` documents and
-    chunks, keys relative to the group) is written as soon as it is encoded, while the others still compress.
+    ``documents``: the group's ``zarr.json`` without and with the ``complete`` marker. Each encoded file of ``job``
+    (``zarr.json`` documents and chunks, keys relative to the group) is written as soon as it is encoded, while the
+    others still compress.
     ``others`` are arrays without a plan (:func:`~synbt_factory.store.chunk_writer.array_plan`), written through
     zarr. Every chunk is written, empty ones included: testing each chunk for emptiness cost more CPU than
     writing the few bytes a compressed empty chunk takes.
@@ -657,11 +669,9 @@ async def _write_case_async(
     from zarr.core.group import AsyncGroup
     from zarr.storage import StorePath
 
-    checksums = {name: await asyncio.wrap_future(future) for name, future in job.digests.items()}
-    attrs = {**attrs, "sha256": checksums}
-    group_key = f"{prefix}/zarr.json"
-    await store.set(group_key, _group_document(attrs))
     buffer = default_buffer_prototype().buffer
+    group_key = f"{prefix}/zarr.json"
+    await store.set(group_key, buffer.from_bytes(documents[0]))
 
     failures: list[BaseException] = []
 
@@ -688,7 +698,7 @@ async def _write_case_async(
                 **layout.array_options(data.shape),
             )
             await array.setitem(Ellipsis, data)
-    await store.set(group_key, _group_document({**attrs, COMPLETE_KEY: True}))
+    await store.set(group_key, buffer.from_bytes(documents[1]))
 
 
 class _MetadataError(ValueError):
