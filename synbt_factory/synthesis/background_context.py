@@ -94,17 +94,19 @@ def has_stored_anatomy(
     *,
     source: str = "auto",
     attrs: dict[str, Any] | None = None,
+    names: set[str] | None = None,
 ) -> bool:
     """Whether the case holds a finished anatomy built for its current inputs and this config (reads no array).
 
-    ``attrs``: the case's attributes when the caller has read them already (they are not read again).
+    ``attrs`` / ``names``: the case's attributes and array names when the caller has read them already (they
+    are not read again).
     """
     config = config or PlacementConfig()
     attrs = store.case_attrs(case_id) if attrs is None else attrs
     record = attrs.get(ANATOMY_ATTR)
     if not isinstance(record, dict):
         return False
-    _, breast_name = _sources(set(store.array_names(case_id)), source)
+    _, breast_name = _sources(set(store.array_names(case_id)) if names is None else names, source)
     finished = attrs.get("sha256") or {}
     return record.get("key") == _key(attrs, breast_name, config) and all(
         name in finished for name in ANATOMY_ARRAYS.values()
@@ -112,13 +114,26 @@ def has_stored_anatomy(
 
 
 def stored_anatomy(
-    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
+    store: Any,
+    case_id: str,
+    config: PlacementConfig | None = None,
+    *,
+    source: str = "auto",
+    attrs: dict[str, Any] | None = None,
+    names: set[str] | None = None,
 ) -> PlacementAnatomy | None:
-    """The case's stored anatomy when it was built for these inputs and this config, else None."""
-    if not has_stored_anatomy(store, case_id, config, source=source):
+    """The case's stored anatomy when it was built for these inputs and this config, else None.
+
+    ``attrs`` / ``names``: as :func:`has_stored_anatomy`. The arrays are read in one :meth:`read_case`, so the
+    case's metadata is read once, not once per array.
+    """
+    attrs = store.case_attrs(case_id) if attrs is None else attrs
+    names = set(store.array_names(case_id)) if names is None else names
+    if not has_stored_anatomy(store, case_id, config, source=source, attrs=attrs, names=names):
         return None
-    record = store.case_attrs(case_id)[ANATOMY_ATTR]
-    arrays = {field: store.read_array(case_id, name) for field, name in ANATOMY_ARRAYS.items()}
+    record = attrs[ANATOMY_ATTR]
+    read, _ = store.read_case(case_id, tuple(ANATOMY_ARRAYS.values()))
+    arrays = {field: read[name] for field, name in ANATOMY_ARRAYS.items()}
     size = record.get("breast_size_mm")
     return PlacementAnatomy(
         breast=arrays["breast"] > 0,
@@ -167,11 +182,13 @@ def context_from_store(
         PlacementError: if ``source`` asks for arrays the case does not have, or the case has no breast.
     """
     config = config or PlacementConfig()
+    attrs = store.case_attrs(case_id)
+    names = set(store.array_names(case_id))
     try:
-        fgt_name, breast_name = _sources(set(store.array_names(case_id)), source)
+        fgt_name, breast_name = _sources(names, source)
     except PlacementError as exc:
         raise PlacementError(f"case {case_id} has {exc}") from None
-    anatomy = stored_anatomy(store, case_id, config, source=source)
+    anatomy = stored_anatomy(store, case_id, config, source=source, attrs=attrs, names=names)
     stored = anatomy is not None
     if anatomy is None:
         image, mask, breast = _read_inputs(store, case_id, breast_name)

@@ -73,3 +73,38 @@ def test_a_failed_file_write_leaves_an_unmarked_case_that_resume_removes(
         assert store.remove_incomplete() == ["C2"]
     store.write_case("C2", _arrays(2), ATTRS)
     assert store.case_ids() == ["C1", "C2"] and verify_store(path).ok
+
+
+@pytest.mark.parametrize("indent", [2, 0, None], ids=["indent2", "indent0", "compact"])
+def test_group_documents_are_zarrs_rendering_byte_for_byte(indent: int | None) -> None:
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+
+    attrs = {
+        **ATTRS,
+        "nested": {"b": [1, (2, 3), {"x": float("nan")}], "a": -float("inf"), "big": 2**63 + 5, "flag": False},
+        "tuple": (1.0, 0.1, 1e-300),
+        "empty": {},
+        "sha256": {"image": "ab" * 32, "mask": "cd" * 32},
+        "complete": True,
+    }
+    with zarr.config.set({"json_indent": indent}):
+        zarrs = GroupMetadata(attributes=attrs, zarr_format=3).to_buffer_dict(default_buffer_prototype())["zarr.json"]
+        assert case_store._group_document(attrs) == zarrs.to_bytes()
+        assert (
+            case_store._group_document({})
+            == GroupMetadata(zarr_format=3).to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+        )
+
+
+def test_a_written_group_document_is_the_one_zarr_writes_for_the_same_attributes(tmp_path: Path) -> None:
+    store = CaseStore.create(tmp_path / "s.zarr", kind="synthetic", card={}, layout=StoreLayout(chunk=8))
+    store.write_case("C1", _arrays(0), ATTRS)
+    written = (tmp_path / "s.zarr" / "cases" / "C1" / "zarr.json").read_bytes()
+    import zarr
+
+    group = zarr.open_group(tmp_path / "s.zarr" / "cases" / "C1", mode="r")
+    rewritten = zarr.open_group(tmp_path / "copy.zarr", mode="w")
+    rewritten.attrs.update(dict(group.attrs))  # zarr renders the same attributes itself
+    assert written == (tmp_path / "copy.zarr" / "zarr.json").read_bytes()
