@@ -674,9 +674,10 @@ def _native(data: np.ndarray) -> np.ndarray:
 def _group_document(attrs: dict[str, Any]) -> bytes:
     """A group's ``zarr.json``, byte for byte as zarr's ``GroupMetadata`` renders it for ``update_attributes``.
 
-    zarr renders the document through ``dataclasses.asdict``, which deep-copies every attribute first: 1.7 ms
-    of a small case's 5 ms write, twice per case. The Zarr v3 group document is these three keys, in zarr's
-    order, with its JSON settings (``tests/store/test_local_writer.py`` compares both renderings).
+    zarr renders the document through ``dataclasses.asdict``, which deep-copies every attribute first: 0.14 ms
+    for a generated case's 2.2 kB document, against 0.05 ms here, twice per case. The Zarr v3 group document is
+    these three keys, in zarr's order, with its JSON settings (``tests/store/test_local_writer.py`` compares
+    both renderings).
     """
     from zarr.core.config import config as zarr_config
 
