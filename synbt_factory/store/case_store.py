@@ -238,21 +238,17 @@ class CaseStore:
         except Exception:  # an unreadable entry counts as absent; verify names it through its group
             return False
 
-    def _read_json(self, key: str) -> dict[str, Any]:
-        """A ``zarr.json`` document, parsed; :class:`_MetadataError` when missing, unreadable or not an object."""
-        doc = self._get_json(key)
-        if doc is None:
-            raise _MetadataError(f"{key} is missing")
-        return doc
-
     def _get_json(self, key: str) -> dict[str, Any] | None:
-        """A ``zarr.json`` document, parsed, or None when there is no such key: one store round trip, where an
-        existence check and a read took two. :class:`_MetadataError` when unreadable or not a JSON object."""
+        """A ``zarr.json`` document, parsed, or None when there is no such key (or it is no file, e.g. a folder):
+        one store round trip, where an existence check and a read took two. :class:`_MetadataError` when the
+        document is present but unreadable or not a JSON object."""
         from zarr.core.buffer import default_buffer_prototype
 
         try:
             buf = _sync(self._root.store.get(key, prototype=default_buffer_prototype()))
         except Exception as exc:
+            if not self._has_key(key):
+                return None
             raise _MetadataError(f"{key} cannot be read ({type(exc).__name__}: {exc})") from exc
         if buf is None:
             return None
@@ -273,11 +269,10 @@ class CaseStore:
         States: ``"complete"`` / ``"incomplete"`` (detail: the attributes), ``"damaged"`` (detail: the
         problem), ``"absent"`` (no such entry, or a plain file: detail None).
         """
-        key = self._case_key(case_id, "zarr.json")
         try:
-            meta, problem = self._get_json(key), None
-        except _MetadataError as exc:  # present but unreadable or not JSON; a key that is no file counts as absent
-            meta, problem = None, (str(exc) if self._has_key(key) else None)
+            meta, problem = self._get_json(self._case_key(case_id, "zarr.json")), None
+        except _MetadataError as exc:
+            meta, problem = None, str(exc)
         if meta is None and problem is None:
             if not self._children(self._case_key(case_id)):
                 return "absent", None
@@ -539,8 +534,6 @@ class CaseStore:
         try:
             return self._get_json(key)
         except _MetadataError as exc:
-            if not self._has_key(key):  # e.g. a folder named zarr.json: no array, as before
-                return None
             raise self._damaged(case_id, f"array {name!r}: {exc}") from exc
 
     def _checked_array(

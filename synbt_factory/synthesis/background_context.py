@@ -114,23 +114,18 @@ def has_stored_anatomy(
 
 
 def stored_anatomy(
-    store: Any,
-    case_id: str,
-    config: PlacementConfig | None = None,
-    *,
-    source: str = "auto",
-    attrs: dict[str, Any] | None = None,
-    names: set[str] | None = None,
+    store: Any, case_id: str, config: PlacementConfig | None = None, *, source: str = "auto"
 ) -> PlacementAnatomy | None:
-    """The case's stored anatomy when it was built for these inputs and this config, else None.
-
-    ``attrs`` / ``names``: as :func:`has_stored_anatomy`. The arrays are read in one :meth:`read_case`, so the
-    case's metadata is read once, not once per array.
-    """
-    attrs = store.case_attrs(case_id) if attrs is None else attrs
-    names = set(store.array_names(case_id)) if names is None else names
-    if not has_stored_anatomy(store, case_id, config, source=source, attrs=attrs, names=names):
+    """The case's stored anatomy when it was built for these inputs and this config, else None."""
+    attrs = store.case_attrs(case_id)
+    if not has_stored_anatomy(store, case_id, config, source=source, attrs=attrs):
         return None
+    return _read_anatomy(store, case_id, attrs)
+
+
+def _read_anatomy(store: Any, case_id: str, attrs: dict[str, Any]) -> PlacementAnatomy:
+    """The stored anatomy of a case whose ``attrs`` record one (:func:`has_stored_anatomy`), its arrays read in one
+    :meth:`read_case` (the case's metadata read once, not once per array)."""
     record = attrs[ANATOMY_ATTR]
     read, _ = store.read_case(case_id, tuple(ANATOMY_ARRAYS.values()))
     arrays = {field: read[name] for field, name in ANATOMY_ARRAYS.items()}
@@ -188,8 +183,8 @@ def context_from_store(
         fgt_name, breast_name = _sources(names, source)
     except PlacementError as exc:
         raise PlacementError(f"case {case_id} has {exc}") from None
-    anatomy = stored_anatomy(store, case_id, config, source=source, attrs=attrs, names=names)
-    stored = anatomy is not None
+    stored = has_stored_anatomy(store, case_id, config, source=source, attrs=attrs, names=names)
+    anatomy = _read_anatomy(store, case_id, attrs) if stored else None
     if anatomy is None:
         image, mask, breast = _read_inputs(store, case_id, breast_name)
         anatomy = PlacementAnatomy.build(image, mask=mask, breast=breast, config=config)
